@@ -1,0 +1,43 @@
+"""Chalice app: wires EventBridge schedules to the checks in ``chalicelib``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Chalice, Cron
+from chalice.app import CloudWatchEvent
+
+from chalicelib.runner import handle_scheduled
+
+app = Chalice(app_name="loan-reminders")
+
+# EventBridge schedules run in UTC; each check fires at the top of every hour and
+# acts only inside its business-time window (see chalicelib.config.Windows).
+HOURLY = Cron(0, "*", "*", "*", "?", "*")
+
+
+@app.schedule(
+    HOURLY,
+    name="check_stale_applications",
+    description="Alert BDMs of applications stuck in one stage",
+)
+def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
+    return handle_scheduled("stale_applications", event.to_dict())
+
+
+@app.schedule(
+    HOURLY,
+    name="check_note_reminders",
+    description="Remind note authors and BDMs on the note's remind date",
+)
+def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
+    return handle_scheduled("note_reminders", event.to_dict())
+
+
+@app.schedule(
+    HOURLY,
+    name="check_repayment_reminders",
+    description="Remind borrowers of due and overdue repayments; escalate to BDMs",
+)
+def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
+    return handle_scheduled("repayment_reminders", event.to_dict())

@@ -1,0 +1,1 @@
+"""Loan CRM reminder checks: deployed with the Chalice app in ``app.py``."""

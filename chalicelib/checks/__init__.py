@@ -1,0 +1,1 @@
+"""The three reminder checks, each ``collect(run) -> notices`` plus its own follow-up."""

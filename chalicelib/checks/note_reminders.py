@@ -1,0 +1,118 @@
+"""Note reminders: on a note's remind date, remind its author and its application's BDM.
+
+A reminder missed by downtime is still sent for up to ``note_catch_up_days``
+after the remind date; older ones are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from chalicelib.delivery import Notice, Part, Run, deliver
+from chalicelib.formatting import au_date, one_line, parse_date
+from chalicelib.mailer import Email, Recipient, render
+from chalicelib.models import Application, Note, Staff
+
+KIND = "note_reminders"
+
+
+def run(run: Run) -> None:
+    """Remind authors and BDMs of today's (and recently missed) notes."""
+    deliver(run, collect(run))
+
+
+def collect(run: Run) -> list[Notice]:
+    """Query the remind dates in the catch-up window and build one notice per person."""
+    notes: list[Note] = []
+    for back in range(run.settings.thresholds.note_catch_up_days + 1):
+        day = run.today - timedelta(days=back)
+        for note in Note.by_remind_date.query(day.isoformat()):
+            run.summary.items_read += 1
+            if note.load_error:
+                run.invalid(note.id, note.load_error)
+                continue
+            notes.append(note)
+
+    applications = run.fetch(Application, (n.application_id for n in notes))
+    staff = run.fetch(
+        Staff,
+        [n.created_by for n in notes]
+        + [a.bd_id for a in applications.values() if not a.load_error],
+    )
+    notices: list[Notice] = []
+    for note in notes:
+        notices.extend(_notices_for(run, note, applications, staff))
+    return notices
+
+
+def _notices_for(
+    run: Run, note: Note, applications: dict[str, Application], staff: dict[str, Staff]
+) -> list[Notice]:
+    try:
+        remind_date = parse_date(note.remind_date, "remind_date")
+    except ValueError as exc:
+        run.invalid(note.id, str(exc))
+        return []
+    reference = None
+    bd_id = None
+    if note.application_id:
+        app = applications.get(note.application_id)
+        if app is None or app.load_error:
+            run.invalid(note.id, f"application {note.application_id!r} does not exist")
+            return []
+        reference = app.reference_number or note.application_id
+        bd_id = app.bd_id
+
+    wanted = [(note.created_by, "author"), (bd_id, "BDM")]
+    if not any(person_id for person_id, _ in wanted):
+        run.invalid(note.id, "note has neither an author (created_by) nor a BDM to remind")
+        return []
+    notices: list[Notice] = []
+    seen: set[str] = set()
+    for person_id, role in wanted:
+        if not person_id:
+            continue
+        recipient = run.recipient(staff.get(person_id), role, person_id)
+        if isinstance(recipient, str):
+            run.invalid(note.id, recipient)
+            continue
+        if recipient.id in seen or recipient.email.lower() in seen:
+            continue
+        seen.update({recipient.id, recipient.email.lower()})
+        notices.append(
+            Notice(
+                kind=KIND,
+                recipient=recipient,
+                parts=[
+                    Part(
+                        key=f"{KIND}#{note.id}#{remind_date.isoformat()}#{recipient.id}",
+                        item_id=note.id,
+                    )
+                ],
+                compose=_composer(note, recipient, role, reference, au_date(remind_date)),
+            )
+        )
+    return notices
+
+
+def _composer(
+    note: Note, recipient: Recipient, role: str, reference: str | None, remind_date: str
+) -> Callable[[Sequence[Part]], Email]:
+    title = one_line(note.title or "") or "Untitled note"
+
+    def compose(parts: Sequence[Part]) -> Email:
+        return render(
+            "note_reminder",
+            recipient,
+            f"Note Reminder: {title}",
+            {
+                "title": title,
+                "content": note.content or "",
+                "reference": reference,
+                "remind_date": remind_date,
+                "role": role,
+            },
+        )
+
+    return compose

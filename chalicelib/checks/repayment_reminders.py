@@ -1,0 +1,198 @@
+"""Repayment reminders: before the due date and when overdue, to borrowers, then the BDM.
+
+With ``d = today - due_date`` (defaults in brackets) an unpaid repayment gets:
+``upcoming`` (-7 <= d <= 0), ``overdue_3_day`` (3 <= d < 7), ``overdue_7_day``
+(7 <= d < 10), each to every borrower, and ``overdue_10_day`` (10 <= d <= 17) to
+the BDM. The windows do not overlap, so a run sends at most one kind per
+repayment and a kind whose window passed during downtime is never sent late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from chalicelib import ledger
+from chalicelib.config import Thresholds
+from chalicelib.delivery import Notice, Part, Run, deliver
+from chalicelib.formatting import au_date, money, parse_amount, parse_date
+from chalicelib.mailer import Email, Recipient, render
+from chalicelib.models import Application, Borrower, Repayment, Staff
+
+KIND = "repayment_reminders"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One kind of repayment notice and the repayment flag that records it."""
+
+    name: str
+    flag: str
+    template: str
+    subject: str
+    to_bdm: bool
+
+
+def stage_for(days_overdue: int, t: Thresholds) -> Stage | None:
+    """The notice due at ``days_overdue`` (negative: days before the due date), if any."""
+    if -t.upcoming_days <= days_overdue <= 0:
+        return Stage(
+            "upcoming",
+            "reminder_sent",
+            "repayment_upcoming",
+            "Upcoming Repayment Reminder",
+            to_bdm=False,
+        )
+    if t.overdue_days <= days_overdue < t.urgent_days:
+        return Stage(
+            "overdue_3_day",
+            "overdue_3_day_sent",
+            "repayment_overdue",
+            "OVERDUE Repayment Notice",
+            to_bdm=False,
+        )
+    if t.urgent_days <= days_overdue < t.escalation_days:
+        return Stage(
+            "overdue_7_day",
+            "overdue_7_day_sent",
+            "repayment_urgent",
+            f"URGENT: {t.urgent_days} Days OVERDUE Repayment",
+            to_bdm=False,
+        )
+    if t.escalation_days <= days_overdue <= t.escalation_until_days:
+        return Stage(
+            "overdue_10_day",
+            "overdue_10_day_sent",
+            "repayment_escalation",
+            f"ESCALATION: {t.escalation_days} Days Overdue Repayment",
+            to_bdm=True,
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Due:
+    """An unpaid repayment with a notice due today."""
+
+    repayment: Repayment
+    stage: Stage
+    due_date: date
+    days_overdue: int
+
+
+def run(run: Run) -> None:
+    """Send the due repayment notices, then flag each repayment whose notice went out."""
+    notices, flags = collect(run)
+    outcome = deliver(run, notices)
+    # Notices an overlapping run held when we looked may have gone out since: read
+    # them again, or two interleaved runs could each leave the flag for the other.
+    held = [key for key, status in outcome.items() if status == ledger.CLAIMED]
+    outcome.update({key: entry.status for key, entry in ledger.lookup(held).items()})
+    for repayment, flag, keys in flags:
+        if keys and all(outcome.get(key) == ledger.SENT for key in keys):
+            repayment.update(actions=[getattr(Repayment, flag).set(True)])
+
+
+def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str]]]]:
+    """Build the due notices and, per repayment, the flag its notices will set."""
+    t = run.settings.thresholds
+    due: list[Due] = []
+    for days in range(-t.upcoming_days, t.escalation_until_days + 1):
+        due_date = run.today - timedelta(days=days)
+        for repayment in Repayment.by_due_date.query(due_date.isoformat()):
+            run.summary.items_read += 1
+            if repayment.load_error:
+                run.invalid(repayment.id, repayment.load_error)
+                continue
+            if repayment.paid_date:
+                continue
+            stage = stage_for(days, t)
+            if stage is None or getattr(repayment, stage.flag):
+                continue
+            due.append(Due(repayment, stage, due_date, days))
+
+    applications = run.fetch(Application, (d.repayment.application_id for d in due))
+    readable = [a for a in applications.values() if not a.load_error]
+    borrowers = run.fetch(Borrower, (b for a in readable for b in a.borrower_id_list()))
+    bdms = run.fetch(Staff, (a.bd_id for a in readable))
+
+    notices: list[Notice] = []
+    flags: list[tuple[Repayment, str, list[str]]] = []
+    for item in due:
+        made = _notices_for(run, item, applications, borrowers, bdms)
+        notices.extend(made)
+        flags.append((item.repayment, item.stage.flag, [p.key for n in made for p in n.parts]))
+    return notices, flags
+
+
+def _notices_for(
+    run: Run,
+    item: Due,
+    applications: dict[str, Application],
+    borrowers: dict[str, Borrower],
+    bdms: dict[str, Staff],
+) -> list[Notice]:
+    repayment = item.repayment
+    try:
+        amount = money(parse_amount(repayment.amount, "amount"))
+        parse_date(repayment.due_date, "due_date")
+    except ValueError as exc:
+        run.invalid(repayment.id, str(exc))
+        return []
+    if not repayment.application_id:
+        run.invalid(repayment.id, "application_id is missing")
+        return []
+    app = applications.get(repayment.application_id)
+    if app is None or app.load_error:
+        run.invalid(repayment.id, f"application {repayment.application_id!r} does not exist")
+        return []
+    context = {
+        "amount": amount,
+        "due_date": au_date(item.due_date),
+        "reference": app.reference_number or app.id,
+        "days_overdue": item.days_overdue,
+        "days_until_due": -item.days_overdue,
+    }
+    borrower_ids = app.borrower_id_list()
+    if not borrower_ids and not item.stage.to_bdm:
+        run.invalid(repayment.id, f"application {app.id!r} has no borrowers")
+        return []
+    people: list[Recipient] = []
+    for borrower_id in borrower_ids:
+        found = run.recipient(borrowers.get(borrower_id), "borrower", borrower_id)
+        if isinstance(found, str):
+            run.invalid(repayment.id, found)
+        else:
+            people.append(found)
+
+    if item.stage.to_bdm:
+        if not app.bd_id:
+            run.invalid(repayment.id, f"application {app.id!r} has no bd_id")
+            return []
+        bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id)
+        if isinstance(bdm, str):
+            run.invalid(repayment.id, bdm)
+            return []
+        names = [p.name for p in people]
+        return [_notice(item, bdm, {**context, "borrower_names": names})]
+    return [_notice(item, person, context) for person in people]
+
+
+def _notice(item: Due, to: Recipient, context: dict[str, object]) -> Notice:
+    key = f"{KIND}#{item.repayment.id}#{item.due_date.isoformat()}#{item.stage.name}#{to.id}"
+    return Notice(
+        kind=f"repayment_{item.stage.name}",
+        recipient=to,
+        parts=[Part(key=key, item_id=item.repayment.id)],
+        compose=_composer(item.stage, to, context),
+    )
+
+
+def _composer(
+    stage: Stage, to: Recipient, context: dict[str, object]
+) -> Callable[[Sequence[Part]], Email]:
+    def compose(parts: Sequence[Part]) -> Email:
+        return render(stage.template, to, stage.subject, context)
+
+    return compose

@@ -1,0 +1,126 @@
+"""Stale applications: a digest to each BDM of applications stuck in one stage.
+
+An application is stale once its (non-terminal) stage has not changed for
+``stale_after_days``; it is alerted once per ``stale_repeat_days`` cycle after
+that, and a stage change (a new ``stage_last_updated``) restarts the clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from chalicelib.delivery import Notice, Part, Run, deliver
+from chalicelib.formatting import (
+    ACTIVE_STAGES,
+    STAGE_LABELS,
+    money,
+    parse_amount,
+    parse_timestamp,
+)
+from chalicelib.mailer import Email, Recipient, render
+from chalicelib.models import Application, Staff
+
+KIND = "stale_applications"
+
+
+@dataclass(frozen=True)
+class StaleRow:
+    """One line of a BDM's digest, formatted for display."""
+
+    reference: str
+    stage: str
+    days_in_stage: int
+    loan_amount: str
+    broker: str
+
+
+def run(run: Run) -> None:
+    """Alert each BDM of their newly due stale applications."""
+    deliver(run, collect(run))
+
+
+def collect(run: Run) -> list[Notice]:
+    """Query every active stage for applications unchanged long enough to alert."""
+    t = run.settings.thresholds
+    # ISO strings with different UTC offsets do not sort exactly by instant; two
+    # days of slack covers every offset and the exact test happens in Python.
+    upper = (run.today - timedelta(days=t.stale_after_days - 2)).isoformat()
+    due: list[tuple[Application, int, int]] = []
+    for stage in ACTIVE_STAGES:
+        for app in Application.by_stage.query(stage, Application.stage_last_updated < upper):
+            run.summary.items_read += 1
+            if app.load_error:
+                run.invalid(app.id, app.load_error)
+                continue
+            try:
+                changed = parse_timestamp(app.stage_last_updated, "stage_last_updated")
+            except ValueError as exc:
+                run.invalid(app.id, str(exc))
+                continue
+            days = (run.today - changed.astimezone(run.settings.timezone).date()).days
+            if days < t.stale_after_days:
+                continue
+            due.append((app, days, (days - t.stale_after_days) // t.stale_repeat_days))
+
+    bdms = run.fetch(Staff, (app.bd_id for app, _, _ in due))
+    parts_by_bdm: dict[Recipient, list[Part]] = defaultdict(list)
+    for app, days, cycle in due:
+        row_or_reason = _row(app, days)
+        if isinstance(row_or_reason, str):
+            run.invalid(app.id, row_or_reason)
+            continue
+        if not app.bd_id:
+            run.invalid(app.id, "bd_id is missing")
+            continue
+        bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id)
+        if isinstance(bdm, str):
+            run.invalid(app.id, bdm)
+            continue
+        key = f"{KIND}#{app.id}#{app.stage}#{app.stage_last_updated}#{cycle}"
+        parts_by_bdm[bdm].append(Part(key=key, item_id=app.id, data=row_or_reason))
+
+    return [
+        Notice(kind=KIND, recipient=bdm, parts=parts, compose=_composer(bdm, run))
+        for bdm, parts in parts_by_bdm.items()
+    ]
+
+
+def _row(app: Application, days: int) -> StaleRow | str:
+    if not app.reference_number:
+        return "reference_number is missing"
+    loan_amount = "Not recorded"
+    if app.loan_amount is not None:
+        try:
+            loan_amount = money(parse_amount(app.loan_amount, "loan_amount"))
+        except ValueError as exc:
+            return str(exc)
+    return StaleRow(
+        reference=app.reference_number,
+        stage=STAGE_LABELS[str(app.stage)],
+        days_in_stage=days,
+        loan_amount=loan_amount,
+        broker=app.broker_name or "—",
+    )
+
+
+def _composer(bdm: Recipient, run: Run):  # type: ignore[no-untyped-def]
+    threshold = run.settings.thresholds.stale_after_days
+
+    def compose(parts: Sequence[Part]) -> Email:
+        rows = sorted((p.data for p in parts), key=lambda r: (-r.days_in_stage, r.reference))
+        subject = (
+            f"Stale Application Alert: {rows[0].reference}"
+            if len(rows) == 1
+            else f"Stale Application Alert: {len(rows)} applications"
+        )
+        return render(
+            "stale_applications",
+            bdm,
+            subject,
+            {"applications": rows, "threshold_days": threshold},
+        )
+
+    return compose

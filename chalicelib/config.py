@@ -1,0 +1,164 @@
+"""Settings read from the environment (set per stage in ``.chalice/config.json``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Day counts that decide when a notice is due (all configurable)."""
+
+    stale_after_days: int = 14
+    stale_repeat_days: int = 7
+    note_catch_up_days: int = 3
+    upcoming_days: int = 7
+    overdue_days: int = 3
+    urgent_days: int = 7
+    escalation_days: int = 10
+    escalation_until_days: int = 17
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Business-time window in which each check acts (EventBridge fires hourly in UTC)."""
+
+    stale_applications_start: time = time(9)
+    note_reminders_start: time = time(8)
+    repayment_reminders_start: time = time(7)
+    end: time = time(20)
+
+    def start_for(self, check: str) -> time:
+        """Return the local start time for ``check``."""
+        starts = {
+            "stale_applications": self.stale_applications_start,
+            "note_reminders": self.note_reminders_start,
+            "repayment_reminders": self.repayment_reminders_start,
+        }
+        return starts[check]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """DynamoDB table names: the CRM's five tables and this service's ledger."""
+
+    applications: str
+    notes: str
+    repayments: str
+    staff: str
+    borrowers: str
+    notifications: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know about its environment."""
+
+    tables: Tables
+    sender_email: str
+    timezone: ZoneInfo
+    region: str
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    windows: Windows = field(default_factory=Windows)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables, failing with the variable's name."""
+        env = os.environ if environ is None else environ
+        tables = Tables(
+            applications=_required(env, "APPLICATIONS_TABLE"),
+            notes=_required(env, "NOTES_TABLE"),
+            repayments=_required(env, "REPAYMENTS_TABLE"),
+            staff=_required(env, "STAFF_TABLE"),
+            borrowers=_required(env, "BORROWERS_TABLE"),
+            notifications=_required(env, "NOTIFICATIONS_TABLE"),
+        )
+        defaults = Thresholds()
+        thresholds = Thresholds(
+            **{
+                name: _int(env, name.upper(), getattr(defaults, name))
+                for name in Thresholds.__dataclass_fields__
+            }
+        )
+        _check_thresholds(thresholds)
+        window_defaults = Windows()
+        windows = Windows(
+            stale_applications_start=_time(
+                env, "STALE_APPLICATIONS_START", window_defaults.stale_applications_start
+            ),
+            note_reminders_start=_time(
+                env, "NOTE_REMINDERS_START", window_defaults.note_reminders_start
+            ),
+            repayment_reminders_start=_time(
+                env, "REPAYMENT_REMINDERS_START", window_defaults.repayment_reminders_start
+            ),
+            end=_time(env, "BUSINESS_DAY_END", window_defaults.end),
+        )
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise ConfigError("AWS_REGION (or AWS_DEFAULT_REGION) is not set")
+        return cls(
+            tables=tables,
+            sender_email=_required(env, "SENDER_EMAIL"),
+            timezone=_zone(env.get("BUSINESS_TIMEZONE") or "Australia/Sydney"),
+            region=region,
+            thresholds=thresholds,
+            windows=windows,
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    if "\r" in value or "\n" in value:
+        raise ConfigError(f"{name} must be a single line")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of days, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _time(env: Mapping[str, str], name: str, default: time) -> time:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return time.fromisoformat(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a local time like 07:00, got {raw!r}") from None
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"BUSINESS_TIMEZONE {name!r} is not an IANA time zone") from None
+
+
+def _check_thresholds(t: Thresholds) -> None:
+    if t.stale_repeat_days < 1:
+        raise ConfigError("STALE_REPEAT_DAYS must be at least 1")
+    if not t.overdue_days < t.urgent_days < t.escalation_days <= t.escalation_until_days:
+        raise ConfigError(
+            "repayment thresholds must satisfy "
+            "OVERDUE_DAYS < URGENT_DAYS < ESCALATION_DAYS <= ESCALATION_UNTIL_DAYS"
+        )

@@ -1,0 +1,94 @@
+"""How the CRM's values are shown to Australian readers, and how its text is parsed."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+STAGE_LABELS: dict[str, str] = {
+    "inquiry": "Inquiry",
+    "sent_to_lender": "Sent to Lender",
+    "funding_table_issued": "Funding Table Issued",
+    "iloo_issued": "ILOO Issued",
+    "iloo_signed": "ILOO Signed",
+    "commitment_fee_paid": "Commitment Fee Paid",
+    "app_submitted": "App Submitted",
+    "valuation_ordered": "Valuation Ordered",
+    "valuation_received": "Valuation Received",
+    "more_info_required": "More Info Required",
+    "formal_approval": "Formal Approval",
+    "loan_docs_instructed": "Loan Docs Instructed",
+    "loan_docs_issued": "Loan Docs Issued",
+    "loan_docs_signed": "Loan Docs Signed",
+    "settlement_conditions": "Settlement Conditions",
+    "settled": "Settled",
+    "closed": "Closed",
+    "declined": "Declined",
+    "withdrawn": "Withdrawn",
+}
+TERMINAL_STAGES = frozenset({"settled", "closed", "declined", "withdrawn"})
+ACTIVE_STAGES: tuple[str, ...] = tuple(s for s in STAGE_LABELS if s not in TERMINAL_STAGES)
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"[^@\s<>(),;:\"\[\]\\]+@{_LABEL}(?:\.{_LABEL})+")
+_LINE_BREAKS = re.compile(r"[\r\n\t\x0b\x0c\x85\u2028\u2029]+")
+
+
+def money(amount: Decimal | float | int) -> str:
+    """Format an amount in AUD: ``$1,000.00`` (negative as ``-$5.00``)."""
+    value = Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}"
+
+
+def au_date(value: date) -> str:
+    """Format a date the Australian way: ``01/12/2026``."""
+    return value.strftime("%d/%m/%Y")
+
+
+def parse_date(value: str | None, field: str) -> date:
+    """Parse a ``YYYY-MM-DD`` CRM date, naming the field when it is absent or malformed."""
+    if not value:
+        raise ValueError(f"{field} is missing")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{field} {value!r} is not a YYYY-MM-DD date") from None
+
+
+def parse_timestamp(value: str | None, field: str) -> datetime:
+    """Parse an ISO-8601 datetime that carries a UTC offset."""
+    if not value:
+        raise ValueError(f"{field} is missing")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{field} {value!r} is not an ISO-8601 datetime") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{field} {value!r} has no UTC offset")
+    return parsed
+
+
+def parse_amount(value: object, field: str) -> Decimal:
+    """Return a CRM number as a Decimal, naming the field when it is absent or not finite."""
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"{field} is missing")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{field} {value!r} is not a number") from None
+    if not amount.is_finite():
+        raise ValueError(f"{field} {value!r} is not a number")
+    return amount
+
+
+def valid_email(value: str | None) -> bool:
+    """True when ``value`` is one plain address that cannot smuggle in headers."""
+    return bool(value) and _EMAIL.fullmatch(value or "") is not None
+
+
+def one_line(text: str, limit: int = 150) -> str:
+    """Collapse line breaks so untrusted text is safe in a header, and cap its length."""
+    flat = _LINE_BREAKS.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"

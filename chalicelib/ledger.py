@@ -1,0 +1,155 @@
+"""The delivery ledger: conditional writes that let each notice go out exactly once.
+
+A notice is claimed with a conditional write before it is sent, so re-delivered
+events, retries and overlapping runs cannot send it twice. A claim whose run died
+between sending and recording (its lease ran out) is never re-sent automatically:
+SES may already have delivered it, so it is recorded as failed for an operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
+
+from chalicelib.models import Notification
+
+CLAIMED = "claimed"
+SENT = "sent"
+PENDING = "pending"
+FAILED = "failed"
+IN_FLIGHT = "in_flight"
+ABANDONED = "abandoned"
+
+# Longer than a Lambda function can run, so a live run never loses its claim.
+CLAIM_LEASE = timedelta(minutes=15)
+INTERRUPTED = "interrupted after claiming: SES may or may not have delivered it"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the ledger records about a notice when a run claims it."""
+
+    key: str
+    kind: str
+    item_id: str
+    recipient_id: str
+    recipient_email: str
+    business_date: str
+
+
+def lookup(keys: Iterable[str]) -> dict[str, Notification]:
+    """Fetch the ledger entries for ``keys`` with BatchGetItem."""
+    unique = list(dict.fromkeys(keys))
+    if not unique:
+        return {}
+    return {entry.id: entry for entry in Notification.batch_get(unique, consistent_read=True)}
+
+
+def state(entry: Notification | None, now: datetime) -> str:
+    """Classify an entry: claimable (``pending``), done, ``in_flight`` or ``abandoned``."""
+    if entry is None or entry.status == PENDING:
+        return PENDING
+    if entry.status == CLAIMED:
+        return IN_FLIGHT if entry.lease_expires_at > now else ABANDONED
+    return str(entry.status)
+
+
+def claim(claim: Claim, run_id: str, now: datetime) -> bool:
+    """Claim a due notice for this run; False when another run has it or it is done."""
+    entry = Notification(id=claim.key)
+    try:
+        entry.update(
+            actions=[
+                Notification.kind.set(claim.kind),
+                Notification.item_id.set(claim.item_id),
+                Notification.recipient_id.set(claim.recipient_id),
+                Notification.recipient_email.set(claim.recipient_email),
+                Notification.business_date.set(claim.business_date),
+                Notification.status.set(CLAIMED),
+                Notification.run_id.set(run_id),
+                Notification.attempts.add(1),
+                Notification.created_at.set(Notification.created_at | now),
+                Notification.claimed_at.set(now),
+                Notification.updated_at.set(now),
+                Notification.lease_expires_at.set(now + CLAIM_LEASE),
+            ],
+            condition=Notification.id.does_not_exist() | (Notification.status == PENDING),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def mark_sent(key: str, run_id: str, subject: str, message_id: str, now: datetime) -> None:
+    """Record delivery. Wins even over an ``abandoned`` verdict: the mail did go out."""
+    Notification(id=key).update(
+        actions=[
+            Notification.status.set(SENT),
+            Notification.subject.set(subject),
+            Notification.message_id.set(message_id),
+            Notification.sent_at.set(now),
+            Notification.updated_at.set(now),
+            Notification.failure_reason.remove(),
+        ],
+        condition=Notification.run_id == run_id,
+    )
+
+
+def release(key: str, run_id: str, error: str, now: datetime) -> None:
+    """Give a claim back after a transient failure so the next run retries it."""
+    _finish(key, run_id, PENDING, now, last_error=error)
+
+
+def mark_failed(key: str, run_id: str, subject: str, reason: str, now: datetime) -> None:
+    """Record a permanent rejection; the notice is not retried until re-queued."""
+    _finish(key, run_id, FAILED, now, last_error=reason, failure_reason=reason, subject=subject)
+
+
+def abandon(entry: Notification, now: datetime) -> bool:
+    """Mark a claim whose lease expired as failed; False if its run finished meanwhile."""
+    try:
+        entry.update(
+            actions=[
+                Notification.status.set(FAILED),
+                Notification.failure_reason.set(INTERRUPTED),
+                Notification.updated_at.set(now),
+                Notification.last_error.set(f"{INTERRUPTED} (run {entry.run_id})"),
+            ],
+            condition=(Notification.status == CLAIMED) & (Notification.run_id == entry.run_id),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def _finish(
+    key: str,
+    run_id: str,
+    status: str,
+    now: datetime,
+    *,
+    last_error: str,
+    failure_reason: str | None = None,
+    subject: str | None = None,
+) -> None:
+    actions: list[Action] = [
+        Notification.status.set(status),
+        Notification.last_error.set(last_error[:1000]),
+        Notification.updated_at.set(now),
+    ]
+    if failure_reason is not None:
+        actions.append(Notification.failure_reason.set(failure_reason[:1000]))
+    if subject is not None:
+        actions.append(Notification.subject.set(subject))
+    Notification(id=key).update(
+        actions=actions,
+        condition=(Notification.status == CLAIMED) & (Notification.run_id == run_id),
+    )

@@ -1,0 +1,148 @@
+"""Render notices with Jinja2 and send them through Amazon SES (v2) as MIME messages."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from chalicelib.formatting import one_line
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# SES refuses these for this message only; sending it again cannot succeed.
+PERMANENT_ERROR_CODES = frozenset(
+    {"MessageRejected", "BadRequestException", "InvalidParameterValue"}
+)
+
+
+class SendError(Exception):
+    """SES did not accept a message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientSendError(SendError):
+    """Throttling, a 5xx or a timeout: the notice stays due and a later run sends it."""
+
+
+class PermanentSendError(SendError):
+    """SES rejected this message (bad address, rejected content): recorded, not retried."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a notice goes to: a staff member or a borrower."""
+
+    id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Email:
+    """A rendered notice, ready to send."""
+
+    to: Recipient
+    subject: str
+    text: str
+    html: str
+
+
+@functools.cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(template: str, to: Recipient, subject: str, context: dict[str, Any]) -> Email:
+    """Render ``<template>.html`` and ``<template>.txt`` with ``context`` for ``to``."""
+    env = _environment()
+    full = {"recipient": to, "subject": subject, **context}
+    return Email(
+        to=to,
+        subject=one_line(subject),
+        text=env.get_template(f"{template}.txt").render(full),
+        html=env.get_template(f"{template}.html").render(full),
+    )
+
+
+def to_mime(email: Email, sender: str) -> EmailMessage:
+    """Build the multipart/alternative message; untrusted text never reaches a header raw."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = Address(display_name=one_line(email.to.name, 80), addr_spec=email.to.email)
+    message["Subject"] = one_line(email.subject)
+    message.set_content(email.text)
+    message.add_alternative(email.html, subtype="html")
+    return message
+
+
+_default_clients: dict[str, Any] = {}
+
+
+def ses_client(region: str) -> Any:
+    """Return the SESv2 client for ``region``, created once per warm container."""
+    if region not in _default_clients:
+        _default_clients[region] = boto3.client(
+            "sesv2",
+            region_name=region,
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=5,
+                read_timeout=15,
+            ),
+        )
+    return _default_clients[region]
+
+
+class Mailer:
+    """Sends rendered notices from the verified sender address."""
+
+    def __init__(self, sender: str, region: str, client: Any | None = None) -> None:
+        self.sender = sender
+        self._region = region
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The SESv2 client (injected, or the shared lazily created one)."""
+        if self._client is None:
+            self._client = ses_client(self._region)
+        return self._client
+
+    def send(self, email: Email) -> str:
+        """Send ``email`` and return the SES message id, or raise a :class:`SendError`."""
+        raw = to_mime(email, self.sender).as_bytes()
+        try:
+            response = self.client.send_email(
+                FromEmailAddress=self.sender,
+                Content={"Raw": {"Data": raw}},
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            reason = f"{code}: {error.get('Message', '')}".strip()
+            if code in PERMANENT_ERROR_CODES:
+                raise PermanentSendError(reason) from exc
+            raise TransientSendError(reason) from exc
+        except BotoCoreError as exc:
+            raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
+        return str(response["MessageId"])

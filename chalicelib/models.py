@@ -1,0 +1,263 @@
+"""PynamoDB models for the CRM's tables and this service's delivery ledger.
+
+Table names come from the stage's environment, so they are bound at run time
+(:func:`bind`) rather than at import; the indexes the checks query are declared
+here, so creating a table from its model creates its indexes too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
+from pynamodb.exceptions import AttributeDeserializationError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.config import Settings
+
+_M = TypeVar("_M", bound="CrmModel")
+
+
+class CrmModel(Model):
+    """Base for CRM items: an item this service cannot read is returned, not raised.
+
+    The CRM owns these tables and this service only reads them, so one item with
+    an attribute of the wrong DynamoDB type must not abort a whole query page.
+    Such an item comes back with ``load_error`` set and is reported as invalid.
+    """
+
+    id = UnicodeAttribute(hash_key=True)
+    load_error: str | None = None
+
+    @classmethod
+    def from_raw_data(cls: type[_M], data: dict[str, Any]) -> _M:
+        """Deserialize an item, keeping its id and the reason when it is malformed."""
+        try:
+            return super().from_raw_data(data)
+        except (AttributeDeserializationError, ValueError, TypeError) as exc:
+            broken = cls(id=str(data.get("id", {}).get("S", "<no id>")))
+            broken.load_error = f"unreadable item: {exc}"
+            return broken
+
+
+class Staff(CrmModel):
+    """A CRM user: note authors and business development managers (BDMs)."""
+
+    class Meta:
+        table_name = "staff"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+
+
+class Borrower(CrmModel):
+    """A borrower on one or more loan applications."""
+
+    class Meta:
+        table_name = "borrowers"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+
+
+class StageIndex(GlobalSecondaryIndex["Application"]):
+    """Applications of one stage, oldest stage change first (stale check)."""
+
+    class Meta:
+        index_name = "stage-stage_last_updated-index"
+        projection = AllProjection()
+
+    stage = UnicodeAttribute(hash_key=True)
+    stage_last_updated = UnicodeAttribute(range_key=True)
+
+
+class Application(CrmModel):
+    """A loan application moving through the lending stages."""
+
+    class Meta:
+        table_name = "applications"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    id = UnicodeAttribute(hash_key=True)
+    reference_number = UnicodeAttribute(null=True)
+    stage = UnicodeAttribute(null=True)
+    stage_last_updated = UnicodeAttribute(null=True)
+    loan_amount = NumberAttribute(null=True)
+    broker_name = UnicodeAttribute(null=True)
+    bd_id = UnicodeAttribute(null=True)
+    borrower_ids = ListAttribute(of=UnicodeAttribute, null=True)
+
+    by_stage = StageIndex()
+
+    def borrower_id_list(self) -> list[str]:
+        """The borrower ids as plain strings (empty when absent)."""
+        return [str(b) for b in self.borrower_ids or []]
+
+
+class RemindDateIndex(GlobalSecondaryIndex["Note"]):
+    """Notes by the business date they are to be reminded on."""
+
+    class Meta:
+        index_name = "remind_date-index"
+        projection = AllProjection()
+
+    remind_date = UnicodeAttribute(hash_key=True)
+
+
+class Note(CrmModel):
+    """A note on an application, optionally with a reminder date."""
+
+    class Meta:
+        table_name = "notes"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    id = UnicodeAttribute(hash_key=True)
+    title = UnicodeAttribute(null=True)
+    content = UnicodeAttribute(null=True)
+    remind_date = UnicodeAttribute(null=True)
+    application_id = UnicodeAttribute(null=True)
+    created_by = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(null=True)
+
+    by_remind_date = RemindDateIndex()
+
+
+class DueDateIndex(GlobalSecondaryIndex["Repayment"]):
+    """Repayments by due date."""
+
+    class Meta:
+        index_name = "due_date-index"
+        projection = AllProjection()
+
+    due_date = UnicodeAttribute(hash_key=True)
+
+
+class Repayment(CrmModel):
+    """A scheduled repayment; the ``*_sent`` flags are set by this service."""
+
+    class Meta:
+        table_name = "repayments"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    id = UnicodeAttribute(hash_key=True)
+    application_id = UnicodeAttribute(null=True)
+    amount = NumberAttribute(null=True)
+    due_date = UnicodeAttribute(null=True)
+    paid_date = UnicodeAttribute(null=True)
+    reminder_sent = BooleanAttribute(null=True)
+    overdue_3_day_sent = BooleanAttribute(null=True)
+    overdue_7_day_sent = BooleanAttribute(null=True)
+    overdue_10_day_sent = BooleanAttribute(null=True)
+
+    by_due_date = DueDateIndex()
+
+
+class ItemIndex(GlobalSecondaryIndex["Notification"]):
+    """Ledger entries about one CRM item, newest last."""
+
+    class Meta:
+        index_name = "item_id-index"
+        projection = AllProjection()
+
+    item_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class RecipientIndex(GlobalSecondaryIndex["Notification"]):
+    """Ledger entries addressed to one email address, newest last."""
+
+    class Meta:
+        index_name = "recipient_email-index"
+        projection = AllProjection()
+
+    recipient_email = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class Notification(Model):
+    """One notice to one recipient about one CRM item: the delivery ledger.
+
+    ``id`` is the notice's deterministic key; ``status`` moves
+    ``claimed`` -> ``sent`` | ``pending`` (transient failure, retried) | ``failed``.
+    """
+
+    class Meta:
+        table_name = "notifications"
+        billing_mode = PAY_PER_REQUEST_BILLING_MODE
+
+    id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    item_id = UnicodeAttribute()
+    recipient_id = UnicodeAttribute()
+    recipient_email = UnicodeAttribute()
+    business_date = UnicodeAttribute()
+    subject = UnicodeAttribute(null=True)
+    status = UnicodeAttribute()
+    run_id = UnicodeAttribute()
+    attempts = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    claimed_at = UTCDateTimeAttribute()
+    lease_expires_at = UTCDateTimeAttribute()
+    sent_at = UTCDateTimeAttribute(null=True)
+    message_id = UnicodeAttribute(null=True)
+    failure_reason = UnicodeAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+
+    by_item = ItemIndex()
+    by_recipient = RecipientIndex()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    Application,
+    Note,
+    Repayment,
+    Staff,
+    Borrower,
+    Notification,
+)
+
+_TABLE_SETTING: dict[type[Model], str] = {
+    Application: "applications",
+    Note: "notes",
+    Repayment: "repayments",
+    Staff: "staff",
+    Borrower: "borrowers",
+    Notification: "notifications",
+}
+
+
+def bind(settings: Settings) -> None:
+    """Point every model at the stage's table names and region."""
+    for model, attr in _TABLE_SETTING.items():
+        table_name = getattr(settings.tables, attr)
+        if model.Meta.table_name == table_name and model.Meta.region == settings.region:
+            continue  # keep the cached connection (and its HTTP pool) of a warm container
+        model.Meta.table_name = table_name
+        model.Meta.region = settings.region
+        model._connection = None
+
+
+def provision(settings: Settings) -> list[tuple[str, str]]:
+    """Create every missing table with its indexes; return ``(table, "created"|"exists")``."""
+    bind(settings)
+    report: list[tuple[str, str]] = []
+    for model in ALL_MODELS:
+        if model.exists():
+            report.append((model.Meta.table_name, "exists"))
+        else:
+            model.create_table(wait=True)
+            report.append((model.Meta.table_name, "created"))
+    return report

@@ -1,0 +1,96 @@
+"""One-line builders for CRM items, saved through the PynamoDB models.
+
+Defaults describe one healthy application: BDM ``bdm-1`` (Brooke Davis), borrower
+``bor-1`` (Ben Lee) and application ``app-1`` (APP-1001, Valuation Ordered).
+Pass keyword arguments to change any attribute; ``None`` leaves it absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from tests.support import REGION
+
+
+def _save(model: Any, values: dict[str, Any]) -> Any:
+    item = model(**{k: v for k, v in values.items() if v is not None})
+    item.save()
+    return item
+
+
+def staff(
+    id: str = "bdm-1",
+    name: str | None = "Brooke Davis",
+    email: str | None = "brooke.davis@lender.example.com.au",
+) -> Staff:
+    """A CRM user (BDM or note author)."""
+    return _save(Staff, {"id": id, "name": name, "email": email})
+
+
+def borrower(
+    id: str = "bor-1", name: str | None = "Ben Lee", email: str | None = "ben.lee@example.net"
+) -> Borrower:
+    """A borrower."""
+    return _save(Borrower, {"id": id, "name": name, "email": email})
+
+
+def application(id: str = "app-1", **overrides: Any) -> Application:
+    """A loan application; ``stage_last_updated`` defaults to long ago."""
+    values: dict[str, Any] = {
+        "id": id,
+        "reference_number": "APP-1001",
+        "stage": "valuation_ordered",
+        "stage_last_updated": "2026-01-05T10:00:00+11:00",
+        "loan_amount": 750000,
+        "broker_name": "Harbour Finance Brokers",
+        "bd_id": "bdm-1",
+        "borrower_ids": ["bor-1"],
+    }
+    values.update(overrides)
+    return _save(Application, values)
+
+
+def note(id: str = "note-1", **overrides: Any) -> Note:
+    """A note on ``app-1`` by ``staff-2`` with a reminder date."""
+    values: dict[str, Any] = {
+        "id": id,
+        "title": "Call the valuer",
+        "content": "Chase the valuation report for the Parramatta property.",
+        "remind_date": "2026-11-23",
+        "application_id": "app-1",
+        "created_by": "staff-2",
+        "created_at": "2026-11-01T09:00:00+11:00",
+    }
+    values.update(overrides)
+    return _save(Note, values)
+
+
+def repayment(id: str = "rep-1", **overrides: Any) -> Repayment:
+    """An unpaid repayment on ``app-1``."""
+    values: dict[str, Any] = {
+        "id": id,
+        "application_id": "app-1",
+        "amount": 2450.5,
+        "due_date": "2026-11-30",
+    }
+    values.update(overrides)
+    return _save(Repayment, values)
+
+
+def raw_item(table: str, item: dict[str, Any]) -> None:
+    """Put an item exactly as given (DynamoDB JSON), for items the models would refuse."""
+    boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item=item)
+
+
+def crm(bdm: bool = True, author: bool = True, borrowers: int = 1) -> None:
+    """The usual cast: BDM ``bdm-1``, note author ``staff-2`` and ``borrowers`` borrowers."""
+    if bdm:
+        staff()
+    if author:
+        staff("staff-2", "Sam Author", "sam.author@lender.example.com.au")
+    names = ["Ben Lee", "Mia Chen", "Ava Nguyen"]
+    for n in range(borrowers):
+        borrower(f"bor-{n + 1}", names[n], f"{names[n].lower().replace(' ', '.')}@example.net")
