@@ -1,0 +1,230 @@
+"""``make demo``: run the three checks for a date on an embedded AWS (moto).
+
+The first run seeds a realistic CRM data set; the embedded tables (CRM items and
+the delivery ledger) are saved to ``.demo/state.json`` after every run and loaded
+before the next, so running the demo again for the same date sends nothing new.
+Every email SES accepted is written to the outbox as ``.eml`` and ``.html`` with
+an ``index.html`` to open in a browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import html
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from chalicelib import models
+from chalicelib.config import Settings
+from chalicelib.delivery import DeliveryIncomplete, RunSummary
+from chalicelib.observability import logger
+from chalicelib.runner import CHECKS, run_check
+from chalicelib.seed import seed
+
+REGION = "ap-southeast-2"
+SENDER = "reminders@lender.example.com.au"
+DEMO_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "demo",
+    "AWS_SECRET_ACCESS_KEY": "demo",
+    "AWS_SESSION_TOKEN": "demo",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "APPLICATIONS_TABLE": "demo-applications",
+    "NOTES_TABLE": "demo-notes",
+    "REPAYMENTS_TABLE": "demo-repayments",
+    "STAFF_TABLE": "demo-staff",
+    "BORROWERS_TABLE": "demo-borrowers",
+    "NOTIFICATIONS_TABLE": "demo-notifications",
+    "SENDER_EMAIL": SENDER,
+    "BUSINESS_TIMEZONE": "Australia/Sydney",
+}
+# Midday is inside every check's business-hours window.
+RUN_AT = time(12, 0)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An email SES accepted during the demo."""
+
+    message_id: str
+    message: EmailMessage
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m chalicelib.demo``."""
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="business date to run for, YYYY-MM-DD (default: today in Sydney)",
+    )
+    parser.add_argument("--outbox", type=Path, default=Path("outbox"))
+    parser.add_argument("--state", type=Path, default=Path(".demo/state.json"))
+    args = parser.parse_args(argv)
+
+    # The demo never talks to a real AWS account, whatever the shell has configured.
+    os.environ.update(DEMO_ENVIRONMENT)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+        os.environ.pop(name, None)
+    settings = Settings.from_env()
+    day = args.date or datetime.now(settings.timezone).date()
+
+    from moto import mock_aws
+
+    # The summary table below reports invalid items; keep the JSON log for errors.
+    level = logger.log_level
+    logger.setLevel("ERROR")
+    try:
+        with mock_aws():
+            summaries, sent, seeded = _run(settings, day, args.state)
+    finally:
+        logger.setLevel(level)
+    written = write_outbox(sent, args.outbox / day.isoformat())
+    print(_report(day, summaries, seeded, written, args.outbox / day.isoformat()))
+    return 1 if any(s.retrying for s in summaries) else 0
+
+
+def _run(
+    settings: Settings, day: date, state: Path
+) -> tuple[list[RunSummary], list[Outgoing], bool]:
+    models.provision(settings)
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+    seeded = not state.exists()
+    if seeded:
+        seed(day, settings.timezone)
+    else:
+        load_state(state)
+    at = datetime.combine(day, RUN_AT, settings.timezone)
+    summaries = []
+    for check in CHECKS:
+        try:
+            summaries.append(run_check(check, at=at, now=at.astimezone(UTC), settings=settings))
+        except DeliveryIncomplete as exc:
+            summaries.append(exc.summary)
+    sent = _captured()
+    save_state(state)
+    return summaries, sent, seeded
+
+
+def _captured() -> list[Outgoing]:
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    messages = ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages
+    out = []
+    for raw in messages:
+        parsed = email.message_from_string(raw.raw_data, policy=default)
+        assert isinstance(parsed, EmailMessage)
+        out.append(Outgoing(message_id=raw.id, message=parsed))
+    return out
+
+
+def save_state(path: Path) -> None:
+    """Save every embedded table's items (the demo's stand-in for a persistent AWS)."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for model in models.ALL_MODELS:
+        name = model.Meta.table_name
+        pages = client.get_paginator("scan").paginate(TableName=name)
+        tables[name] = [item for page in pages for item in page["Items"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tables, indent=1, sort_keys=True))
+
+
+def load_state(path: Path) -> None:
+    """Put the saved items back into the freshly created embedded tables."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    for table, items in json.loads(path.read_text()).items():
+        for item in items:
+            client.put_item(TableName=table, Item=item)
+
+
+def write_outbox(sent: Sequence[Outgoing], folder: Path) -> list[Path]:
+    """Write each new email as ``.eml`` and its HTML part as ``.html``; index the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for outgoing in sent:
+        message = outgoing.message
+        to = message["To"].addresses[0].username
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{to} {message['Subject']}".lower()).strip("-")
+        stem = f"{len(list(folder.glob('*.eml'))) + 1:03d}-{slug[:70]}"
+        eml = folder / f"{stem}.eml"
+        eml.write_bytes(message.as_bytes())
+        body = message.get_body(preferencelist=("html",))
+        (folder / f"{stem}.html").write_text(body.get_content() if body is not None else "")
+        written.append(eml)
+    _write_index(folder)
+    return written
+
+
+def _write_index(folder: Path) -> None:
+    rows = []
+    for eml in sorted(folder.glob("*.eml")):
+        message = email.message_from_bytes(eml.read_bytes(), policy=default)
+        rows.append(
+            f"<tr><td>{html.escape(str(message['To']))}</td>"
+            f'<td><a href="{eml.stem}.html">{html.escape(str(message["Subject"]))}</a></td>'
+            f'<td><a href="{eml.name}">{eml.name}</a></td></tr>'
+        )
+    (folder / "index.html").write_text(
+        '<!DOCTYPE html><html lang="en-AU"><head><meta charset="utf-8">'
+        f'<title>Outbox {folder.name}</title></head><body style="font-family:sans-serif">'
+        f"<h1>Outbox for {folder.name}</h1><p>{len(rows)} email(s) sent for this date.</p>"
+        '<table cellpadding="6"><tr><th>To</th><th>Subject</th><th>Message</th></tr>'
+        + "".join(rows)
+        + "</table></body></html>\n"
+    )
+
+
+def _report(
+    day: date,
+    summaries: Sequence[RunSummary],
+    seeded: bool,
+    written: Sequence[Path],
+    outbox: Path,
+) -> str:
+    head = ("check", "read", "due", "sent", "emails", "skipped", "failed", "retrying", "invalid")
+    lines = [
+        f"Business date {day.isoformat()} (runs at {RUN_AT:%H:%M} Australia/Sydney) - "
+        + ("seeded a new demo CRM" if seeded else "CRM and ledger loaded from the last run"),
+        "",
+        f"{head[0]:<20}" + "".join(f"{h:>9}" for h in head[1:]),
+    ]
+    for s in summaries:
+        values = (
+            s.items_read,
+            s.notices_due,
+            s.sent,
+            s.emails_sent,
+            s.skipped,
+            s.failed,
+            s.retrying,
+            s.invalid,
+        )
+        lines.append(f"{s.check:<20}" + "".join(f"{v:>9}" for v in values))
+    for s in summaries:
+        for bad in s.invalid_items:
+            lines.append(f"  invalid {s.check}: {bad['item_id']}: {bad['reason']}")
+    lines.append("")
+    if written:
+        lines.append(f"{len(written)} email(s) written to {outbox}/ - open {outbox}/index.html")
+    else:
+        lines.append("No new emails: everything due was already delivered (see the ledger).")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""A realistic CRM data set, dated relative to a business day, for the demo and the CLI.
+
+It exercises every rule: stale applications for two BDMs (one digest of several,
+one single alert), fresh and settled applications that must stay quiet, notes due
+today and missed two days ago (caught up) or five days ago (too old), repayments
+at each reminder stage, a paid one, and one malformed repayment that is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+
+STAFF = [
+    ("staff-olivia", "Olivia Harris", "olivia.harris@lender.example.com.au"),
+    ("staff-jack", "Jack Thompson", "jack.thompson@lender.example.com.au"),
+    ("staff-chloe", "Chloe Nguyen", "chloe.nguyen@lender.example.com.au"),
+    ("staff-liam", "Liam O'Brien", "liam.obrien@lender.example.com.au"),
+]
+BORROWERS = [
+    ("bor-wilson", "Emma Wilson", "emma.wilson@example.net"),
+    ("bor-wilson2", "Noah Wilson", "noah.wilson@example.net"),
+    ("bor-patel", "Priya Patel", "priya.patel@example.net"),
+    ("bor-smith", "Lachlan Smith", "lachlan.smith@example.net"),
+    ("bor-kelly", "Grace Kelly", "grace.kelly@example.net"),
+    ("bor-rossi", "Marco Rossi", "marco.rossi@example.net"),
+    ("bor-tanaka", "Yuki Tanaka", "yuki.tanaka@example.net"),
+]
+# id, reference, stage, days in stage, amount, broker, BDM, borrowers
+APPLICATIONS = [
+    (
+        "app-1001",
+        "APP-1001",
+        "valuation_ordered",
+        16,
+        750_000,
+        "Harbour Finance Brokers",
+        "staff-olivia",
+        ["bor-wilson", "bor-wilson2"],
+    ),
+    (
+        "app-1002",
+        "APP-1002",
+        "more_info_required",
+        23,
+        1_250_000,
+        "Coastal Mortgage Co",
+        "staff-olivia",
+        ["bor-patel"],
+    ),
+    ("app-1003", "APP-1003", "iloo_issued", 41, 480_000, None, "staff-olivia", ["bor-smith"]),
+    (
+        "app-1004",
+        "APP-1004",
+        "formal_approval",
+        15,
+        2_100_000,
+        "Blue Gum Lending Partners",
+        "staff-jack",
+        ["bor-kelly"],
+    ),
+    (
+        "app-1005",
+        "APP-1005",
+        "app_submitted",
+        3,
+        640_000,
+        "Harbour Finance Brokers",
+        "staff-jack",
+        ["bor-rossi"],
+    ),
+    (
+        "app-1006",
+        "APP-1006",
+        "settled",
+        90,
+        900_000,
+        "Coastal Mortgage Co",
+        "staff-jack",
+        ["bor-tanaka"],
+    ),
+    (
+        "app-1007",
+        "APP-1007",
+        "loan_docs_issued",
+        9,
+        1_050_000,
+        "Blue Gum Lending Partners",
+        "staff-olivia",
+        ["bor-tanaka"],
+    ),
+]
+# id, title, content, days ago (negative: future), application, author
+NOTES = [
+    (
+        "note-1",
+        "Call the valuer",
+        "Chase the valuation report for the Parramatta property.",
+        0,
+        "app-1001",
+        "staff-chloe",
+    ),
+    (
+        "note-2",
+        "Follow up payslips",
+        "Borrower promised two recent payslips & a bank statement.",
+        0,
+        "app-1002",
+        "staff-olivia",
+    ),
+    (
+        "note-3",
+        "Check settlement date",
+        "Confirm the settlement booking with the lender.",
+        2,
+        "app-1004",
+        "staff-liam",
+    ),
+    (
+        "note-4",
+        "Old reminder",
+        "Missed too long ago to be useful any more.",
+        5,
+        "app-1005",
+        "staff-chloe",
+    ),
+    (
+        "note-5",
+        "Next week's review",
+        "Quarterly review of the loan book.",
+        -7,
+        "app-1007",
+        "staff-chloe",
+    ),
+]
+# id, application, amount, days overdue (negative: days until due), paid
+REPAYMENTS = [
+    ("rep-upcoming", "app-1006", 3_250.00, -5, False),
+    ("rep-today", "app-1005", 1_875.40, 0, False),
+    ("rep-overdue", "app-1003", 2_980.15, 4, False),
+    ("rep-urgent", "app-1001", 4_410.00, 8, False),
+    ("rep-escalate", "app-1002", 5_120.75, 12, False),
+    ("rep-paid", "app-1004", 6_000.00, 5, True),
+    ("rep-too-late", "app-1007", 1_500.00, 25, False),
+]
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """How many items of each kind were written."""
+
+    staff: int
+    borrowers: int
+    applications: int
+    notes: int
+    repayments: int
+
+
+def seed(today: date, timezone: ZoneInfo) -> SeedReport:
+    """Write the data set into the bound tables, dated relative to ``today``."""
+    for id_, name, email in STAFF:
+        Staff(id=id_, name=name, email=email).save()
+    for id_, name, email in BORROWERS:
+        Borrower(id=id_, name=name, email=email).save()
+    for id_, ref, stage, days, amount, broker, bd, borrowers in APPLICATIONS:
+        changed = datetime.combine(today - timedelta(days=days), time(10, 30), timezone)
+        values: dict[str, Any] = {
+            "id": id_,
+            "reference_number": ref,
+            "stage": stage,
+            "stage_last_updated": changed.isoformat(),
+            "loan_amount": amount,
+            "bd_id": bd,
+            "borrower_ids": borrowers,
+        }
+        if broker:
+            values["broker_name"] = broker
+        Application(**values).save()
+    for id_, title, content, days_ago, app, author in NOTES:
+        Note(
+            id=id_,
+            title=title,
+            content=content,
+            remind_date=(today - timedelta(days=days_ago)).isoformat(),
+            application_id=app,
+            created_by=author,
+            created_at=datetime.combine(today - timedelta(days=30), time(9), timezone).isoformat(),
+        ).save()
+    for id_, app, due_amount, overdue, paid in REPAYMENTS:
+        due = today - timedelta(days=overdue)
+        repayment = Repayment(
+            id=id_, application_id=app, amount=due_amount, due_date=due.isoformat()
+        )
+        if paid:
+            repayment.paid_date = due.isoformat()
+        repayment.save()
+    # The CRM sometimes saves a repayment before its amount is known: reported, not sent.
+    Repayment(
+        id="rep-no-amount",
+        application_id="app-1004",
+        due_date=(today + timedelta(days=2)).isoformat(),
+    ).save()
+    return SeedReport(
+        staff=len(STAFF),
+        borrowers=len(BORROWERS),
+        applications=len(APPLICATIONS),
+        notes=len(NOTES),
+        repayments=len(REPAYMENTS) + 1,
+    )
