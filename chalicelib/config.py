@@ -68,6 +68,7 @@ class Settings:
     region: str
     thresholds: Thresholds = field(default_factory=Thresholds)
     windows: Windows = field(default_factory=Windows)
+    dynamodb_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +113,7 @@ class Settings:
             region=region,
             thresholds=thresholds,
             windows=windows,
+            dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
         )
 
 

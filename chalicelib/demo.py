@@ -77,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The demo never talks to a real AWS account, whatever the shell has configured.
     os.environ.update(DEMO_ENVIRONMENT)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "DYNAMODB_ENDPOINT_URL",
+    ):
         os.environ.pop(name, None)
     settings = Settings.from_env()
     day = args.date or datetime.now(settings.timezone).date()

@@ -243,10 +243,10 @@ def bind(settings: Settings) -> None:
     """Point every model at the stage's table names and region."""
     for model, attr in _TABLE_SETTING.items():
         table_name = getattr(settings.tables, attr)
-        if model.Meta.table_name == table_name and model.Meta.region == settings.region:
+        wanted = (table_name, settings.region, settings.dynamodb_endpoint)
+        if (model.Meta.table_name, model.Meta.region, model.Meta.host) == wanted:
             continue  # keep the cached connection (and its HTTP pool) of a warm container
-        model.Meta.table_name = table_name
-        model.Meta.region = settings.region
+        model.Meta.table_name, model.Meta.region, model.Meta.host = wanted
         model._connection = None
 
 
