@@ -28,3 +28,17 @@ def test_provision_names_the_missing_variable(aws: None, monkeypatch: pytest.Mon
 
     assert result.exit_code == 2
     assert "NOTES_TABLE is not set" in result.output
+
+
+def test_provision_takes_the_table_names_of_a_stage(aws: None) -> None:
+    result = CliRunner().invoke(cli, ["--stage", "dev", "provision"])
+
+    assert result.exit_code == 0, result.output
+    assert "dev-applications: created" in result.output
+
+
+def test_an_unknown_stage_is_a_usage_error(aws: None) -> None:
+    result = CliRunner().invoke(cli, ["--stage", "staging", "provision"])
+
+    assert result.exit_code == 2
+    assert "unknown stage 'staging'" in result.output
