@@ -34,4 +34,31 @@ demo-reset:
 	rm -rf .demo outbox
 
 clean: demo-reset
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) node_modules dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+
+# ---- Deploying: AWS credentials in the environment; the region defaults to Sydney ----
+REGION      ?= ap-southeast-2
+PACKAGE_DIR ?= dist/$(STAGE)
+WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
+
+.PHONY: policy package deploy
+
+## Regenerate .chalice/policy-<stage>.json from the models and .chalice/config.json.
+policy: install
+	$(BIN)/python -m chalicelib.cli policy
+
+## One SAM template for STAGE in PACKAGE_DIR: functions, roles, tables, retries, DLQ, alarms.
+package: install
+	$(BIN)/python -m chalicelib.cli --stage $(STAGE) policy --check
+	rm -rf $(PACKAGE_DIR) $(PACKAGE_DIR)-merge.json
+	$(BIN)/python -m chalicelib.cli --stage $(STAGE) template --output $(PACKAGE_DIR)-merge.json
+	$(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
+		--merge-template $(PACKAGE_DIR)-merge.json $(PACKAGE_DIR)
+	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
+	@echo "$(PACKAGE_DIR)/sam.json: valid (cfn-lint)"
+
+## Create STAGE's missing tables with their indexes, then deploy it with Chalice.
+deploy: install
+	$(BIN)/python -m chalicelib.cli --stage $(STAGE) policy --check
+	$(WITH_REGION) $(BIN)/python -m chalicelib.cli --stage $(STAGE) provision
+	$(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)

@@ -1,4 +1,4 @@
-"""Chalice app: wires EventBridge schedules to the checks in ``chalicelib``."""
+"""Chalice app: wires EventBridge schedules (and manual invocation) to ``chalicelib``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from chalice import Chalice, Cron
 from chalice.app import CloudWatchEvent
 
-from chalicelib.runner import handle_scheduled
+from chalicelib.runner import handle_manual, handle_scheduled
 
 app = Chalice(app_name="loan-reminders")
 
@@ -41,3 +41,9 @@ def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
     return handle_scheduled("repayment_reminders", event.to_dict())
+
+
+@app.lambda_function(name="run_check")
+def run_check(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Run one check by hand: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
+    return handle_manual(event, getattr(context, "aws_request_id", None))

@@ -1,15 +1,27 @@
-"""Operator commands: ``python -m chalicelib.cli [--stage STAGE] COMMAND``."""
+"""Operator commands: ``python -m chalicelib.cli [--stage STAGE | --embedded] COMMAND``.
+
+Exit codes: 0 done; 1 the command ran and something failed (a notice, a record,
+an AWS call), with a one-line ``Error:`` message; 2 bad arguments or settings.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from chalicelib import models
 from chalicelib.config import ConfigError, Settings
+from chalicelib.formatting import one_line
+from chalicelib.observability import logger
 
 CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
 
@@ -25,18 +37,89 @@ def stage_environment(stage: str, config: Path = CHALICE_CONFIG) -> dict[str, st
     return {k: str(v) for k, v in env.items()}
 
 
-@click.group()
+# Commands that need no AWS at all, so --embedded does not start one for them.
+LOCAL_COMMANDS = frozenset({"preview", "policy", "template"})
+DEFAULT_STATE = Path(".demo/state.json")
+OUTBOX = Path("outbox")
+
+
+class OpsGroup(click.Group):
+    """The command group: runtime failures become one-line errors (exit 1), not tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; map unexpected exceptions to :class:`click.ClickException`."""
+        from chalicelib.runner import InvalidRequest
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except InvalidRequest as exc:
+            raise click.UsageError(str(exc)) from exc
+        except Exception as exc:
+            raise click.ClickException(one_line(f"{type(exc).__name__}: {exc}", 500)) from exc
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the group's options decided, for the commands."""
+
+    embedded: bool
+    state: Path
+
+
+@click.group(cls=OpsGroup)
 @click.option(
     "--stage",
     default=None,
     help="Take table names, sender and thresholds from this stage of .chalice/config.json "
     "(default: from the environment).",
 )
-def cli(stage: str | None) -> None:
-    """Operate the loan reminder service against the AWS account in the environment."""
+@click.option(
+    "--embedded",
+    is_flag=True,
+    help="Work on the embedded AWS (moto) of `make demo` instead of an AWS account; "
+    "its tables are loaded from and saved to --state.",
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Where --embedded keeps its tables (shared with `make demo`).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show the service's JSON log (on stderr).")
+@click.pass_context
+def cli(ctx: click.Context, stage: str | None, embedded: bool, state: Path, verbose: bool) -> None:
+    """Operate the loan reminder service: the AWS account in the environment, or --embedded."""
+    if stage and embedded:
+        raise click.UsageError("--stage and --embedded cannot be combined")
+    if ctx.get_parameter_source("state") == ParameterSource.COMMANDLINE and not embedded:
+        raise click.UsageError("--state only applies with --embedded")
     if stage:
         # AWS credentials and region still come from the operator's own environment.
         os.environ.update(stage_environment(stage))
+    _log_to_stderr(ctx, verbose)
+    ctx.obj = Options(embedded=embedded, state=state)
+    if embedded and ctx.invoked_subcommand not in LOCAL_COMMANDS:
+        from chalicelib.demo import embedded_aws
+
+        ctx.with_resource(embedded_aws(state))
+
+
+def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
+    """Keep stdout for the command's output: JSON log lines go to stderr, errors only."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = (handler.stream, logger.log_level)
+    handler.setStream(sys.stderr)
+    logger.setLevel("INFO" if verbose else "ERROR")
+
+    def restore() -> None:
+        handler.setStream(previous[0])
+        logger.setLevel(previous[1])
+
+    ctx.call_on_close(restore)
 
 
 def load_settings() -> Settings:
@@ -47,11 +130,376 @@ def load_settings() -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def bound_settings() -> Settings:
+    """Settings from the environment, with the models pointed at its tables."""
+    settings = load_settings()
+    models.bind(settings)
+    return settings
+
+
+DAY = click.DateTime(formats=["%Y-%m-%d"])
+
+
 @cli.command()
 def provision() -> None:
     """Create every missing table (CRM tables and the ledger) with its indexes."""
     for table, status in models.provision(load_settings()):
         click.echo(f"{table}: {'created' if status == 'created' else 'already exists'}")
+
+
+@cli.command()
+@click.option(
+    "--date",
+    "day",
+    type=DAY,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Business date the data set is dated relative to (default: today).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask before writing into an AWS account.")
+@click.pass_obj
+def seed(options: Options, day: datetime | None, yes: bool) -> None:
+    """Write the demo CRM data set (staff, borrowers, applications, notes, repayments)."""
+    from chalicelib.seed import seed as seed_tables
+
+    settings = bound_settings()
+    business_day = day.date() if day else datetime.now(settings.timezone).date()
+    if not options.embedded and not yes:
+        click.confirm(
+            f"Write the demo data set into {settings.tables.staff}, {settings.tables.borrowers}, "
+            f"{settings.tables.applications}, {settings.tables.notes} and "
+            f"{settings.tables.repayments}?",
+            abort=True,
+        )
+    report = seed_tables(business_day, settings.timezone)
+    click.echo(
+        f"Seeded for {business_day.isoformat()}: {report.staff} staff, {report.borrowers} "
+        f"borrowers, {report.applications} applications, {report.notes} notes, "
+        f"{report.repayments} repayments"
+    )
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_dump(file: Path) -> None:
+    """Import a Django `dumpdata` JSON export of the CRM (see the README for the mapping).
+
+    Every record that cannot be mapped is reported (its index in the JSON list,
+    model, pk and the reason) and the others are still imported; the exit code
+    is 1 when any record failed.
+    """
+    from chalicelib.crm_import import KIND_ORDER, DumpError, Importer, load_dump
+
+    settings = bound_settings()
+    try:
+        records = load_dump(file)
+    except DumpError as exc:
+        raise click.BadParameter(str(exc), param_hint="FILE") from exc
+    with (
+        Importer(records, settings.timezone) as importer,
+        click.progressbar(
+            enumerate(records), length=len(records), label=f"Importing {file.name}", file=sys.stderr
+        ) as progress,
+    ):
+        for index, record in progress:
+            importer.add(index, record)
+    report = importer.report
+    click.echo("Imported: " + ", ".join(f"{report.imported[kind]} {kind}" for kind in KIND_ORDER))
+    if report.ignored:
+        ignored = ", ".join(f"{model} ({n})" for model, n in sorted(report.ignored.items()))
+        click.echo(f"Not imported (no matching item): {ignored}")
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    for error in report.errors:
+        click.echo(f"Failed: {error}", err=True)
+    if report.errors:
+        raise click.ClickException(
+            f"{len(report.errors)} of {len(records)} record(s) could not be imported"
+        )
+
+
+def _check_names() -> list[str]:
+    from chalicelib.runner import CHECKS
+
+    return list(CHECKS)
+
+
+@cli.command("run")
+@click.argument("check", type=click.Choice(_check_names()), metavar="CHECK")
+@click.option(
+    "--date",
+    "day",
+    type=DAY,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Business date to run for, as if scheduled at 12:00 business time "
+    "(default: now, with the business-hours window applied).",
+)
+@click.option("--dry-run", is_flag=True, help="Render and list what would be sent; change nothing.")
+@click.option("--ignore-window", is_flag=True, help="Act even outside the business-hours window.")
+@click.pass_obj
+def run_command(
+    options: Options, check: str, day: datetime | None, dry_run: bool, ignore_window: bool
+) -> None:
+    """Run CHECK now or for a business date and print its summary.
+
+    CHECK is stale_applications, note_reminders or repayment_reminders. The exit
+    code is 1 when a notice failed or is left for a retry.
+    """
+    from chalicelib.delivery import DeliveryIncomplete
+    from chalicelib.runner import ManualRun, run_manual
+
+    settings = bound_settings()
+    request = ManualRun(
+        check=check,
+        day=day.date() if day else None,
+        dry_run=dry_run,
+        ignore_window=ignore_window,
+    )
+    incomplete = None
+    try:
+        summary = run_manual(request, now=datetime.now(UTC), settings=settings, emit_metrics=False)
+    except DeliveryIncomplete as exc:
+        summary, incomplete = exc.summary, exc
+    click.echo(format_summary(summary))
+    if options.embedded and summary.sent:
+        _write_outbox(summary.business_date)
+    if incomplete is not None:
+        raise click.ClickException(str(incomplete))
+    if summary.failed:
+        raise click.ClickException(
+            f"{summary.failed} notice(s) failed permanently; see `history` and `retry-failed`"
+        )
+
+
+def format_summary(summary: Any) -> str:
+    """A run summary for people: counts, invalid items, errors and (dry run) what would go."""
+    head = f"{summary.check} for {summary.business_date}"
+    if not summary.acted:
+        return (
+            f"{head}: outside the business-hours window, nothing done "
+            "(use --ignore-window, or --date to run as of midday)"
+        )
+    lines = [f"{head}{' (dry run: nothing sent or written)' if summary.dry_run else ''}:"]
+    rows = [
+        ("items read", summary.items_read),
+        ("notices due", summary.notices_due),
+        ("would send" if summary.dry_run else "sent", _sent(summary)),
+        ("skipped", summary.skipped),
+        ("failed", summary.failed),
+        ("retrying", summary.retrying),
+        ("invalid", summary.invalid),
+    ]
+    lines += [f"  {label:<13}{value}" for label, value in rows]
+    lines += [f"    invalid {i['item_id']}: {i['reason']}" for i in summary.invalid_items]
+    lines += [f"    error: {error}" for error in summary.errors]
+    for notice in summary.would_send:
+        lines.append(
+            f"  -> {notice['kind']} to {notice['recipient_name']} "
+            f"<{notice['recipient_email']}>: {notice['subject']}"
+        )
+    return "\n".join(lines)
+
+
+def _sent(summary: Any) -> str:
+    if summary.dry_run:
+        parts = sum(len(n["keys"]) for n in summary.would_send)
+        return f"{parts} notice(s) in {len(summary.would_send)} email(s)"
+    return f"{summary.sent} notice(s) in {summary.emails_sent} email(s)"
+
+
+def _write_outbox(business_date: str) -> None:
+    from chalicelib.demo import captured, write_outbox
+
+    folder = OUTBOX / business_date
+    written = write_outbox(captured(), folder)
+    click.echo(f"{len(written)} email(s) written to {folder}/ - open {folder}/index.html")
+
+
+def _preview_kinds() -> list[str]:
+    from chalicelib.preview import KINDS
+
+    return list(KINDS)
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(_preview_kinds()), metavar="KIND")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write (default: preview-KIND.html).",
+)
+def preview(kind: str, out: Path | None) -> None:
+    """Render one email KIND with sample data to an HTML file (no AWS needed).
+
+    KIND is stale_applications, note_reminder, repayment_upcoming,
+    repayment_overdue, repayment_urgent or repayment_escalation.
+    """
+    from chalicelib.preview import sample
+
+    email = sample(kind)
+    path = out or Path(f"preview-{kind}.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(email.html, encoding="utf-8")
+    click.echo(f"{path}: {email.subject!r} to {email.to.name} <{email.to.email}>")
+
+
+@cli.command()
+@click.option("--item", "item_id", default=None, help="A CRM item id (application, note, ...).")
+@click.option("--recipient", "email", default=None, help="A recipient's email address.")
+def history(item_id: str | None, email: str | None) -> None:
+    """Show the ledger for one CRM item or one recipient: what was sent, when, to whom."""
+    if (item_id is None) == (email is None):
+        raise click.UsageError("give exactly one of --item ID or --recipient EMAIL")
+    bound_settings()
+    if item_id is not None:
+        what = f"item {item_id}"
+        entries = list(models.Notification.by_item.query(item_id))
+    else:
+        what = f"recipient {email}"
+        entries = list(models.Notification.by_recipient.query(email))
+    if not entries:
+        click.echo(f"No notices in the ledger for {what}.")
+        return
+    click.echo(f"{len(entries)} notice(s) for {what}, oldest first:")
+    for entry in entries:
+        click.echo(format_entry(entry))
+
+
+def format_entry(entry: models.Notification) -> str:
+    """One ledger entry: when, status, kind, to whom, about what, and the outcome."""
+    lines = [
+        f"{_when(entry.created_at)}  {entry.status:<8} {entry.kind} to {entry.recipient_email} "
+        f"({entry.recipient_id}), item {entry.item_id}, business date {entry.business_date}",
+        f"    key {entry.id}",
+    ]
+    if entry.subject:
+        lines.append(f"    subject: {entry.subject}")
+    if entry.sent_at is not None:
+        lines.append(f"    sent {_when(entry.sent_at)}, SES message id {entry.message_id}")
+    if entry.failure_reason:
+        lines.append(f"    failed: {entry.failure_reason}")
+    elif entry.last_error:
+        lines.append(f"    last error: {entry.last_error}")
+    lines.append(f"    attempts {entry.attempts}, updated {_when(entry.updated_at)}")
+    return "\n".join(lines)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _notice_kinds() -> list[str]:
+    from chalicelib.runner import NOTICE_KINDS
+
+    return list(NOTICE_KINDS)
+
+
+@cli.command("retry-failed")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(_notice_kinds()),
+    help="Only notices of this kind (repeatable).",
+)
+@click.option("--item", "item_id", default=None, help="Only notices about this CRM item.")
+def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
+    """Re-queue permanently failed notices (after fixing the cause) for the next run.
+
+    A re-queued notice goes out on the next run that still finds it due.
+    Entries failed as "interrupted after claiming" may already have been
+    delivered: re-queueing those can send a duplicate.
+    """
+    from chalicelib import ledger
+
+    bound_settings()
+    now = datetime.now(UTC)
+    requeued = 0
+    for entry in ledger.failed_entries(kinds, item_id):
+        reason = entry.failure_reason
+        if ledger.requeue(entry, now):
+            requeued += 1
+            click.echo(f"re-queued {entry.id} ({entry.kind} to {entry.recipient_email}): {reason}")
+    click.echo(
+        f"Re-queued {requeued} failed notice(s); the next run that finds them due sends them."
+    )
+
+
+# ---- infrastructure: the IAM policy files and the merge template (make policy/package) ----
+
+
+def _add_infra_commands(group: click.Group) -> None:
+    """Register ``policy`` and ``template``: files generated from the models and the config."""
+
+    def stages(ctx: click.Context, *, required: bool) -> list[str]:
+        from chalicelib import infra
+
+        stage = ctx.find_root().params.get("stage")
+        if stage:
+            return [str(stage)]
+        if required:
+            raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
+        return infra.stage_names()
+
+    def load(stage: str) -> Any:
+        from chalicelib import infra
+
+        try:
+            return infra.load_stage(stage)
+        except (infra.InfraError, ConfigError) as exc:
+            raise click.ClickException(f"stage {stage}: {exc}") from exc
+
+    @group.command()
+    @click.option("--check", is_flag=True, help="Only compare; exit 1 if a file is out of date.")
+    @click.pass_context
+    def policy(ctx: click.Context, check: bool) -> None:
+        """Write .chalice/policy-<stage>.json (every stage, or --stage) from models and config."""
+        from chalicelib import infra
+
+        stale = []
+        for name in stages(ctx, required=False):
+            stage = load(name)
+            text = infra.render_json(infra.stage_policy(stage))
+            path = stage.policy_file
+            current = path.read_text() if path.exists() else None
+            if current == text:
+                click.echo(f"{path.name}: up to date")
+            elif check:
+                stale.append(path.name)
+                click.echo(f"{path.name}: out of date", err=True)
+            else:
+                path.write_text(text)
+                click.echo(f"{path.name}: written")
+        if stale:
+            raise click.ClickException(
+                f"{', '.join(stale)} differ from the models and .chalice/config.json; "
+                "run `make policy` and review the change"
+            )
+
+    @group.command()
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="Where to write the template for `chalice package --merge-template`.",
+    )
+    @click.pass_context
+    def template(ctx: click.Context, output: Path) -> None:
+        """Write the stage's tables, invoke configs, dead-letter queue and alarms (JSON)."""
+        from chalicelib import infra
+
+        stage = load(stages(ctx, required=True)[0])
+        document = infra.merge_template(stage, infra.app_functions(infra.load_app()))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(infra.render_json(document))
+        click.echo(f"{output}: {len(document['Resources'])} resources for stage {stage.name}")
+
+
+_add_infra_commands(cli)
+
+# ---- end of infrastructure commands ----
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
 from chalicelib.mailer import Email, Mailer, PermanentSendError, Recipient, TransientSendError
 from chalicelib.models import CrmModel
-from chalicelib.observability import logger
+from chalicelib.observability import logger, mask_addresses
 
 _M = TypeVar("_M", bound=CrmModel)
 
@@ -21,9 +21,12 @@ class DeliveryIncomplete(RuntimeError):
     """Some due notices could not be sent this run; they stay due for the next one."""
 
     def __init__(self, summary: RunSummary) -> None:
+        # Lambda logs this message: SES errors can name the recipient, so mask it.
         super().__init__(
-            f"{summary.check}: {summary.retrying} notice(s) not sent after transient "
-            f"errors; they will be retried ({'; '.join(summary.errors[:5])})"
+            mask_addresses(
+                f"{summary.check}: {summary.retrying} notice(s) not sent after transient "
+                f"errors; they will be retried ({'; '.join(summary.errors[:5])})"
+            )
         )
         self.summary = summary
 
@@ -46,6 +49,8 @@ class RunSummary:
     invalid: int = 0
     invalid_items: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    would_send: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready data."""
@@ -62,6 +67,7 @@ class Run:
     now: datetime
     today: date
     summary: RunSummary
+    dry_run: bool = False
 
     def invalid(self, item_id: str, reason: str) -> None:
         """Skip a malformed CRM item: log it by id and reason and count it."""
@@ -118,6 +124,10 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
 
     Transient failures release their claims and are counted in ``retrying``; the
     caller raises :class:`DeliveryIncomplete` after every notice has been tried.
+
+    In a dry run (``run.dry_run``) the ledger is only read: every notice this run
+    would claim is rendered and listed in ``summary.would_send`` instead, and
+    nothing is written or sent.
     """
     summary = run.summary
     existing = ledger.lookup(part.key for notice in notices for part in notice.parts)
@@ -128,7 +138,13 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
             summary.notices_due += 1
             entry = existing.get(part.key)
             current = ledger.state(entry, run.now)
-            if current == ledger.PENDING and ledger.claim(
+            if run.dry_run:
+                if current == ledger.PENDING:
+                    claimed.append(part)
+                else:
+                    outcome[part.key] = current
+                    summary.skipped += 1
+            elif current == ledger.PENDING and ledger.claim(
                 _claim(run, notice, part), run.run_id, run.now
             ):
                 claimed.append(part)
@@ -144,9 +160,30 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
             else:
                 outcome[part.key] = entry.status if entry is not None else ledger.CLAIMED
                 summary.skipped += 1
-        if claimed:
+        if claimed and run.dry_run:
+            _preview(run, notice, claimed)
+        elif claimed:
             outcome.update(_send(run, notice, claimed))
     return outcome
+
+
+def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
+    """Render a notice a dry run would send and list it in the summary; send nothing.
+
+    A notice that cannot be rendered (a template bug) stops the dry run with the
+    error: there is no claim to release, and finding such bugs is what it is for.
+    """
+    email = notice.compose(parts)
+    run.summary.would_send.append(
+        {
+            "kind": notice.kind,
+            "recipient_id": notice.recipient.id,
+            "recipient_name": notice.recipient.name,
+            "recipient_email": notice.recipient.email,
+            "subject": email.subject,
+            "keys": [part.key for part in parts],
+        }
+    )
 
 
 def _claim(run: Run, notice: Notice, part: Part) -> ledger.Claim:

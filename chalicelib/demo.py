@@ -1,8 +1,9 @@
 """``make demo``: run the three checks for a date on an embedded AWS (moto).
 
-The first run seeds a realistic CRM data set; the embedded tables (CRM items and
-the delivery ledger) are saved to ``.demo/state.json`` after every run and loaded
-before the next, so running the demo again for the same date sends nothing new.
+A run on empty CRM tables seeds a realistic data set; the embedded tables (CRM
+items and the delivery ledger) are saved to ``.demo/state.json`` after every run
+and loaded before the next, so running the demo again for the same date sends
+nothing new. ``python -m chalicelib.cli --embedded ...`` works on the same state.
 Every email SES accepted is written to the outbox as ``.eml`` and ``.html`` with
 an ``index.html`` to open in a browser.
 """
@@ -16,7 +17,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
@@ -50,6 +52,13 @@ DEMO_ENVIRONMENT = {
     "SENDER_EMAIL": SENDER,
     "BUSINESS_TIMEZONE": "Australia/Sydney",
 }
+# Variables that could point the embedded AWS at a real account or another endpoint.
+_REAL_AWS_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "DYNAMODB_ENDPOINT_URL",
+)
 # Midday is inside every check's business-hours window.
 RUN_AT = time(12, 0)
 
@@ -75,26 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=Path(".demo/state.json"))
     args = parser.parse_args(argv)
 
-    # The demo never talks to a real AWS account, whatever the shell has configured.
-    os.environ.update(DEMO_ENVIRONMENT)
-    for name in (
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_DYNAMODB",
-        "DYNAMODB_ENDPOINT_URL",
-    ):
-        os.environ.pop(name, None)
-    settings = Settings.from_env()
-    day = args.date or datetime.now(settings.timezone).date()
-
-    from moto import mock_aws
-
     # The summary table below reports invalid items; keep the JSON log for errors.
     level = logger.log_level
     logger.setLevel("ERROR")
     try:
-        with mock_aws():
-            summaries, sent, seeded = _run(settings, day, args.state)
+        with embedded_aws(args.state) as settings:
+            day = args.date or datetime.now(settings.timezone).date()
+            summaries, sent, seeded = _run(settings, day)
     finally:
         logger.setLevel(level)
     written = write_outbox(sent, args.outbox / day.isoformat())
@@ -102,16 +98,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(s.retrying for s in summaries) else 0
 
 
-def _run(
-    settings: Settings, day: date, state: Path
-) -> tuple[list[RunSummary], list[Outgoing], bool]:
-    models.provision(settings)
-    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
-    seeded = not state.exists()
+@contextmanager
+def embedded_aws(state: Path) -> Iterator[Settings]:
+    """Run the block on an embedded AWS (moto) holding the tables saved in ``state``.
+
+    The demo's environment (``DEMO_ENVIRONMENT``) replaces the shell's for the
+    block, so nothing can reach a real account; the tables are created from the
+    models, the demo sender is verified in SES, the saved items are loaded, and
+    every table is saved back to ``state`` when the block ends (also on errors,
+    as a real account would keep what was written).
+    """
+    previous = {name: os.environ.get(name) for name in (*DEMO_ENVIRONMENT, *_REAL_AWS_VARIABLES)}
+    os.environ.update(DEMO_ENVIRONMENT)
+    for name in _REAL_AWS_VARIABLES:
+        os.environ.pop(name, None)
+    try:
+        settings = Settings.from_env()
+        from moto import mock_aws
+
+        with mock_aws():
+            models.provision(settings)
+            boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+            if state.exists():
+                load_state(state)
+            try:
+                yield settings
+            finally:
+                save_state(state)
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def crm_is_empty() -> bool:
+    """True when no CRM table holds an item (nothing saved yet, or only the ledger)."""
+    crm = [model for model in models.ALL_MODELS if model is not models.Notification]
+    return not any(next(iter(model.scan(limit=1)), None) for model in crm)
+
+
+def _run(settings: Settings, day: date) -> tuple[list[RunSummary], list[Outgoing], bool]:
+    seeded = crm_is_empty()
     if seeded:
         seed(day, settings.timezone)
-    else:
-        load_state(state)
     at = datetime.combine(day, RUN_AT, settings.timezone)
     summaries = []
     for check in CHECKS:
@@ -119,12 +150,11 @@ def _run(
             summaries.append(run_check(check, at=at, now=at.astimezone(UTC), settings=settings))
         except DeliveryIncomplete as exc:
             summaries.append(exc.summary)
-    sent = _captured()
-    save_state(state)
-    return summaries, sent, seeded
+    return summaries, captured(), seeded
 
 
-def _captured() -> list[Outgoing]:
+def captured() -> list[Outgoing]:
+    """Every email the embedded SES accepted since the embedded AWS started."""
     from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
 

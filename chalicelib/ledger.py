@@ -8,11 +8,14 @@ SES may already have delivered it, so it is recorded as failed for an operator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import operator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib.models import Notification
@@ -96,6 +99,8 @@ def mark_sent(key: str, run_id: str, subject: str, message_id: str, now: datetim
             Notification.sent_at.set(now),
             Notification.updated_at.set(now),
             Notification.failure_reason.remove(),
+            Notification.failed_status.remove(),
+            Notification.failed_at.remove(),
         ],
         condition=Notification.run_id == run_id,
     )
@@ -117,6 +122,8 @@ def abandon(entry: Notification, now: datetime) -> bool:
         entry.update(
             actions=[
                 Notification.status.set(FAILED),
+                Notification.failed_status.set(FAILED),
+                Notification.failed_at.set(now),
                 Notification.failure_reason.set(INTERRUPTED),
                 Notification.updated_at.set(now),
                 Notification.last_error.set(f"{INTERRUPTED} (run {entry.run_id})"),
@@ -147,9 +154,51 @@ def _finish(
     ]
     if failure_reason is not None:
         actions.append(Notification.failure_reason.set(failure_reason[:1000]))
+    if status == FAILED:
+        actions += [Notification.failed_status.set(FAILED), Notification.failed_at.set(now)]
     if subject is not None:
         actions.append(Notification.subject.set(subject))
     Notification(id=key).update(
         actions=actions,
         condition=(Notification.status == CLAIMED) & (Notification.run_id == run_id),
     )
+
+
+def failed_entries(kinds: Iterable[str] = (), item_id: str | None = None) -> Iterator[Notification]:
+    """Entries that failed permanently, oldest failure first, optionally of some kinds/item.
+
+    Reads the sparse ``failed_status-failed_at-index``: only failed entries are in it,
+    so this is a Query of exactly those, never a Scan of the ledger.
+    """
+    conditions: list[Condition] = []
+    wanted = list(kinds)
+    if wanted:
+        conditions.append(Notification.kind.is_in(*wanted))
+    if item_id is not None:
+        conditions.append(Notification.item_id == item_id)
+    condition = functools.reduce(operator.and_, conditions) if conditions else None
+    yield from Notification.by_failure.query(FAILED, filter_condition=condition)
+
+
+def requeue(entry: Notification, now: datetime) -> bool:
+    """Put a failed entry back to ``pending`` so the next run that finds it due sends it.
+
+    ``attempts`` and ``last_error`` are kept for the record; the failure marker and
+    reason go. False when the entry is no longer failed (re-queued meanwhile).
+    """
+    try:
+        entry.update(
+            actions=[
+                Notification.status.set(PENDING),
+                Notification.updated_at.set(now),
+                Notification.failure_reason.remove(),
+                Notification.failed_status.remove(),
+                Notification.failed_at.remove(),
+            ],
+            condition=Notification.status == FAILED,
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -186,6 +186,21 @@ class RecipientIndex(GlobalSecondaryIndex["Notification"]):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class FailedIndex(GlobalSecondaryIndex["Notification"]):
+    """Sparse: only entries that failed permanently carry ``failed_status``, oldest first.
+
+    ``retry-failed`` finds them here without a Scan; re-queueing or a late
+    ``sent`` removes the attribute, so the entry leaves the index.
+    """
+
+    class Meta:
+        index_name = "failed_status-failed_at-index"
+        projection = AllProjection()
+
+    failed_status = UnicodeAttribute(hash_key=True)
+    failed_at = UTCDateTimeAttribute(range_key=True)
+
+
 class Notification(Model):
     """One notice to one recipient about one CRM item: the delivery ledger.
 
@@ -215,9 +230,13 @@ class Notification(Model):
     message_id = UnicodeAttribute(null=True)
     failure_reason = UnicodeAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
+    # Set ("failed") only while status is failed: the key of the sparse FailedIndex.
+    failed_status = UnicodeAttribute(null=True)
+    failed_at = UTCDateTimeAttribute(null=True)
 
     by_item = ItemIndex()
     by_recipient = RecipientIndex()
+    by_failure = FailedIndex()
 
 
 ALL_MODELS: tuple[type[Model], ...] = (

@@ -1,10 +1,17 @@
-"""Run a check for a moment in time: the business-hours gate, the run, its summary."""
+"""Run a check for a moment in time: the business-hours gate, the run, its summary.
+
+Scheduled runs take their moment from the EventBridge event; manual runs (the
+``run_check`` function and ``python -m chalicelib.cli run``) from a business date.
+"""
 
 from __future__ import annotations
 
+import re
+import time as clock
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from chalicelib import models
@@ -12,13 +19,26 @@ from chalicelib.checks import note_reminders, repayment_reminders, stale_applica
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete, Run, RunSummary
 from chalicelib.mailer import Mailer
-from chalicelib.observability import logger
+from chalicelib.observability import logger, publish_run, run_metrics
 
 CHECKS: dict[str, Callable[[Run], None]] = {
     "stale_applications": stale_applications.run,
     "note_reminders": note_reminders.run,
     "repayment_reminders": repayment_reminders.run,
 }
+
+# The ``kind`` of every ledger entry the checks write (one per email kind).
+NOTICE_KINDS: tuple[str, ...] = (
+    "stale_applications",
+    "note_reminders",
+    "repayment_upcoming",
+    "repayment_overdue_3_day",
+    "repayment_overdue_7_day",
+    "repayment_overdue_10_day",
+)
+
+# A manual run for a business date runs as if scheduled at midday, inside every window.
+MANUAL_RUN_TIME = time(12, 0)
 
 
 def in_window(local: datetime, start: time, end: time) -> bool:
@@ -34,11 +54,16 @@ def run_check(
     settings: Settings | None = None,
     mailer: Mailer | None = None,
     ignore_window: bool = False,
+    dry_run: bool = False,
+    emit_metrics: bool = True,
 ) -> RunSummary:
     """Run ``check`` as scheduled at ``at`` (its business date), with ``now`` as the clock.
 
     Raises :class:`DeliveryIncomplete` after trying every notice if any failed
     transiently, so that Lambda records an error and the retry/alarms fire.
+    A ``dry_run`` renders what would be sent into ``summary.would_send`` and
+    changes nothing. A run that acts (not a dry run) prints one EMF metrics
+    document when it ends, also when it raises.
     """
     if check not in CHECKS:
         raise ValueError(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
@@ -47,7 +72,10 @@ def run_check(
     settings = settings or Settings.from_env()
     local = at.astimezone(settings.timezone)
     summary = RunSummary(
-        check=check, business_date=local.date().isoformat(), run_id=uuid.uuid4().hex
+        check=check,
+        business_date=local.date().isoformat(),
+        run_id=uuid.uuid4().hex,
+        dry_run=dry_run,
     )
     start = settings.windows.start_for(check)
     if not ignore_window and not in_window(local, start, settings.windows.end):
@@ -62,17 +90,31 @@ def run_check(
         )
         return summary
 
-    models.bind(settings)
-    run = Run(
-        settings=settings,
-        mailer=mailer or Mailer(settings.sender_email, settings.region),
-        run_id=summary.run_id,
-        now=now.astimezone(UTC),
-        today=local.date(),
-        summary=summary,
-    )
-    CHECKS[check](run)
-    logger.info("run summary", extra={"summary": summary.as_dict()})
+    started = clock.perf_counter()
+    try:
+        models.bind(settings)
+        run = Run(
+            settings=settings,
+            mailer=mailer or Mailer(settings.sender_email, settings.region),
+            run_id=summary.run_id,
+            now=now.astimezone(UTC),
+            today=local.date(),
+            summary=summary,
+            dry_run=dry_run,
+        )
+        CHECKS[check](run)
+        logger.info("run summary", extra={"summary": summary.as_dict()})
+    finally:
+        if emit_metrics and not dry_run:
+            publish_run(
+                run_metrics(check),
+                items_read=summary.items_read,
+                sent=summary.sent,
+                failed=summary.failed,
+                retrying=summary.retrying,
+                invalid=summary.invalid,
+                duration_ms=round((clock.perf_counter() - started) * 1000, 1),
+            )
     if summary.retrying:
         raise DeliveryIncomplete(summary)
     return summary
@@ -92,4 +134,118 @@ def event_time(event: Mapping[str, Any]) -> datetime:
 
 def handle_scheduled(check: str, event: Mapping[str, Any]) -> dict[str, Any]:
     """Entry point for the scheduled Lambda functions: run ``check`` for the event's time."""
+    event_id = event.get("id")
+    logger.set_correlation_id(event_id if isinstance(event_id, str) else None)
     return run_check(check, at=event_time(event), now=datetime.now(UTC)).as_dict()
+
+
+class InvalidRequest(ValueError):
+    """A manual run was asked for with a payload or arguments that make no sense."""
+
+
+@dataclass(frozen=True)
+class ManualRun:
+    """A run of one check asked for by an operator, for a business date or for now."""
+
+    check: str
+    day: date | None = None
+    dry_run: bool = False
+    ignore_window: bool = False
+
+
+_MANUAL_FIELDS = ("check", "date", "dry_run", "ignore_window")
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(value: object) -> date:
+    """A business date given as ``YYYY-MM-DD``, or :class:`InvalidRequest`."""
+    if isinstance(value, str) and _DAY.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise InvalidRequest(f"date {value!r} is not a YYYY-MM-DD date")
+
+
+def parse_request(event: Any) -> ManualRun:
+    """Validate a ``run_check`` payload: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
+    if not isinstance(event, Mapping):
+        raise InvalidRequest(
+            f'the payload must be a JSON object like {{"check": "note_reminders", '
+            f'"date": "2026-11-23", "dry_run": true}}, got {type(event).__name__}'
+        )
+    unknown = sorted(str(k) for k in event if k not in _MANUAL_FIELDS)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(_MANUAL_FIELDS)}"
+        )
+    check = event.get("check")
+    if check not in CHECKS:
+        raise InvalidRequest(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
+    raw_date = event.get("date")
+    day = None if raw_date is None else parse_day(raw_date)
+    flags = {}
+    for name in ("dry_run", "ignore_window"):
+        value = event.get(name, False)
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"{name} must be true or false, got {value!r}")
+        flags[name] = value
+    return ManualRun(check=str(check), day=day, **flags)
+
+
+def manual_time(request: ManualRun, settings: Settings, now: datetime) -> datetime:
+    """When a manual run happens: midday on its business date, or ``now`` without one.
+
+    A date after today (in the business time zone) is refused unless it is a dry
+    run: sending early would use up notices the scheduled runs are meant to send.
+    """
+    if request.day is None:
+        return now
+    today = now.astimezone(settings.timezone).date()
+    if request.day > today and not request.dry_run:
+        raise InvalidRequest(
+            f"date {request.day.isoformat()} is in the future (today is {today.isoformat()} "
+            f"in {settings.timezone.key}); only a dry run can look ahead"
+        )
+    return datetime.combine(request.day, MANUAL_RUN_TIME, settings.timezone)
+
+
+def run_manual(
+    request: ManualRun,
+    *,
+    now: datetime,
+    settings: Settings | None = None,
+    mailer: Mailer | None = None,
+    emit_metrics: bool = True,
+) -> RunSummary:
+    """Run a check an operator asked for (see :func:`manual_time` for its moment)."""
+    settings = settings or Settings.from_env()
+    return run_check(
+        request.check,
+        at=manual_time(request, settings, now),
+        now=now,
+        settings=settings,
+        mailer=mailer,
+        ignore_window=request.ignore_window,
+        dry_run=request.dry_run,
+        emit_metrics=emit_metrics,
+    )
+
+
+def handle_manual(event: Any, request_id: str | None) -> dict[str, Any]:
+    """Entry point for the ``run_check`` Lambda function (``chalice invoke -n run_check``)."""
+    logger.set_correlation_id(request_id)
+    request = parse_request(event)
+    logger.info(
+        "manual run requested",
+        extra={
+            "check": request.check,
+            "date": request.day.isoformat() if request.day else None,
+            "dry_run": request.dry_run,
+            "ignore_window": request.ignore_window,
+        },
+    )
+    return run_manual(request, now=datetime.now(UTC)).as_dict()

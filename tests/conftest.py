@@ -14,6 +14,9 @@ from chalicelib import models
 from chalicelib.config import Settings
 from tests.support import REGION, SENDER, ses_client
 
+# Records the AWS operations of every running check for the IAM audit (tests/test_iam.py).
+pytest_plugins = ["tests.aws_recorder"]
+
 ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -85,6 +85,8 @@ def run(run: Run) -> None:
     """Send the due repayment notices, then flag each repayment whose notice went out."""
     notices, flags = collect(run)
     outcome = deliver(run, notices)
+    if run.dry_run:
+        return  # a dry run changes nothing, flags included
     # Notices an overlapping run held when we looked may have gone out since: read
     # them again, or two interleaved runs could each leave the flag for the other.
     held = [key for key, status in outcome.items() if status == ledger.CLAIMED]

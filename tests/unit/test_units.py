@@ -332,6 +332,7 @@ EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "test-notifications": {
         "item_id-index": [("item_id", "HASH"), ("created_at", "RANGE")],
         "recipient_email-index": [("recipient_email", "HASH"), ("created_at", "RANGE")],
+        "failed_status-failed_at-index": [("failed_status", "HASH"), ("failed_at", "RANGE")],
     },
 }
 

@@ -1,0 +1,505 @@
+"""Infrastructure generated from the code: IAM policies and the CloudFormation additions.
+
+Two things are derived here from the same sources of truth, the PynamoDB models
+(tables, keys, indexes) and ``.chalice/config.json`` (stages, table names, sender):
+
+* each stage's least-privilege IAM policy, written to ``.chalice/policy-<stage>.json``
+  (``python -m chalicelib.cli policy``), which Chalice attaches to every function
+  because the stage sets ``autogen_policy: false``;
+* the template that ``chalice package --merge-template`` merges into its SAM output
+  (``python -m chalicelib.cli --stage STAGE template``): the six DynamoDB tables, an
+  ``AWS::Lambda::EventInvokeConfig`` per scheduled function (retries, maximum event
+  age, failures to an SQS dead-letter queue) and the CloudWatch alarms.
+
+Chalice names a function's SAM resource after it (``check_stale_applications`` ->
+``CheckStaleApplications``) and, with ``autogen_policy`` off, gives every function
+its own role (``CheckStaleApplicationsRole``) carrying the stage's policy file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from chalice.app import Chalice
+from chalice.utils import to_cfn_resource_name
+from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
+from pynamodb.indexes import Index
+from pynamodb.models import Model
+
+from chalicelib import models
+from chalicelib.config import Settings
+from chalicelib.runner import CHECKS
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CHALICE_CONFIG = PROJECT_DIR / ".chalice" / "config.json"
+REGION = "ap-southeast-2"
+# An IAM policy variable: the account of the role using the policy, so the policy
+# files name no account and still grant nothing in any other account.
+ACCOUNT = "${aws:PrincipalAccount}"
+
+METRICS_NAMESPACE = "LoanReminders"
+FAILED_METRIC = "NoticesFailed"
+# Lambda retries a failed scheduled run twice (about 1 and 3 minutes later); an event
+# older than an hour is dropped to the dead-letter queue: the next hourly run has
+# taken over by then (the ledger makes an overlap harmless).
+MAX_RETRY_ATTEMPTS = 2
+MAX_EVENT_AGE_SECONDS = 3600
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+ALARM_PERIOD_SECONDS = 300
+
+# The settings field (``Settings.tables``) that names each model's table.
+TABLE_FIELDS: dict[type[Model], str] = {
+    models.Application: "applications",
+    models.Note: "notes",
+    models.Repayment: "repayments",
+    models.Staff: "staff",
+    models.Borrower: "borrowers",
+    models.Notification: "notifications",
+}
+
+
+@dataclass(frozen=True)
+class Access:
+    """DynamoDB actions the Lambda code performs on one table, or on one of its indexes."""
+
+    model: type[Model]
+    actions: tuple[str, ...]
+    index: Index[Any] | None = None
+
+
+# Everything a running check does in DynamoDB (tests/test_iam.py records the
+# operations of the whole suite and fails on one not granted here, or granted and
+# never used). Related items are fetched with BatchGetItem; the due items are read
+# from the indexes with Query; the ledger and the repayment flags use UpdateItem.
+LAMBDA_ACCESS: tuple[Access, ...] = (
+    Access(models.Application, ("dynamodb:Query",), models.Application.by_stage),
+    Access(models.Note, ("dynamodb:Query",), models.Note.by_remind_date),
+    Access(models.Repayment, ("dynamodb:Query",), models.Repayment.by_due_date),
+    Access(models.Application, ("dynamodb:BatchGetItem",)),
+    Access(models.Staff, ("dynamodb:BatchGetItem",)),
+    Access(models.Borrower, ("dynamodb:BatchGetItem",)),
+    Access(models.Notification, ("dynamodb:BatchGetItem", "dynamodb:UpdateItem")),
+    Access(models.Repayment, ("dynamodb:UpdateItem",)),
+)
+SES_ACTIONS = ("ses:SendEmail", "ses:SendRawEmail")
+LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of ``.chalice/config.json`` as the generators need it."""
+
+    name: str
+    app_name: str
+    settings: Settings
+    service: str
+    policy_file: Path
+    autogen_policy: bool
+
+    @property
+    def function_prefix(self) -> str:
+        """Chalice names a stage's functions ``<app>-<stage>-<function>``."""
+        return f"{self.app_name}-{self.name}-"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A Lambda function of the Chalice app."""
+
+    name: str
+    scheduled: bool
+
+    @property
+    def logical_id(self) -> str:
+        """The function's resource name in Chalice's SAM template."""
+        return to_cfn_resource_name(self.name)
+
+    def role_id(self, stage: Stage) -> str:
+        """The resource name of the function's role in Chalice's SAM template."""
+        return "DefaultRole" if stage.autogen_policy else to_cfn_resource_name(f"{self.name}_role")
+
+
+class InfraError(ValueError):
+    """The configuration cannot produce a policy or template (the message says why)."""
+
+
+def _read_config(config: Path | None) -> tuple[Path, dict[str, Any]]:
+    path = config or CHALICE_CONFIG
+    data: dict[str, Any] = json.loads(path.read_text())
+    return path, data
+
+
+def stage_names(config: Path | None = None) -> list[str]:
+    """The stages declared in ``.chalice/config.json`` (or ``config``)."""
+    return sorted(_read_config(config)[1].get("stages", {}))
+
+
+def load_stage(name: str, config: Path | None = None, region: str = REGION) -> Stage:
+    """Read stage ``name``: its settings as its functions would, its policy file and flags."""
+    config, data = _read_config(config)
+    stages = data.get("stages", {})
+    if name not in stages:
+        raise InfraError(f"unknown stage {name!r} (known: {', '.join(sorted(stages))})")
+    stage = stages[name]
+    env = {str(k): str(v) for k, v in data.get("environment_variables", {}).items()}
+    env.update({str(k): str(v) for k, v in stage.get("environment_variables", {}).items()})
+    env["AWS_REGION"] = region
+    env.pop("DYNAMODB_ENDPOINT_URL", None)
+    policy_name = stage.get("iam_policy_file", data.get("iam_policy_file", f"policy-{name}.json"))
+    return Stage(
+        name=name,
+        app_name=str(data["app_name"]),
+        settings=Settings.from_env(env),
+        service=env.get("POWERTOOLS_SERVICE_NAME", data["app_name"]),
+        policy_file=config.parent / str(policy_name),
+        autogen_policy=bool(stage.get("autogen_policy", data.get("autogen_policy", True))),
+    )
+
+
+# --- IAM -----------------------------------------------------------------------------
+
+
+def table_name(settings: Settings, model: type[Model]) -> str:
+    """The stage's name for ``model``'s table."""
+    return str(getattr(settings.tables, TABLE_FIELDS[model]))
+
+
+@dataclass(frozen=True)
+class Arns:
+    """Builds the ARNs of a stage's resources in one account and region."""
+
+    settings: Settings
+    account: str = ACCOUNT
+    region: str | None = None
+
+    def _base(self, service: str) -> str:
+        return f"arn:aws:{service}:{self.region or self.settings.region}:{self.account}:"
+
+    def table(self, model: type[Model]) -> str:
+        """The ARN of ``model``'s table."""
+        return f"{self._base('dynamodb')}table/{table_name(self.settings, model)}"
+
+    def index(self, model: type[Model], index: Index[Any]) -> str:
+        """The ARN of one of ``model``'s indexes."""
+        return f"{self.table(model)}/index/{index.Meta.index_name}"
+
+    def sender_identities(self) -> list[str]:
+        """The SES identities a send from the sender is authorized on: its address or domain."""
+        address = sender_address(self.settings)
+        return [
+            f"{self._base('ses')}identity/{address}",
+            f"{self._base('ses')}identity/{address.rpartition('@')[2]}",
+        ]
+
+    def log_groups(self, function_prefix: str) -> str:
+        """Every log group (and stream) of the stage's functions: ``/aws/lambda/<prefix>*``."""
+        return f"{self._base('logs')}log-group:/aws/lambda/{function_prefix}*"
+
+
+def sender_address(settings: Settings) -> str:
+    """The bare address of the configured sender (``Name <a@b>`` -> ``a@b``)."""
+    return parseaddr(settings.sender_email)[1] or settings.sender_email
+
+
+def policy_document(
+    settings: Settings, function_prefix: str, arns: Arns | None = None
+) -> dict[str, Any]:
+    """The least-privilege policy of the stage's functions.
+
+    DynamoDB: exactly :data:`LAMBDA_ACCESS` on the stage's tables and indexes. SES:
+    sending, only on the sender's identity and only with the sender as From address.
+    Logs: the functions' own log groups. ``arns`` defaults to the stage's region and
+    the account of whoever uses the policy.
+    """
+    arns = arns or Arns(settings)
+    grants: dict[str, list[str]] = {}
+    for access in LAMBDA_ACCESS:
+        arn = (
+            arns.table(access.model)
+            if access.index is None
+            else arns.index(access.model, access.index)
+        )
+        for action in access.actions:
+            grants.setdefault(action, [])
+            if arn not in grants[action]:
+                grants[action].append(arn)
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "DynamoDB" + action.partition(":")[2],
+            "Effect": "Allow",
+            "Action": [action],
+            "Resource": sorted(resources),
+        }
+        for action, resources in sorted(grants.items())
+    ]
+    statements.append(
+        {
+            "Sid": "SendFromTheStageSender",
+            "Effect": "Allow",
+            "Action": list(SES_ACTIONS),
+            "Resource": arns.sender_identities(),
+            "Condition": {"StringEquals": {"ses:FromAddress": sender_address(settings)}},
+        }
+    )
+    statements.append(
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": list(LOG_ACTIONS),
+            "Resource": [arns.log_groups(function_prefix)],
+        }
+    )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def stage_policy(stage: Stage) -> dict[str, Any]:
+    """The policy document of ``stage`` (what its policy file must contain)."""
+    return policy_document(stage.settings, stage.function_prefix)
+
+
+def stack_policy(stage: Stage) -> dict[str, Any]:
+    """The stage's policy for its CloudFormation stack: the stack's own account and region.
+
+    The same statements as the policy file, with ``Fn::Sub`` ARNs: cfn-lint (rightly
+    for templates) accepts only a 12-digit account, ``*`` or a pseudo parameter there.
+    """
+    arns = Arns(stage.settings, account="${AWS::AccountId}", region="${AWS::Region}")
+    document: dict[str, Any] = _sub_strings(
+        policy_document(stage.settings, stage.function_prefix, arns)
+    )
+    return document
+
+
+def _sub_strings(value: Any) -> Any:
+    if isinstance(value, str) and "${AWS::" in value:
+        return {"Fn::Sub": value}
+    if isinstance(value, list):
+        return [_sub_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _sub_strings(v) for k, v in value.items()}
+    return value
+
+
+def render_json(document: dict[str, Any]) -> str:
+    """The JSON text written to files: two-space indent, key order kept, final newline."""
+    return json.dumps(document, indent=2) + "\n"
+
+
+# --- CloudFormation ------------------------------------------------------------------
+
+
+def table_properties(model: type[Model], name: str) -> dict[str, Any]:
+    """The ``AWS::DynamoDB::Table`` properties that create ``model``'s table as PynamoDB does.
+
+    Derived from the model's schema (keys, attribute definitions, global secondary
+    indexes and their projections) with on-demand billing.
+    """
+    if getattr(model.Meta, "billing_mode", None) != PAY_PER_REQUEST_BILLING_MODE:
+        raise InfraError(f"{model.__name__}: only PAY_PER_REQUEST tables are supported")
+    schema = model._get_schema()
+
+    def keys(key_schema: Iterable[Any]) -> list[dict[str, str]]:
+        # DynamoDB wants the partition (HASH) key first.
+        return sorted(
+            ({"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in key_schema),
+            key=lambda k: k["KeyType"] != "HASH",
+        )
+
+    properties: dict[str, Any] = {
+        "TableName": name,
+        "BillingMode": PAY_PER_REQUEST_BILLING_MODE,
+        "AttributeDefinitions": sorted(
+            (
+                {"AttributeName": a["AttributeName"], "AttributeType": a["AttributeType"]}
+                for a in schema["attribute_definitions"]
+            ),
+            key=lambda a: a["AttributeName"],
+        ),
+        "KeySchema": keys(schema["key_schema"]),
+    }
+    indexes = [
+        {
+            "IndexName": index["index_name"],
+            "KeySchema": keys(index["key_schema"]),
+            "Projection": dict(index["projection"]),
+        }
+        for index in schema["global_secondary_indexes"]
+    ]
+    if indexes:
+        properties["GlobalSecondaryIndexes"] = sorted(indexes, key=lambda i: i["IndexName"])
+    if schema["local_secondary_indexes"]:
+        raise InfraError(f"{model.__name__}: local secondary indexes are not supported")
+    return properties
+
+
+def table_logical_id(model: type[Model]) -> str:
+    """``Application`` -> ``ApplicationsTable`` (from the settings field naming the table)."""
+    return to_cfn_resource_name(TABLE_FIELDS[model]) + "Table"
+
+
+def load_app(project_dir: Path = PROJECT_DIR) -> Chalice:
+    """Import the Chalice app of ``project_dir/app.py`` (its functions decide the template)."""
+    spec = importlib.util.spec_from_file_location("_chalice_app", project_dir / "app.py")
+    if spec is None or spec.loader is None:
+        raise InfraError(f"no Chalice app at {project_dir / 'app.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = getattr(module, "app", None)
+    if not isinstance(app, Chalice):
+        raise InfraError(f"{project_dir / 'app.py'} defines no Chalice 'app'")
+    return app
+
+
+def app_functions(app: Chalice) -> list[Function]:
+    """The app's scheduled functions and plain Lambda functions, in declaration order."""
+    functions = [Function(source.name, scheduled=True) for source in app.event_sources]
+    functions += [Function(f.name, scheduled=False) for f in app.pure_lambda_functions]
+    return functions
+
+
+def _alarm(description: str, **properties: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            "EvaluationPeriods": 1,
+            "Period": ALARM_PERIOD_SECONDS,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": "AlarmTopic"}],
+            **properties,
+        },
+    }
+
+
+def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
+    """What ``chalice package --merge-template`` adds to the stage's SAM template."""
+    if not any(f.scheduled for f in functions):
+        raise InfraError("the app has no scheduled function")
+    resources: dict[str, Any] = {}
+    for model in models.ALL_MODELS:
+        resources[table_logical_id(model)] = {
+            "Type": "AWS::DynamoDB::Table",
+            # The tables hold the CRM's data and the delivery ledger: never dropped
+            # with the stack or replaced by an update.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": table_properties(model, table_name(stage.settings, model)),
+        }
+    resources["DeadLetterQueue"] = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {
+            "QueueName": f"{stage.function_prefix}dead-letters",
+            "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
+            "SqsManagedSseEnabled": True,
+        },
+    }
+    resources["DeadLetterQueueSendPolicy"] = {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "SendFailedEventsToTheDeadLetterQueue",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["sqs:SendMessage"],
+                        "Resource": [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}],
+                    }
+                ],
+            },
+            "Roles": [
+                {"Ref": role}
+                for role in sorted({f.role_id(stage) for f in functions if f.scheduled})
+            ],
+        },
+    }
+    resources["AlarmTopic"] = {
+        "Type": "AWS::SNS::Topic",
+        "Properties": {"TopicName": f"{stage.function_prefix}alarms"},
+    }
+    resources["AlarmEmailSubscription"] = {
+        "Type": "AWS::SNS::Subscription",
+        "Condition": "HasAlarmEmail",
+        "Properties": {
+            "TopicArn": {"Ref": "AlarmTopic"},
+            "Protocol": "email",
+            "Endpoint": {"Ref": "AlarmEmail"},
+        },
+    }
+    policy = stack_policy(stage)
+    for function in functions:
+        # Chalice embeds the policy file; the stack gets the same with its own account.
+        role = function.role_id(stage)
+        resources[role] = {
+            "Properties": {"Policies": [{"PolicyName": f"{role}Policy", "PolicyDocument": policy}]}
+        }
+    for function in functions:
+        name = stage.function_prefix + function.name
+        # The same function names `chalice deploy` uses, which the log policy expects.
+        resources[function.logical_id] = {"Properties": {"FunctionName": name}}
+        resources[f"{function.logical_id}ErrorsAlarm"] = _alarm(
+            f"{name} failed (an error, a timeout or DeliveryIncomplete after transient errors)",
+            Namespace="AWS/Lambda",
+            MetricName="Errors",
+            Dimensions=[{"Name": "FunctionName", "Value": {"Ref": function.logical_id}}],
+            Statistic="Sum",
+        )
+        if function.scheduled:
+            resources[f"{function.logical_id}InvokeConfig"] = {
+                "Type": "AWS::Lambda::EventInvokeConfig",
+                # The role must be able to write to the queue before Lambda checks it.
+                "DependsOn": ["DeadLetterQueueSendPolicy"],
+                "Properties": {
+                    "FunctionName": {"Ref": function.logical_id},
+                    "Qualifier": "$LATEST",
+                    "MaximumRetryAttempts": MAX_RETRY_ATTEMPTS,
+                    "MaximumEventAgeInSeconds": MAX_EVENT_AGE_SECONDS,
+                    "DestinationConfig": {
+                        "OnFailure": {"Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+                    },
+                },
+            }
+    resources["DeadLetterQueueDepthAlarm"] = _alarm(
+        "A scheduled run failed after its retries and was sent to the dead-letter queue",
+        Namespace="AWS/SQS",
+        MetricName="ApproximateNumberOfMessagesVisible",
+        Dimensions=[
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+        ],
+        Statistic="Maximum",
+    )
+    for check in CHECKS:
+        resources[f"{to_cfn_resource_name(check)}NoticesFailedAlarm"] = _alarm(
+            f"{check}: a notice was rejected permanently by SES (see `history`, then "
+            "`retry-failed` once the cause is fixed)",
+            Namespace=METRICS_NAMESPACE,
+            MetricName=FAILED_METRIC,
+            Dimensions=[
+                {"Name": "check", "Value": check},
+                {"Name": "service", "Value": stage.service},
+            ],
+            Statistic="Sum",
+        )
+    return {
+        "Parameters": {
+            "AlarmEmail": {
+                "Type": "String",
+                "Default": "",
+                "Description": "Address subscribed to the alarms (empty: no subscription)",
+            }
+        },
+        "Conditions": {"HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}},
+        "Resources": resources,
+        "Outputs": {
+            "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
+            "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
+        },
+    }

@@ -1,0 +1,108 @@
+"""A pytest plugin that records every AWS operation the Lambda code makes while a check runs.
+
+The IAM audit (``tests/test_iam.py``) compares these operations with the stage's
+policy. The recorder listens on botocore's event system: it adds a
+``before-parameter-build`` handler to ``botocore.handlers.BUILTIN_HANDLERS``, which
+every botocore session copies when it is created, so boto3's default session, any
+other boto3 session and PynamoDB's own botocore sessions are all covered without
+touching the project's code. An operation counts only while
+``chalicelib.runner.run_check`` is on the call stack: what a running check does,
+not what a test does to set up its tables and identities. Each operation keeps the
+``Settings`` that run was using (``run_check``'s own ``settings``), so the audit can
+hold it to the policy generated for exactly that stage.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import pytest
+from botocore.handlers import BUILTIN_HANDLERS
+
+RUNNER_MODULE = "chalicelib.runner"
+RUNNER_FUNCTION = "run_check"
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    """One AWS API operation made by the code under a running check."""
+
+    service: str  # botocore's service name, e.g. "dynamodb", "sesv2"
+    prefix: str  # the IAM action prefix (the signing name), e.g. "dynamodb", "ses"
+    operation: str  # e.g. "Query"
+    region: str
+    params: dict[str, Any]
+    settings: Any  # chalicelib.config.Settings of the run that made it
+    test: str  # the test that made it, for the report
+
+    @property
+    def action(self) -> str:
+        """The IAM action this operation is authorized as, e.g. ``dynamodb:Query``."""
+        return f"{self.prefix}:{self.operation}"
+
+
+class Recorder:
+    """Collects the operations of the whole session (and of whatever test is running)."""
+
+    def __init__(self) -> None:
+        self.calls: list[AwsCall] = []
+        self.current_test = "<outside a test>"
+
+    def __call__(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
+        check = _running_check(sys._getframe(1))
+        if check is None:
+            return
+        service_model = model.service_model
+        self.calls.append(
+            AwsCall(
+                service=service_model.service_name,
+                prefix=service_model.signing_name,
+                operation=model.name,
+                region=str((context or {}).get("client_region") or ""),
+                params=dict(params),
+                settings=check.f_locals.get("settings"),
+                test=self.current_test,
+            )
+        )
+
+
+def _running_check(frame: FrameType | None) -> FrameType | None:
+    """The frame of ``chalicelib.runner.run_check`` on the stack, if a check is running."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == RUNNER_FUNCTION and frame.f_globals.get("__name__") == RUNNER_MODULE:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+RECORDER = Recorder()
+# Every botocore session created from now on registers the recorder for every operation.
+BUILTIN_HANDLERS.append(("before-parameter-build", RECORDER))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Attribute recorded operations to the test that made them."""
+    RECORDER.current_test = item.nodeid
+    try:
+        return (yield)
+    finally:
+        RECORDER.current_test = "<outside a test>"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that audit the session's operations last, after everything else."""
+    audits = [i for i in items if "recorded_aws_calls" in getattr(i, "fixturenames", ())]
+    if audits:
+        last = {id(i) for i in audits}
+        items[:] = [i for i in items if id(i) not in last] + audits
+
+
+@pytest.fixture(scope="session")
+def recorded_aws_calls() -> list[AwsCall]:
+    """Every AWS operation made inside a running check so far in this session."""
+    return RECORDER.calls

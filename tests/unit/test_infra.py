@@ -1,0 +1,468 @@
+"""Deploy path and infrastructure as code: stages, policy files, the packaged template.
+
+``make package`` runs once for this module (into a temporary directory): the
+generated merge template, ``chalice package`` and cfn-lint, exactly as an operator
+runs it. The tests then read the one SAM template it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from click.testing import CliRunner
+
+from chalicelib import infra, models
+from chalicelib.cli import cli, stage_environment
+from chalicelib.config import Settings, Tables, Thresholds
+from chalicelib.runner import CHECKS
+from tests import factories as f
+from tests.support import REGION, run, ses_error, ses_faults, sydney
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("dev", "prod")
+TUNABLES = [name.upper() for name in Thresholds.__dataclass_fields__] + [
+    "STALE_APPLICATIONS_START",
+    "NOTE_REMINDERS_START",
+    "REPAYMENT_REMINDERS_START",
+    "BUSINESS_DAY_END",
+]
+
+
+def stage_config(stage: str) -> dict[str, Any]:
+    """The stage's section of .chalice/config.json."""
+    config: dict[str, Any] = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return dict(config["stages"][stage])
+
+
+# --- stages and policy files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_writes_out_its_tables_sender_timezone_and_every_threshold(stage: str) -> None:
+    env = stage_config(stage)["environment_variables"]
+
+    settings = Settings.from_env({**env, "AWS_REGION": REGION})
+
+    assert {getattr(settings.tables, t.name) for t in fields(Tables)} == {
+        f"{stage}-{t.name}" for t in fields(Tables)
+    }
+    assert env["SENDER_EMAIL"] == settings.sender_email
+    assert env["BUSINESS_TIMEZONE"] == "Australia/Sydney"
+    assert [name for name in TUNABLES if name not in env] == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_uses_its_own_policy_file_instead_of_chalice_autogeneration(stage: str) -> None:
+    config = stage_config(stage)
+
+    assert config["autogen_policy"] is False
+    assert config["iam_policy_file"] == f"policy-{stage}.json"
+    assert (ROOT / ".chalice" / f"policy-{stage}.json").is_file()
+
+
+def test_the_stages_send_from_different_addresses() -> None:
+    senders = {stage_config(s)["environment_variables"]["SENDER_EMAIL"] for s in STAGES}
+
+    assert len(senders) == len(STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_committed_policy_file_is_what_the_models_and_config_generate(stage: str) -> None:
+    loaded = infra.load_stage(stage)
+
+    committed = loaded.policy_file.read_text()
+
+    assert committed == infra.render_json(infra.stage_policy(loaded)), (
+        f"{loaded.policy_file.name} is out of date: run `make policy` and review the change"
+    )
+
+
+def test_every_model_has_a_table_setting() -> None:
+    assert set(infra.TABLE_FIELDS) == set(models.ALL_MODELS)
+    assert sorted(infra.TABLE_FIELDS.values()) == sorted(t.name for t in fields(Tables))
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of .chalice/ that the policy command reads and writes instead of the real one."""
+    copy = tmp_path / ".chalice"
+    copy.mkdir()
+    for name in ("config.json", "policy-dev.json", "policy-prod.json"):
+        shutil.copy(ROOT / ".chalice" / name, copy / name)
+    monkeypatch.setattr(infra, "CHALICE_CONFIG", copy / "config.json")
+    return copy
+
+
+def test_policy_check_fails_on_a_stale_file_and_policy_rewrites_it(config_copy: Path) -> None:
+    stale = config_copy / "policy-dev.json"
+    stale.write_text('{"Version": "2012-10-17", "Statement": []}\n')
+    runner = CliRunner()
+
+    checked = runner.invoke(cli, ["policy", "--check"])
+    unchanged = stale.read_text()
+    written = runner.invoke(cli, ["policy"])
+    rechecked = runner.invoke(cli, ["--stage", "dev", "policy", "--check"])
+
+    assert checked.exit_code == 1
+    assert "policy-dev.json: out of date" in checked.output
+    assert "policy-prod.json: up to date" in checked.output
+    assert "run `make policy`" in checked.output
+    assert unchanged == '{"Version": "2012-10-17", "Statement": []}\n'
+    assert written.exit_code == 0
+    assert "policy-dev.json: written" in written.output
+    assert stale.read_text() == (ROOT / ".chalice" / "policy-dev.json").read_text()
+    assert rechecked.exit_code == 0, rechecked.output
+
+
+def test_a_stage_with_a_broken_setting_is_reported_by_name(config_copy: Path) -> None:
+    config = json.loads((config_copy / "config.json").read_text())
+    config["stages"]["prod"]["environment_variables"]["STALE_AFTER_DAYS"] = "soon"
+    (config_copy / "config.json").write_text(json.dumps(config))
+
+    result = CliRunner().invoke(cli, ["policy", "--check"])
+
+    assert result.exit_code == 1
+    assert "stage prod: STALE_AFTER_DAYS must be a whole number of days" in result.output
+
+
+def test_the_template_command_needs_a_stage(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["template", "--output", str(tmp_path / "t.json")])
+
+    assert result.exit_code == 2
+    assert "template needs --stage" in result.output
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_the_template_command_writes_the_merge_template(tmp_path: Path) -> None:
+    output = tmp_path / "out" / "merge.json"
+
+    result = CliRunner().invoke(cli, ["--stage", "prod", "template", "--output", str(output)])
+
+    assert result.exit_code == 0, result.output
+    template = json.loads(output.read_text())
+    assert template["Resources"]["NotificationsTable"]["Properties"]["TableName"] == (
+        "prod-notifications"
+    )
+
+
+def test_an_unknown_stage_is_refused_by_the_generators() -> None:
+    with pytest.raises(infra.InfraError, match="unknown stage 'staging'"):
+        infra.load_stage("staging")
+
+
+# --- tables from the models ---------------------------------------------------------------
+
+
+def test_the_table_definitions_are_what_pynamodb_creates(tables: Settings) -> None:
+    """``provision`` (Model.create_table) in moto versus the generated CloudFormation tables."""
+    client = boto3.client("dynamodb", region_name=REGION)
+
+    for model in models.ALL_MODELS:
+        name = infra.table_name(tables, model)
+        created = client.describe_table(TableName=name)["Table"]
+        generated = infra.table_properties(model, name)
+
+        assert generated["TableName"] == created["TableName"]
+        assert generated["BillingMode"] == created["BillingModeSummary"]["BillingMode"]
+        assert generated["KeySchema"] == created["KeySchema"]
+        assert generated["AttributeDefinitions"] == sorted(
+            created["AttributeDefinitions"], key=lambda a: a["AttributeName"]
+        )
+        assert generated.get("GlobalSecondaryIndexes", []) == sorted(
+            (
+                {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
+                for index in created.get("GlobalSecondaryIndexes", [])
+            ),
+            key=lambda i: i["IndexName"],
+        )
+        assert created.get("LocalSecondaryIndexes", []) == []
+
+
+def test_a_table_the_template_cannot_express_is_refused() -> None:
+    class Provisioned(models.Model):
+        class Meta:
+            table_name = "provisioned"
+            billing_mode = "PROVISIONED"
+
+    with pytest.raises(infra.InfraError, match="only PAY_PER_REQUEST"):
+        infra.table_properties(Provisioned, "x")
+
+
+# --- the packaged template ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``make package STAGE=dev`` into a temporary directory: (its folder, make's output)."""
+    out = tmp_path_factory.mktemp("package") / "dev"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    result = subprocess.run(  # noqa: S603 (fixed arguments)
+        [  # noqa: S607 (make from the PATH, as an operator runs it)
+            "make",
+            "--no-print-directory",
+            "-o",
+            "install",  # the running interpreter's environment is the installed one
+            "package",
+            "STAGE=dev",
+            f"PACKAGE_DIR={out}",
+            f"BIN={Path(sys.executable).parent}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def template(package: tuple[Path, str]) -> dict[str, Any]:
+    """The packaged SAM template."""
+    loaded: dict[str, Any] = json.loads((package[0] / "sam.json").read_text())
+    return loaded
+
+
+def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The template's resources of one type, by logical id."""
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def scheduled_functions(template: dict[str, Any]) -> list[str]:
+    """Logical ids of the functions an EventBridge schedule triggers."""
+    return sorted(
+        name
+        for name, fn in resources_of_type(template, "AWS::Serverless::Function").items()
+        if any(e["Type"] == "Schedule" for e in fn["Properties"].get("Events", {}).values())
+    )
+
+
+def test_make_package_yields_one_template_that_cfn_lint_accepts(
+    package: tuple[Path, str],
+) -> None:
+    folder, output = package
+
+    assert sorted(p.name for p in folder.iterdir()) == ["deployment.zip", "sam.json"]
+    assert "cfn-lint" in output
+    assert f"{folder}/sam.json: valid (cfn-lint)" in output
+
+
+def test_cfn_lint_rejects_the_template_without_its_dead_letter_queue(
+    package: tuple[Path, str], template: dict[str, Any], tmp_path: Path
+) -> None:
+    """The lint in `make package` is not a formality: a dangling reference fails it."""
+    broken = json.loads(json.dumps(template))
+    del broken["Resources"]["DeadLetterQueue"]
+    (tmp_path / "sam.json").write_text(json.dumps(broken))
+
+    result = subprocess.run(  # noqa: S603 (fixed arguments)
+        [str(Path(sys.executable).parent / "cfn-lint"), str(tmp_path / "sam.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "DeadLetterQueue" in result.stdout
+
+
+def test_the_template_has_the_app_functions_and_the_chalice_schedules(
+    template: dict[str, Any],
+) -> None:
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+
+    assert scheduled_functions(template) == [
+        "CheckNoteReminders",
+        "CheckRepaymentReminders",
+        "CheckStaleApplications",
+    ]
+    assert {fn["Properties"]["FunctionName"] for fn in functions.values()} == {
+        f"loan-reminders-dev-{f.name}" for f in infra.app_functions(infra.load_app())
+    }
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+
+
+def test_the_template_declares_the_six_tables_as_the_models_define_them(
+    template: dict[str, Any],
+) -> None:
+    dev = infra.load_stage("dev").settings
+    tables = resources_of_type(template, "AWS::DynamoDB::Table")
+
+    assert {t["Properties"]["TableName"] for t in tables.values()} == {
+        f"dev-{t.name}" for t in fields(Tables)
+    }
+    for model in models.ALL_MODELS:
+        table = tables[infra.table_logical_id(model)]
+        assert table["Properties"] == infra.table_properties(model, infra.table_name(dev, model))
+        assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    notifications = tables["NotificationsTable"]["Properties"]
+    assert {i["IndexName"] for i in notifications["GlobalSecondaryIndexes"]} >= {
+        "item_id-index",
+        "recipient_email-index",
+    }
+
+
+def test_every_scheduled_function_retries_then_sends_the_event_to_the_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    configs = resources_of_type(template, "AWS::Lambda::EventInvokeConfig")
+
+    assert sorted(c["Properties"]["FunctionName"]["Ref"] for c in configs.values()) == (
+        scheduled_functions(template)
+    )
+    for config in configs.values():
+        properties = config["Properties"]
+        assert properties["MaximumRetryAttempts"] == 2
+        assert properties["MaximumEventAgeInSeconds"] == 3600
+        assert properties["Qualifier"] == "$LATEST"
+        assert properties["DestinationConfig"]["OnFailure"]["Destination"] == {
+            "Fn::GetAtt": ["DeadLetterQueue", "Arn"]
+        }
+    queue = template["Resources"]["DeadLetterQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def from_stack(value: Any) -> Any:
+    """A stack policy read back as a policy file: Fn::Sub undone, the stack's tokens mapped."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        return (
+            value["Fn::Sub"]
+            .replace("${AWS::AccountId}", "${aws:PrincipalAccount}")
+            .replace("${AWS::Region}", REGION)
+        )
+    if isinstance(value, list):
+        return [from_stack(v) for v in value]
+    if isinstance(value, dict):
+        return {k: from_stack(v) for k, v in value.items()}
+    return value
+
+
+def test_every_function_role_has_exactly_the_stage_policy_file(template: dict[str, Any]) -> None:
+    committed = json.loads((ROOT / ".chalice" / "policy-dev.json").read_text())
+    roles = resources_of_type(template, "AWS::IAM::Role")
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+
+    assert {fn["Properties"]["Role"]["Fn::GetAtt"][0] for fn in functions.values()} == set(roles)
+    for role in roles.values():
+        [policy] = role["Properties"]["Policies"]
+        assert from_stack(policy["PolicyDocument"]) == committed
+        assert "ManagedPolicyArns" not in role["Properties"]
+
+
+def test_only_the_scheduled_roles_may_send_to_the_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    [(name, policy)] = resources_of_type(template, "AWS::IAM::Policy").items()
+    functions = template["Resources"]
+
+    assert name == "DeadLetterQueueSendPolicy"
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}],
+        }
+    ]
+    assert sorted(r["Ref"] for r in policy["Properties"]["Roles"]) == sorted(
+        functions[f]["Properties"]["Role"]["Fn::GetAtt"][0] for f in scheduled_functions(template)
+    )
+
+
+def alarms(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """The properties of every CloudWatch alarm."""
+    return [a["Properties"] for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()]
+
+
+def test_an_alarm_watches_the_errors_of_every_function(template: dict[str, Any]) -> None:
+    watched = sorted(
+        a["Dimensions"][0]["Value"]["Ref"]
+        for a in alarms(template)
+        if (a["Namespace"], a["MetricName"]) == ("AWS/Lambda", "Errors")
+    )
+
+    assert watched == sorted(resources_of_type(template, "AWS::Serverless::Function"))
+
+
+def test_an_alarm_watches_the_depth_of_the_dead_letter_queue(template: dict[str, Any]) -> None:
+    [depth] = [a for a in alarms(template) if a["Namespace"] == "AWS/SQS"]
+
+    assert depth["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert depth["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+    assert depth["Threshold"] == 1
+    assert depth["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_every_alarm_notifies_the_alarm_topic(template: dict[str, Any]) -> None:
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms(template))
+    assert template["Resources"]["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
+
+
+def emf_documents(text: str) -> list[dict[str, Any]]:
+    """The CloudWatch Embedded Metric Format documents printed on stdout."""
+    documents = []
+    for line in text.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            documents.append(json.loads(line))
+    return documents
+
+
+def test_the_failed_notices_alarms_watch_the_metric_a_rejected_notice_emits(
+    template: dict[str, Any],
+    service: Settings,
+    ses: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A permanent SES rejection emits NoticesFailed exactly as the alarm of its check expects."""
+    # The function runs with its stage's service name, as the deployed one does.
+    stage_service = stage_environment("dev")["POWERTOOLS_SERVICE_NAME"]
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", stage_service)
+    f.crm()
+    f.application()
+    f.note(remind_date="2026-11-23")
+    capsys.readouterr()
+    with ses_faults(ses, lambda _: ses_error("MessageRejected")):
+        run("note_reminders", sydney("2026-11-23 12:00"), ses)
+    emitted = set()
+    for document in emf_documents(capsys.readouterr().out):
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = document.get("NoticesFailed", 0)
+                failed = sum(value) if isinstance(value, list) else value
+                if metric["Name"] == "NoticesFailed" and failed >= 1:
+                    for dimension_set in directive["Dimensions"]:
+                        emitted.add(
+                            (
+                                directive["Namespace"],
+                                tuple(sorted((d, document[d]) for d in dimension_set)),
+                            )
+                        )
+    watched = {
+        a["Dimensions"][0]["Value"]: (
+            a["Namespace"],
+            tuple(sorted((d["Name"], d["Value"]) for d in a["Dimensions"])),
+        )
+        for a in alarms(template)
+        if a["MetricName"] == "NoticesFailed"
+    }
+
+    assert sorted(watched) == sorted(CHECKS)
+    assert watched["note_reminders"] in emitted, emitted
+    assert ("service", stage_service) in watched["note_reminders"][1]
