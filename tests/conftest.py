@@ -1,4 +1,8 @@
-"""Fixtures: fake AWS credentials, the moto mock, tables created from the models, SES."""
+"""Fixtures: fake AWS credentials, the moto mock, tables created from the models, SES.
+
+``--dynamodb=local`` runs the same tests with DynamoDB on Amazon's DynamoDB Local
+(started once per session on a free loopback port) while SES stays on moto.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from moto import mock_aws
 
 from chalicelib import models
 from chalicelib.config import Settings
+from tests.ddblocal import server as ddblocal
 from tests.support import REGION, SENDER, ses_client
 
 # Records the AWS operations of every running check for the IAM audit (tests/test_iam.py).
@@ -35,20 +40,67 @@ ENVIRONMENT = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--dynamodb=moto`` (default) or ``--dynamodb=local`` (DynamoDB Local)."""
+    parser.addoption(
+        "--dynamodb",
+        choices=("moto", "local"),
+        default="moto",
+        help="where DynamoDB calls go: moto (default) or DynamoDB Local (make test-ddblocal)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse the local tier up front when DynamoDB Local is not installed."""
+    if config.getoption("dynamodb") == "local":
+        try:
+            ddblocal.installed_jar()
+        except ddblocal.DynamoDBLocalError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str | None]:
+    """DynamoDB Local's URL for the session in the local tier; ``None`` on moto."""
+    if request.config.getoption("dynamodb") != "local":
+        yield None
+        return
+    with ddblocal.running(tmp_path_factory.mktemp("dynamodb-local")) as server:
+        yield server.endpoint
+
+
 @pytest.fixture(autouse=True)
-def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def aws_environment(monkeypatch: pytest.MonkeyPatch, dynamodb_endpoint: str | None) -> None:
     """Fake credentials and the service's variables, so nothing can reach real AWS."""
     for name in [n for n in os.environ if n.startswith(("AWS_", "POWERTOOLS_"))]:
         monkeypatch.delenv(name)
+    monkeypatch.delenv("DYNAMODB_ENDPOINT_URL", raising=False)
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
+    if dynamodb_endpoint is not None:
+        # The models through chalicelib (bind), any other boto3 client through botocore.
+        monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", dynamodb_endpoint)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint)
 
 
 @pytest.fixture
-def aws() -> Iterator[None]:
-    """Every AWS call in the test goes to moto."""
-    with mock_aws():
-        yield
+def aws(dynamodb_endpoint: str | None) -> Iterator[None]:
+    """Every AWS call in the test goes to moto, DynamoDB to DynamoDB Local in that tier.
+
+    In the local tier every table is dropped after the test, so each test starts
+    from an empty account as it does on moto.
+    """
+    if dynamodb_endpoint is None:
+        with mock_aws():
+            yield
+        return
+    with mock_aws(config=ddblocal.moto_config(dynamodb_endpoint)):
+        try:
+            yield
+        finally:
+            ddblocal.delete_all_tables(dynamodb_endpoint)
 
 
 @pytest.fixture
