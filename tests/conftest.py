@@ -6,16 +6,23 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from chalice.test import Client
 from moto import mock_aws
 
+import app
 from chalicelib import models
+from chalicelib.cli import stage_environment
 from chalicelib.config import Settings
+from chalicelib.observability import logger
 from tests.ddblocal import server as ddblocal
 from tests.support import REGION, SENDER, ses_client
 
@@ -127,3 +134,54 @@ def ses(aws: None) -> Any:
 def service(tables: Settings, ses: Any) -> Settings:
     """Tables and a verified sender: everything a check needs."""
     return tables
+
+
+# The dev stage as `.chalice/config.json` defines it (chalice's test Client applies it).
+DEV_ENV = stage_environment("dev")
+
+
+@pytest.fixture
+def dev_stage(aws: None) -> Settings:
+    """The dev stage's tables (names from .chalice/config.json) and its verified sender."""
+    settings = Settings.from_env({**os.environ, **DEV_ENV})
+    models.provision(settings)
+    boto3.client("ses", region_name=REGION).verify_email_identity(
+        EmailAddress=DEV_ENV["SENDER_EMAIL"]
+    )
+    return settings
+
+
+@pytest.fixture
+def client(dev_stage: Settings) -> Iterator[Client]:
+    """Chalice's test client for the dev stage of this project."""
+    root = Path(app.__file__).resolve().parent
+    with Client(app.app, stage_name="dev", project_dir=str(root)) as test_client:
+        yield test_client
+
+
+class _CurrentStdout:
+    """A stream that writes to the ``sys.stdout`` of the moment."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture
+def stdout_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], list[dict[str, Any]]]:
+    """Read the JSON lines (Powertools logs and EMF documents) printed since the last read.
+
+    The logger's handler kept the ``sys.stdout`` of import time; make it write to
+    whatever ``sys.stdout`` is when it logs (``capsys``'s, during the test).
+    """
+    monkeypatch.setattr(logger.registered_handler, "stream", _CurrentStdout())
+
+    def read() -> list[dict[str, Any]]:
+        lines = capsys.readouterr().out.splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    return read

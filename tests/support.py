@@ -140,3 +140,20 @@ def run(
 
     mailer = Mailer(SENDER, REGION, client=client) if client is not None else None
     return run_check(check, at=at, now=now or at, mailer=mailer, **options)
+
+
+def scheduled_event(
+    client: Any, function: str, at: datetime, event_id: str | None = None
+) -> dict[str, Any]:
+    """The EventBridge event that triggers ``function`` at ``at`` (sent as UTC)."""
+    event: dict[str, Any] = client.events.generate_cw_event(
+        source="aws.events",
+        detail_type="Scheduled Event",
+        detail={},
+        resources=[f"arn:aws:events:{REGION}:123456789012:rule/loan-reminders-dev-{function}"],
+        region=REGION,
+    )
+    event["time"] = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if event_id is not None:
+        event["id"] = event_id
+    return event

@@ -9,9 +9,7 @@ counted; CRM text cannot inject HTML or headers; bad settings name the variable.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,6 @@ from chalicelib import ledger
 from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification, Repayment
-from chalicelib.observability import logger
 from tests import factories as f
 from tests.support import (
     REGION,
@@ -96,34 +93,6 @@ def destinations() -> list[list[str]]:
 
 def invalid_reasons(summary: Any, item_id: str) -> list[str]:
     return [i["reason"] for i in summary.invalid_items if i["item_id"] == item_id]
-
-
-class _CurrentStdout:
-    """A stream that writes to the ``sys.stdout`` of the moment."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-@pytest.fixture
-def json_logs(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[[], list[dict[str, Any]]]:
-    """Read the Powertools JSON lines the run printed to stdout.
-
-    The logger's handler kept the ``sys.stdout`` of import time; make it write to
-    whatever ``sys.stdout`` is when it logs (``capsys``'s, during the test).
-    """
-    monkeypatch.setattr(logger.registered_handler, "stream", _CurrentStdout())
-
-    def read() -> list[dict[str, Any]]:
-        lines = capsys.readouterr().out.splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    return read
 
 
 def logged_invalid(records: list[dict[str, Any]], item_id: str) -> list[str]:
@@ -559,7 +528,7 @@ def test_a_run_killed_after_ses_accepted_the_message_is_not_resent(
 
 
 def test_a_repayment_without_an_amount_is_skipped_and_the_others_sent(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given rep-bad has no amount, next to a healthy rep-1
     repayment_due_to_two_borrowers()
@@ -575,11 +544,11 @@ def test_a_repayment_without_an_amount_is_skipped_and_the_others_sent(
     assert entries_for("rep-bad") == []
     assert not Repayment.get("rep-bad").reminder_sent
     # And a structured log line names the item and the reason
-    assert logged_invalid(json_logs(), "rep-bad") == ["amount is missing"]
+    assert logged_invalid(stdout_json(), "rep-bad") == ["amount is missing"]
 
 
 def test_a_repayment_whose_amount_is_a_string_is_skipped(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given rep-bad stores its amount as the string "lots" (the model cannot read it)
     repayment_due_to_two_borrowers()
@@ -601,7 +570,7 @@ def test_a_repayment_whose_amount_is_a_string_is_skipped(
     assert "amount" in reason
     assert recipient_counts() == Counter({BEN: 1, MIA: 1})
     assert entries_for("rep-bad") == []
-    assert logged_invalid(json_logs(), "rep-bad") == [reason]
+    assert logged_invalid(stdout_json(), "rep-bad") == [reason]
 
 
 @pytest.mark.parametrize(
@@ -614,7 +583,7 @@ def test_a_repayment_whose_amount_is_a_string_is_skipped(
 def test_an_application_with_a_bad_stage_timestamp_is_skipped(
     service: Settings,
     ses: Any,
-    json_logs: Callable[[], list[dict[str, Any]]],
+    stdout_json: Callable[[], list[dict[str, Any]]],
     stage_last_updated: str,
     reason: str,
 ) -> None:
@@ -633,11 +602,11 @@ def test_an_application_with_a_bad_stage_timestamp_is_skipped(
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
     assert "APP-BAD" not in sent_emails()[0].text
     assert entries_for("app-bad") == []
-    assert logged_invalid(json_logs(), "app-bad") == [found]
+    assert logged_invalid(stdout_json(), "app-bad") == [found]
 
 
 def test_a_note_on_a_missing_application_is_skipped(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given note-bad points at an application that does not exist
     note_for_author_and_bdm()
@@ -650,11 +619,11 @@ def test_a_note_on_a_missing_application_is_skipped(
     assert invalid_reasons(summary, "note-bad") == ["application 'app-missing' does not exist"]
     assert recipient_counts() == Counter({SAM: 1, BROOKE: 1})
     assert all("Orphan" not in s.subject for s in sent_emails())
-    assert logged_invalid(json_logs(), "note-bad") == ["application 'app-missing' does not exist"]
+    assert logged_invalid(stdout_json(), "note-bad") == ["application 'app-missing' does not exist"]
 
 
 def test_an_application_whose_bdm_does_not_exist_is_skipped(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given stale app-2's bd_id points at nobody, next to a healthy stale app-1
     f.crm()
@@ -669,7 +638,7 @@ def test_an_application_whose_bdm_does_not_exist_is_skipped(
     assert "bdm-ghost" in reason
     assert "does not exist" in reason
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
-    assert logged_invalid(json_logs(), "app-2") == [reason]
+    assert logged_invalid(stdout_json(), "app-2") == [reason]
 
 
 def test_a_repayment_escalation_to_a_missing_bdm_is_skipped(service: Settings, ses: Any) -> None:
@@ -691,7 +660,7 @@ def test_a_repayment_escalation_to_a_missing_bdm_is_skipped(service: Settings, s
 
 
 def test_a_dangling_borrower_id_is_skipped_and_the_other_borrower_reminded(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given app-1 lists Ben and a borrower id that does not exist
     f.crm()
@@ -706,11 +675,11 @@ def test_a_dangling_borrower_id_is_skipped_and_the_other_borrower_reminded(
     assert "bor-ghost" in reason
     assert "does not exist" in reason
     assert subjects_by_recipient() == {BEN: [UPCOMING]}
-    assert logged_invalid(json_logs(), "rep-1") == [reason]
+    assert logged_invalid(stdout_json(), "rep-1") == [reason]
 
 
 def test_a_staff_member_without_an_email_is_skipped_and_the_bdm_still_reminded(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given note-2 was written by staff-3, who has no email address
     note_for_author_and_bdm()
@@ -729,11 +698,11 @@ def test_a_staff_member_without_an_email_is_skipped_and_the_bdm_still_reminded(
         SAM: ["Note Reminder: Call the valuer"],
         BROOKE: ["Note Reminder: Call the valuer", "Note Reminder: Check the ILOO"],
     }
-    assert logged_invalid(json_logs(), "note-2") == [reason]
+    assert logged_invalid(stdout_json(), "note-2") == [reason]
 
 
 def test_a_borrower_with_an_invalid_email_is_skipped_and_the_other_reminded(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given Mia's email is "not-an-email"
     f.crm()
@@ -750,11 +719,11 @@ def test_a_borrower_with_an_invalid_email_is_skipped_and_the_other_reminded(
     assert "email" in reason
     assert subjects_by_recipient() == {BEN: [UPCOMING]}
     assert all("not-an-email" not in d for ds in destinations() for d in ds)
-    assert logged_invalid(json_logs(), "rep-1") == [reason]
+    assert logged_invalid(stdout_json(), "rep-1") == [reason]
 
 
 def test_an_application_without_a_reference_number_is_skipped(
-    service: Settings, ses: Any, json_logs: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given stale app-2 has no reference_number, next to a healthy stale app-1
     f.crm()
@@ -768,7 +737,7 @@ def test_an_application_without_a_reference_number_is_skipped(
     assert invalid_reasons(summary, "app-2") == ["reference_number is missing"]
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
     assert entries_for("app-2") == []
-    assert logged_invalid(json_logs(), "app-2") == ["reference_number is missing"]
+    assert logged_invalid(stdout_json(), "app-2") == ["reference_number is missing"]
 
 
 def test_many_malformed_items_in_one_run_are_all_counted(service: Settings, ses: Any) -> None:

@@ -8,11 +8,7 @@ freezegun (the handlers read it for the ledger's timestamps).
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,23 +16,24 @@ import pytest
 from chalice.test import Client
 from freezegun import freeze_time
 
-import app
-from chalicelib import models
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.mailer import ses_client
 from chalicelib.models import Notification, Repayment
 from tests import factories
-from tests.support import REGION, sent_emails, ses_error, ses_faults, subjects_by_recipient, utc
+from tests.conftest import DEV_ENV
+from tests.support import (
+    REGION,
+    scheduled_event,
+    sent_emails,
+    ses_error,
+    ses_faults,
+    subjects_by_recipient,
+    utc,
+)
 
 pytestmark = [pytest.mark.task, pytest.mark.integration]
 
-ROOT = Path(app.__file__).resolve().parent
-CHALICE_CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
-DEV_ENV: dict[str, str] = {
-    **CHALICE_CONFIG.get("environment_variables", {}),
-    **CHALICE_CONFIG["stages"]["dev"].get("environment_variables", {}),
-}
 DEV_SENDER = DEV_ENV["SENDER_EMAIL"]
 
 FUNCTIONS = ("check_stale_applications", "check_note_reminders", "check_repayment_reminders")
@@ -46,36 +43,6 @@ PRIYA = "priya.patel@lender.example.com.au"
 BEN = "ben.lee@example.net"
 MIA = "mia.chen@example.net"
 AVA = "ava.nguyen@example.net"
-
-
-@pytest.fixture
-def dev_stage(aws: None) -> Settings:
-    """The dev stage's tables (names from .chalice/config.json) and its verified sender."""
-    settings = Settings.from_env({**os.environ, **DEV_ENV})
-    assert settings.tables.notes.startswith("dev-")
-    models.provision(settings)
-    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=DEV_SENDER)
-    return settings
-
-
-@pytest.fixture
-def client(dev_stage: Settings) -> Iterator[Client]:
-    """The Chalice test client for the dev stage of this project."""
-    with Client(app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
-        yield test_client
-
-
-def scheduled_event(client: Client, function: str, at: datetime) -> dict[str, Any]:
-    """The EventBridge event that triggers ``function`` at ``at`` (UTC)."""
-    event = client.events.generate_cw_event(
-        source="aws.events",
-        detail_type="Scheduled Event",
-        detail={},
-        resources=[f"arn:aws:events:{REGION}:123456789012:rule/loan-reminders-dev-{function}"],
-        region=REGION,
-    )
-    event["time"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return event
 
 
 def invoke(client: Client, function: str, at: datetime, *, clock: str | None = None) -> Any:

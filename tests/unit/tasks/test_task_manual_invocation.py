@@ -7,48 +7,23 @@ provisioned and the dev sender verified, and the wall clock is frozen.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from chalice.test import Client
 from freezegun import freeze_time
 
-import app
-from chalicelib import models
-from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
 from chalicelib.runner import InvalidRequest
 from tests import factories
-from tests.support import REGION, sent_emails, subjects_by_recipient
+from tests.conftest import DEV_ENV
+from tests.support import sent_emails, subjects_by_recipient
 
 pytestmark = [pytest.mark.task, pytest.mark.integration]
 
-ROOT = Path(app.__file__).resolve().parent
-CHALICE_CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
-DEV_ENV: dict[str, str] = {
-    **CHALICE_CONFIG.get("environment_variables", {}),
-    **CHALICE_CONFIG["stages"]["dev"].get("environment_variables", {}),
-}
 BROOKE = "brooke.davis@lender.example.com.au"
 SAM = "sam.author@lender.example.com.au"
 NOON = "2026-11-23T01:00:00Z"  # 12:00 on 23 Nov 2026 in Sydney
-
-
-@pytest.fixture
-def client(aws: None) -> Iterator[Client]:
-    """The test client for the dev stage, with its tables and verified sender."""
-    settings = Settings.from_env({**os.environ, **DEV_ENV})
-    models.provision(settings)
-    boto3.client("ses", region_name=REGION).verify_email_identity(
-        EmailAddress=DEV_ENV["SENDER_EMAIL"]
-    )
-    with Client(app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
-        yield test_client
 
 
 def invoke(client: Client, payload: Any, clock: str = NOON) -> Any:

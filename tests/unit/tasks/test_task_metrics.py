@@ -8,26 +8,22 @@ points it at the stdout of the moment, which ``capsys`` captures.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 from chalice.test import Client
 from freezegun import freeze_time
 
-import app
-from chalicelib import models
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
-from chalicelib.observability import logger, mask_addresses
+from chalicelib.observability import mask_addresses
 from tests import factories
-from tests.support import REGION, run, ses_error, ses_faults, sydney, utc
+from tests.support import run, scheduled_event, ses_error, ses_faults, sydney, utc
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
+
+EVENT_ID = "5d3b1f0e-7c1a-4c2e-9a57-0c9f3f1e2a10"
 
 Output = Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 MONDAY = sydney("2026-11-23 12:00")
@@ -36,23 +32,12 @@ MIA = "mia.chen@example.net"
 COUNTS = ("ItemsRead", "NoticesSent", "NoticesFailed", "NoticesRetrying", "ItemsInvalid")
 
 
-class _CurrentStdout:
-    """A stream that writes to the ``sys.stdout`` of the moment."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
 @pytest.fixture
-def output(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Output:
+def output(stdout_json: Callable[[], list[dict[str, Any]]]) -> Output:
     """Read what a run printed: ``(EMF documents, log records)``."""
-    monkeypatch.setattr(logger.registered_handler, "stream", _CurrentStdout())
 
     def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        lines = stdout_json()
         return [x for x in lines if "_aws" in x], [x for x in lines if "_aws" not in x]
 
     return read
@@ -219,39 +204,6 @@ def test_delivery_incomplete_masks_the_addresses_in_its_message(
 
 # --- through the Chalice functions -------------------------------------------------------
 
-ROOT = Path(app.__file__).resolve().parent
-_CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
-DEV_ENV: dict[str, str] = {
-    **_CONFIG.get("environment_variables", {}),
-    **_CONFIG["stages"]["dev"].get("environment_variables", {}),
-}
-
-
-@pytest.fixture
-def client(aws: None) -> Iterator[Client]:
-    """The test client for the dev stage, with its tables and verified sender."""
-    import os
-
-    models.provision(Settings.from_env({**os.environ, **DEV_ENV}))
-    boto3.client("ses", region_name=REGION).verify_email_identity(
-        EmailAddress=DEV_ENV["SENDER_EMAIL"]
-    )
-    with Client(app.app, stage_name="dev", project_dir=str(ROOT)) as test_client:
-        yield test_client
-
-
-def scheduled(client: Client, function: str, at: datetime) -> dict[str, Any]:
-    event = client.events.generate_cw_event(
-        source="aws.events",
-        detail_type="Scheduled Event",
-        detail={},
-        resources=[f"arn:aws:events:{REGION}:123456789012:rule/loan-reminders-dev-{function}"],
-        region=REGION,
-    )
-    event["time"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    event["id"] = "5d3b1f0e-7c1a-4c2e-9a57-0c9f3f1e2a10"
-    return event
-
 
 def test_a_scheduled_function_logs_the_event_id_and_publishes_its_metrics(
     client: Client, output: Output
@@ -264,12 +216,14 @@ def test_a_scheduled_function_logs_the_event_id_and_publishes_its_metrics(
 
     # When EventBridge fires the note reminder function
     with freeze_time(at):
-        client.lambda_.invoke("check_note_reminders", scheduled(client, "check_note_reminders", at))
+        client.lambda_.invoke(
+            "check_note_reminders", scheduled_event(client, "check_note_reminders", at, EVENT_ID)
+        )
 
     # Then its log lines carry the event id as correlation id, and its metrics are out
     documents, logs = output()
     summary = next(r for r in logs if r["message"] == "run summary")
-    assert summary["correlation_id"] == "5d3b1f0e-7c1a-4c2e-9a57-0c9f3f1e2a10"
+    assert summary["correlation_id"] == EVENT_ID
     assert summary["service"] == "loan-reminders"
     assert [(d["check"], metric(d, "NoticesSent")) for d in documents] == [("note_reminders", 2)]
 
