@@ -63,30 +63,24 @@ def state(entry: Notification | None, now: datetime) -> str:
 
 def claim(claim: Claim, run_id: str, now: datetime) -> bool:
     """Claim a due notice for this run; False when another run has it or it is done."""
-    entry = Notification(id=claim.key)
-    try:
-        entry.update(
-            actions=[
-                Notification.kind.set(claim.kind),
-                Notification.item_id.set(claim.item_id),
-                Notification.recipient_id.set(claim.recipient_id),
-                Notification.recipient_email.set(claim.recipient_email),
-                Notification.business_date.set(claim.business_date),
-                Notification.status.set(CLAIMED),
-                Notification.run_id.set(run_id),
-                Notification.attempts.add(1),
-                Notification.created_at.set(Notification.created_at | now),
-                Notification.claimed_at.set(now),
-                Notification.updated_at.set(now),
-                Notification.lease_expires_at.set(now + CLAIM_LEASE),
-            ],
-            condition=Notification.id.does_not_exist() | (Notification.status == PENDING),
-        )
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return _update_if(
+        Notification(id=claim.key),
+        [
+            Notification.kind.set(claim.kind),
+            Notification.item_id.set(claim.item_id),
+            Notification.recipient_id.set(claim.recipient_id),
+            Notification.recipient_email.set(claim.recipient_email),
+            Notification.business_date.set(claim.business_date),
+            Notification.status.set(CLAIMED),
+            Notification.run_id.set(run_id),
+            Notification.attempts.add(1),
+            Notification.created_at.set(Notification.created_at | now),
+            Notification.claimed_at.set(now),
+            Notification.updated_at.set(now),
+            Notification.lease_expires_at.set(now + CLAIM_LEASE),
+        ],
+        Notification.id.does_not_exist() | (Notification.status == PENDING),
+    )
 
 
 def mark_sent(key: str, run_id: str, subject: str, message_id: str, now: datetime) -> None:
@@ -98,9 +92,7 @@ def mark_sent(key: str, run_id: str, subject: str, message_id: str, now: datetim
             Notification.message_id.set(message_id),
             Notification.sent_at.set(now),
             Notification.updated_at.set(now),
-            Notification.failure_reason.remove(),
-            Notification.failed_status.remove(),
-            Notification.failed_at.remove(),
+            *_clear_failure(),
         ],
         condition=Notification.run_id == run_id,
     )
@@ -118,23 +110,18 @@ def mark_failed(key: str, run_id: str, subject: str, reason: str, now: datetime)
 
 def abandon(entry: Notification, now: datetime) -> bool:
     """Mark a claim whose lease expired as failed; False if its run finished meanwhile."""
-    try:
-        entry.update(
-            actions=[
-                Notification.status.set(FAILED),
-                Notification.failed_status.set(FAILED),
-                Notification.failed_at.set(now),
-                Notification.failure_reason.set(INTERRUPTED),
-                Notification.updated_at.set(now),
-                Notification.last_error.set(f"{INTERRUPTED} (run {entry.run_id})"),
-            ],
-            condition=(Notification.status == CLAIMED) & (Notification.run_id == entry.run_id),
-        )
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return _update_if(
+        entry,
+        [
+            Notification.status.set(FAILED),
+            Notification.failed_status.set(FAILED),
+            Notification.failed_at.set(now),
+            Notification.failure_reason.set(INTERRUPTED),
+            Notification.updated_at.set(now),
+            Notification.last_error.set(f"{INTERRUPTED} (run {entry.run_id})"),
+        ],
+        (Notification.status == CLAIMED) & (Notification.run_id == entry.run_id),
+    )
 
 
 def _finish(
@@ -186,17 +173,26 @@ def requeue(entry: Notification, now: datetime) -> bool:
     ``attempts`` and ``last_error`` are kept for the record; the failure marker and
     reason go. False when the entry is no longer failed (re-queued meanwhile).
     """
+    return _update_if(
+        entry,
+        [Notification.status.set(PENDING), Notification.updated_at.set(now), *_clear_failure()],
+        Notification.status == FAILED,
+    )
+
+
+def _clear_failure() -> list[Action]:
+    """Actions that drop the failure reason and the sparse index's failure marker."""
+    return [
+        Notification.failure_reason.remove(),
+        Notification.failed_status.remove(),
+        Notification.failed_at.remove(),
+    ]
+
+
+def _update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:
+    """Apply ``actions`` when ``condition`` holds; False (not an error) when it does not."""
     try:
-        entry.update(
-            actions=[
-                Notification.status.set(PENDING),
-                Notification.updated_at.set(now),
-                Notification.failure_reason.remove(),
-                Notification.failed_status.remove(),
-                Notification.failed_at.remove(),
-            ],
-            condition=Notification.status == FAILED,
-        )
+        entry.update(actions=actions, condition=condition)
     except UpdateError as exc:
         if exc.cause_response_code == "ConditionalCheckFailedException":
             return False
