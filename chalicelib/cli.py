@@ -144,7 +144,7 @@ DAY = click.DateTime(formats=["%Y-%m-%d"])
 def provision() -> None:
     """Create every missing table (CRM tables and the ledger) with its indexes."""
     for table, status in models.provision(load_settings()):
-        click.echo(f"{table}: {'created' if status == 'created' else 'already exists'}")
+        click.echo(f"{table}: {'already exists' if status == 'exists' else status}")
 
 
 @cli.command()

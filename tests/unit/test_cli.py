@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
 from click.testing import CliRunner
 
+from chalicelib import models
 from chalicelib.cli import cli
+from chalicelib.config import Settings
+from tests.support import REGION
 
 
 def test_provision_creates_missing_tables_then_finds_them(aws: None) -> None:
@@ -42,3 +46,35 @@ def test_an_unknown_stage_is_a_usage_error(aws: None) -> None:
 
     assert result.exit_code == 2
     assert "unknown stage 'staging'" in result.output
+
+
+def test_provision_adds_the_indexes_an_existing_crm_table_lacks(
+    aws: None, settings: Settings
+) -> None:
+    # Given the CRM's applications table exists, but without the index the stale check queries
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName="test-applications",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    # When provision runs (polling briskly: DynamoDB Local reports CREATING for a moment),
+    # then again through the CLI
+    report = dict(models.provision(settings, poll_seconds=0.05))
+    again = CliRunner().invoke(cli, ["provision"])
+
+    # Then the index is added once, with the model's keys, and the other tables are created
+    assert report["test-applications"] == "index stage-stage_last_updated-index added"
+    assert report["test-notes"] == "created"
+    assert again.exit_code == 0, again.output
+    assert "test-applications: already exists" in again.output
+    table = dynamodb.describe_table(TableName="test-applications")["Table"]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "stage-stage_last_updated-index"
+    assert index["IndexStatus"] == "ACTIVE"
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [
+        ("stage", "HASH"),
+        ("stage_last_updated", "RANGE"),
+    ]
