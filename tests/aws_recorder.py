@@ -15,6 +15,7 @@ hold it to the policy generated for exactly that stage.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -106,3 +107,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def recorded_aws_calls() -> list[AwsCall]:
     """Every AWS operation made inside a running check so far in this session."""
     return RECORDER.calls
+
+
+@pytest.fixture
+def aws_calls(request: pytest.FixtureRequest) -> Callable[[], list[AwsCall]]:
+    """The AWS operations made by checks run in this test so far."""
+    nodeid = request.node.nodeid
+    return lambda: [call for call in RECORDER.calls if call.test == nodeid]
