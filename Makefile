@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATE   ?=
 STAGE  ?= dev
 
-.PHONY: install test lint demo demo-reset clean
+.PHONY: install test bench lint demo demo-reset clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(VENV)/.installed
 ## The whole suite, with branch coverage of chalicelib enforced at 90%.
 test: install
 	$(BIN)/python -m pytest --cov=chalicelib --cov-branch --cov-report=term --cov-fail-under=90
+
+## Time and peak memory of each check over a 300-application CRM (not part of `make test`).
+bench: install
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-only \
+		--benchmark-columns=min,mean,max,rounds --benchmark-sort=name \
+		--benchmark-json=.benchmarks/latest.json $(BENCH_ARGS)
 
 ## ruff (lint + format) and mypy --strict on chalicelib.
 lint: install
