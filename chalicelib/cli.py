@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from click.decorators import FC
 
 from chalicelib import models
 from chalicelib.config import ConfigError, Settings
@@ -140,6 +142,11 @@ def bound_settings() -> Settings:
 DAY = click.DateTime(formats=["%Y-%m-%d"])
 
 
+def date_option(help: str) -> Callable[[FC], FC]:
+    """``--date YYYY-MM-DD``, passed to the command as ``day``."""
+    return click.option("--date", "day", type=DAY, default=None, metavar="YYYY-MM-DD", help=help)
+
+
 @cli.command()
 def provision() -> None:
     """Create every missing table (CRM tables and the ledger) with its indexes."""
@@ -148,14 +155,7 @@ def provision() -> None:
 
 
 @cli.command()
-@click.option(
-    "--date",
-    "day",
-    type=DAY,
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="Business date the data set is dated relative to (default: today).",
-)
+@date_option("Business date the data set is dated relative to (default: today).")
 @click.option("--yes", is_flag=True, help="Do not ask before writing into an AWS account.")
 @click.pass_obj
 def seed(options: Options, day: datetime | None, yes: bool) -> None:
@@ -226,14 +226,9 @@ def _check_names() -> list[str]:
 
 @cli.command("run")
 @click.argument("check", type=click.Choice(_check_names()), metavar="CHECK")
-@click.option(
-    "--date",
-    "day",
-    type=DAY,
-    default=None,
-    metavar="YYYY-MM-DD",
-    help="Business date to run for, as if scheduled at 12:00 business time "
-    "(default: now, with the business-hours window applied).",
+@date_option(
+    "Business date to run for, as if scheduled at 12:00 business time "
+    "(default: now, with the business-hours window applied)."
 )
 @click.option("--dry-run", is_flag=True, help="Render and list what would be sent; change nothing.")
 @click.option("--ignore-window", is_flag=True, help="Act even outside the business-hours window.")
