@@ -47,6 +47,21 @@ class Windows:
 
 
 @dataclass(frozen=True)
+class Reliability:
+    """Limits that keep a run safe at the edges (all configurable)."""
+
+    # A notice that failed transiently this many times is recorded as failed.
+    max_transient_attempts: int = 24
+    # A scheduled event older than this is refused (a replay from the DLQ, say).
+    event_max_age_hours: int = 24
+    # An ambiguous or interrupted send with no SES Send event after this long is due again.
+    # Longer than Lambda's own retries of an event (1 and 3 minutes later).
+    settle_minutes: int = 15
+    # A run stops claiming new notices when less than this much Lambda time is left.
+    time_margin_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class Tables:
     """DynamoDB table names: the CRM's five tables and this service's ledger."""
 
@@ -68,7 +83,10 @@ class Settings:
     region: str
     thresholds: Thresholds = field(default_factory=Thresholds)
     windows: Windows = field(default_factory=Windows)
+    reliability: Reliability = field(default_factory=Reliability)
     dynamodb_endpoint: str | None = None
+    # SES configuration set that publishes Send/Delivery/Bounce/... events; None: no events.
+    ses_configuration_set: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +121,15 @@ class Settings:
             ),
             end=_time(env, "BUSINESS_DAY_END", window_defaults.end),
         )
+        reliability_defaults = Reliability()
+        reliability = Reliability(
+            **{
+                name: _int(env, name.upper(), getattr(reliability_defaults, name), _unit(name))
+                for name in Reliability.__dataclass_fields__
+            }
+        )
+        if reliability.max_transient_attempts < 1:
+            raise ConfigError("MAX_TRANSIENT_ATTEMPTS must be at least 1")
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         if not region:
             raise ConfigError("AWS_REGION (or AWS_DEFAULT_REGION) is not set")
@@ -113,7 +140,9 @@ class Settings:
             region=region,
             thresholds=thresholds,
             windows=windows,
+            reliability=reliability,
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
+            ses_configuration_set=env.get("SES_CONFIGURATION_SET", "").strip() or None,
         )
 
 
@@ -126,17 +155,23 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, unit: str = "days") -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number of days, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number of {unit}, got {raw!r}") from None
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
     return value
+
+
+def _unit(name: str) -> str:
+    """``settle_minutes`` -> ``minutes``; a count without a unit is of attempts."""
+    unit = name.rsplit("_", 1)[-1]
+    return unit if unit in ("hours", "minutes", "seconds") else "attempts"
 
 
 def _time(env: Mapping[str, str], name: str, default: time) -> time:

@@ -24,6 +24,9 @@ CLAIMED = "claimed"
 SENT = "sent"
 PENDING = "pending"
 FAILED = "failed"
+# SES may or may not have accepted the message (a lost response, an interrupted run):
+# settled by SES's Send event, or due again after the settling window without one.
+UNKNOWN = "unknown"
 IN_FLIGHT = "in_flight"
 ABANDONED = "abandoned"
 

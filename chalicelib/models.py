@@ -20,7 +20,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.exceptions import AttributeDeserializationError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
@@ -203,11 +203,26 @@ class FailedIndex(GlobalSecondaryIndex["Notification"]):
     failed_at = UTCDateTimeAttribute(range_key=True)
 
 
+class SendTokenIndex(GlobalSecondaryIndex["Notification"]):
+    """Sparse: the entries one SES message covers, by the token it was tagged with.
+
+    Every send tags its message with a fresh token that the claimed entries carry,
+    so an SES event (Send, Delivery, Bounce, ...) finds its entries without a Scan.
+    """
+
+    class Meta:
+        index_name = "send_token-index"
+        projection = KeysOnlyProjection()
+
+    send_token = UnicodeAttribute(hash_key=True)
+
+
 class Notification(Model):
     """One notice to one recipient about one CRM item: the delivery ledger.
 
     ``id`` is the notice's deterministic key; ``status`` moves
-    ``claimed`` -> ``sent`` | ``pending`` (transient failure, retried) | ``failed``.
+    ``claimed`` -> ``sent`` | ``pending`` (transient failure, retried) | ``failed``
+    | ``unknown`` (SES may have accepted it: settled by SES's own events).
     """
 
     class Meta:
@@ -235,10 +250,13 @@ class Notification(Model):
     # Set ("failed") only while status is failed: the key of the sparse FailedIndex.
     failed_status = UnicodeAttribute(null=True)
     failed_at = UTCDateTimeAttribute(null=True)
+    # The token the message of the latest attempt was tagged with (SES events carry it).
+    send_token = UnicodeAttribute(null=True)
 
     by_item = ItemIndex()
     by_recipient = RecipientIndex()
     by_failure = FailedIndex()
+    by_send_token = SendTokenIndex()
 
 
 ALL_MODELS: tuple[type[Model], ...] = (
