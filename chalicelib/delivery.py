@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -134,6 +135,7 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
     outcome: dict[str, str] = {}
     for notice in notices:
         claimed: list[Part] = []
+        token = uuid.uuid4().hex
         for part in notice.parts:
             summary.notices_due += 1
             entry = existing.get(part.key)
@@ -145,7 +147,7 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
                     outcome[part.key] = current
                     summary.skipped += 1
             elif current == ledger.PENDING and ledger.claim(
-                _claim(run, notice, part), run.run_id, run.now
+                _claim(run, notice, part, token), run.run_id, run.now
             ):
                 claimed.append(part)
             elif (
@@ -163,7 +165,7 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
         if claimed and run.dry_run:
             _preview(run, notice, claimed)
         elif claimed:
-            outcome.update(_send(run, notice, claimed))
+            outcome.update(_send(run, notice, claimed, token))
     return outcome
 
 
@@ -186,7 +188,7 @@ def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
     )
 
 
-def _claim(run: Run, notice: Notice, part: Part) -> ledger.Claim:
+def _claim(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
     return ledger.Claim(
         key=part.key,
         kind=notice.kind,
@@ -194,16 +196,17 @@ def _claim(run: Run, notice: Notice, part: Part) -> ledger.Claim:
         recipient_id=notice.recipient.id,
         recipient_email=notice.recipient.email,
         business_date=run.today.isoformat(),
+        send_token=token,
     )
 
 
-def _send(run: Run, notice: Notice, parts: Sequence[Part]) -> dict[str, str]:
+def _send(run: Run, notice: Notice, parts: Sequence[Part], token: str) -> dict[str, str]:
     summary = run.summary
     subject = ""
     try:
         email = notice.compose(parts)
         subject = email.subject
-        message_id = run.mailer.send(email)
+        message_id = run.mailer.send(email, token)
     except PermanentSendError as exc:
         for part in parts:
             ledger.mark_failed(part.key, run.run_id, subject, exc.reason, run.now)

@@ -45,6 +45,8 @@ class Claim:
     recipient_id: str
     recipient_email: str
     business_date: str
+    # Tags the message, so SES's events for it find this entry (the send_token index).
+    send_token: str | None = None
 
 
 def lookup(keys: Iterable[str]) -> dict[str, Notification]:
@@ -81,6 +83,7 @@ def claim(claim: Claim, run_id: str, now: datetime) -> bool:
             Notification.claimed_at.set(now),
             Notification.updated_at.set(now),
             Notification.lease_expires_at.set(now + CLAIM_LEASE),
+            *([Notification.send_token.set(claim.send_token)] if claim.send_token else []),
         ],
         Notification.id.does_not_exist() | (Notification.status == PENDING),
     )

@@ -25,6 +25,10 @@ PERMANENT_ERROR_CODES = frozenset(
 )
 
 
+# The message tag that carries the send token of the ledger entries a message covers.
+SEND_TAG = "send_token"
+
+
 class SendError(Exception):
     """SES did not accept a message."""
 
@@ -116,10 +120,17 @@ def ses_client(region: str) -> Any:
 class Mailer:
     """Sends rendered notices from the verified sender address."""
 
-    def __init__(self, sender: str, region: str, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        sender: str,
+        region: str,
+        client: Any | None = None,
+        configuration_set: str | None = None,
+    ) -> None:
         self.sender = sender
         self._region = region
         self._client = client
+        self.configuration_set = configuration_set
 
     @property
     def client(self) -> Any:
@@ -128,14 +139,23 @@ class Mailer:
             self._client = ses_client(self._region)
         return self._client
 
-    def send(self, email: Email) -> str:
-        """Send ``email`` and return the SES message id, or raise a :class:`SendError`."""
+    def send(self, email: Email, token: str | None = None) -> str:
+        """Send ``email`` and return the SES message id, or raise a :class:`SendError`.
+
+        With a configuration set, the message is tagged ``send_token=<token>`` so the
+        SES events it publishes (Send, Delivery, Bounce, ...) find its ledger entries.
+        """
         raw = to_mime(email, self.sender).as_bytes()
+        request: dict[str, Any] = {
+            "FromEmailAddress": self.sender,
+            "Content": {"Raw": {"Data": raw}},
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
+            if token:
+                request["EmailTags"] = [{"Name": SEND_TAG, "Value": token}]
         try:
-            response = self.client.send_email(
-                FromEmailAddress=self.sender,
-                Content={"Raw": {"Data": raw}},
-            )
+            response = self.client.send_email(**request)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))

@@ -95,7 +95,12 @@ def run_check(
         models.bind(settings)
         run = Run(
             settings=settings,
-            mailer=mailer or Mailer(settings.sender_email, settings.region),
+            mailer=mailer
+            or Mailer(
+                settings.sender_email,
+                settings.region,
+                configuration_set=settings.ses_configuration_set,
+            ),
             run_id=summary.run_id,
             now=now.astimezone(UTC),
             today=local.date(),
