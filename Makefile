@@ -83,3 +83,16 @@ node_modules/.installed: package.json package-lock.json
 ## The model, ledger, check and CLI tests with DynamoDB on DynamoDB Local (Java 17+), SES on moto.
 test-ddblocal: install node_modules/.installed
 	$(BIN)/python -m pytest --dynamodb=local $(DDBLOCAL_TESTS)
+
+# ---- Chaos soak: the checks under injected faults on DynamoDB Local + moto SES ----
+CHAOS_ARGS ?=
+
+.PHONY: chaos chaos-short
+
+## 14 simulated days of hourly runs under faults; 0 duplicates/lost/unknown or it fails.
+chaos: install node_modules/.installed
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+## The short soak for CI: 3 simulated days (about 200 scheduled invocations).
+chaos-short: install node_modules/.installed
+	$(BIN)/python -m tests.chaos --days 3 $(CHAOS_ARGS)

@@ -1,0 +1,624 @@
+"""The chaos soak: weeks of hourly runs of the three checks under injected faults.
+
+DynamoDB is Amazon's DynamoDB Local (tests/ddblocal/server.py), SES is moto in server
+mode on 127.0.0.1, so several worker processes (simulated Lambda containers, started
+with ``spawn``) share one SES and one DynamoDB. Time is simulated: every invocation
+gets its clock (``now``) from the timeline, nothing sleeps.
+
+Two passes over the same timeline, each on its own tables:
+
+1. the oracle pass, with no faults, one invocation per event: the notices it delivers
+   are the expected set;
+2. the soak pass, with faults (see tests/chaos/faults.py), concurrent deliveries of one
+   event to 2-3 workers, old events replayed, Lambda's async retries (+1 and +3
+   minutes, then the dead-letter queue) and SES events that arrive late, twice or out
+   of order. A fault-free drain day follows, so late events and retries can settle.
+
+Each message SES accepted is mapped back to its notices by tests/chaos/oracle.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import math
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import boto3
+
+from tests.chaos import crm, oracle
+from tests.chaos.faults import FaultRates
+from tests.ddblocal import server as ddblocal
+
+REGION = "ap-southeast-2"
+ACCOUNT = "123456789012"
+SYDNEY = ZoneInfo("Australia/Sydney")
+SENDER = "reminders@lender.example.com.au"
+CONFIGURATION_SET = "loan-reminders-chaos"
+CHECKS = ("stale_applications", "note_reminders", "repayment_reminders")
+RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=3))  # Lambda's async retries
+DEFAULT_START = date(2026, 12, 1)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The soak's command line."""
+
+    days: int
+    seed: int
+    workers: int
+    faults: bool
+    start: date
+    concurrency: float
+    replays: float
+    log_dir: Path | None
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    """``--days``/``--invocations``, ``--seed``, ``--workers``, ``--no-faults``, ..."""
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--days", type=int, help="simulated days of hourly runs (default 14)")
+    size.add_argument(
+        "--invocations",
+        type=int,
+        help="at least this many scheduled invocations (3 checks x 24 a day)",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the faults")
+    parser.add_argument("--workers", type=int, default=3, help="worker processes (2-3 race)")
+    parser.add_argument("--no-faults", action="store_true", help="the soak pass without faults")
+    parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START)
+    parser.add_argument(
+        "--concurrency", type=float, default=0.1, help="share of events delivered 2-3 times"
+    )
+    parser.add_argument("--replays", type=float, default=0.03, help="share of old events replayed")
+    parser.add_argument("--log-dir", type=Path, help="where the workers' logs go (default: tmp)")
+    args = parser.parse_args(argv)
+    days = args.days or (math.ceil(args.invocations / 72) if args.invocations else 14)
+    if days < 1 or args.workers < 1:
+        parser.error("--days/--invocations and --workers must be positive")
+    return Options(
+        days=days,
+        seed=args.seed,
+        workers=args.workers,
+        faults=not args.no_faults,
+        start=args.start,
+        concurrency=args.concurrency,
+        replays=args.replays,
+        log_dir=args.log_dir,
+    )
+
+
+# -- infrastructure -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def moto_ses() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (SES and SESv2); its backend lives in this process."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def accepted_messages() -> list[Any]:
+    """Every message moto's SES accepted so far, in order."""
+    from moto.ses.models import ses_backends
+
+    return list(ses_backends[ACCOUNT][REGION].sent_messages)
+
+
+def base_environment(dynamodb: str, ses: str) -> dict[str, str]:
+    """Fake credentials and loopback endpoints: nothing can reach real AWS."""
+    return {
+        "AWS_ACCESS_KEY_ID": "chaos",
+        "AWS_SECRET_ACCESS_KEY": "chaos",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DYNAMODB_ENDPOINT_URL": dynamodb,
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb,
+        "AWS_ENDPOINT_URL_SES": ses,
+        "AWS_ENDPOINT_URL_SESV2": ses,
+        "SENDER_EMAIL": SENDER,
+        "BUSINESS_TIMEZONE": "Australia/Sydney",
+        "SES_CONFIGURATION_SET": CONFIGURATION_SET,
+        "POWERTOOLS_SERVICE_NAME": "loan-reminders-chaos",
+    }
+
+
+def table_environment(namespace: str) -> dict[str, str]:
+    """Table names of one pass (each pass has its own tables)."""
+    names = ("applications", "notes", "repayments", "staff", "borrowers", "notifications")
+    return {f"{name.upper()}_TABLE": f"chaos-{namespace}-{name}" for name in names}
+
+
+class Workers:
+    """Worker processes (``spawn``), each a warm Lambda container with its own faults."""
+
+    def __init__(self, count: int, env: dict[str, str], log_dir: Path, name: str) -> None:
+        from tests.chaos import worker
+
+        context = get_context("spawn")
+        self.conns: list[Connection] = []
+        self.processes = []
+        for n in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=worker.main,
+                args=(child, env, str(log_dir / f"{name}-worker-{n}.log")),
+                daemon=True,
+            )
+            process.start()
+            child.close()
+            self.conns.append(parent)
+            self.processes.append(process)
+        for conn in self.conns:
+            conn.recv()  # ready
+
+    def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run ``jobs`` at the same time, each in its own worker."""
+        assert len(jobs) <= len(self.conns)
+        for conn, job in zip(self.conns, jobs, strict=False):
+            conn.send(job)
+        return [conn.recv() for conn in self.conns[: len(jobs)]]
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for conn in self.conns:
+            conn.send(None)
+        for process in self.processes:
+            process.join(timeout=30)
+
+
+# -- one pass over the timeline -----------------------------------------------------------
+
+
+@dataclass
+class CheckStats:
+    """What happened to one check's invocations."""
+
+    invocations: int = 0
+    retries: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    crashed: int = 0
+    refused: int = 0
+    errors: int = 0
+
+
+@dataclass
+class PassResult:
+    """What one pass did and what SES accepted during it."""
+
+    invocations: int = 0
+    faulted: int = 0
+    injected: Counter[str] = field(default_factory=Counter)
+    checks: dict[str, CheckStats] = field(default_factory=lambda: defaultdict(CheckStats))
+    ses_events: Counter[str] = field(default_factory=Counter)
+    replays: Counter[str] = field(default_factory=Counter)
+    requeued: int = 0
+    messages: list[str] = field(default_factory=list)
+    ledger: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    ses_handler: bool = True
+
+
+def scheduled_event(check: str, at: datetime) -> dict[str, Any]:
+    """The EventBridge event of ``check``'s hourly schedule at ``at``."""
+    function = f"check_{check}"
+    return {
+        "version": "0",
+        "id": f"chaos-{check}-{at:%Y%m%dT%H%M}",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/loan-reminders-chaos-{function}"],
+        "detail": {},
+    }
+
+
+def ses_event(accepted: dict[str, Any], event_type: str, when: datetime) -> dict[str, Any]:
+    """The EventBridge event SES publishes for a message (Send or Delivery)."""
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    sent = datetime.fromisoformat(accepted["accepted_at"]).astimezone(UTC)
+    detail: dict[str, Any] = {
+        "eventType": event_type,
+        "mail": {
+            "timestamp": sent.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "source": accepted["source"],
+            "sendingAccountId": ACCOUNT,
+            "messageId": accepted["message_id"],
+            "destination": accepted["destination"],
+            "headersTruncated": False,
+            "tags": accepted["tags"],
+        },
+    }
+    if event_type == "Send":
+        detail["send"] = {}
+    else:
+        detail["delivery"] = {
+            "timestamp": stamp,
+            "processingTimeMillis": 900,
+            "recipients": accepted["destination"],
+            "smtpResponse": "250 2.0.0 OK",
+            "reportingMTA": "chaos.invalid",
+        }
+    return {
+        "version": "0",
+        "id": str(uuid.UUID(int=random.getrandbits(128))),
+        "detail-type": {"Send": "Email Sent", "Delivery": "Email Delivered"}[event_type],
+        "source": "aws.ses",
+        "account": ACCOUNT,
+        "time": stamp,
+        "region": REGION,
+        "resources": [f"arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/{CONFIGURATION_SET}"],
+        "detail": detail,
+    }
+
+
+class Timeline:
+    """A simulated clock's agenda: (when, order, kind, payload), earliest first."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, str, dict[str, Any]]] = []
+        self._order = 0
+
+    def add(self, when: datetime, kind: str, payload: dict[str, Any]) -> None:
+        """Schedule ``kind`` at ``when``."""
+        self._order += 1
+        heapq.heappush(self._heap, (when, self._order, kind, payload))
+
+    def pop(self) -> tuple[datetime, str, dict[str, Any]]:
+        """The next thing to happen."""
+        when, _, kind, payload = heapq.heappop(self._heap)
+        return when, kind, payload
+
+    def next_kind(self) -> str | None:
+        """The kind of the next thing, without taking it."""
+        return self._heap[0][2] if self._heap else None
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+
+class Pass:
+    """One pass of the timeline on its own tables."""
+
+    def __init__(
+        self, name: str, opts: Options, env: dict[str, str], log_dir: Path, faults: bool
+    ) -> None:
+        self.name, self.opts, self.faults = name, opts, faults
+        self.env = {**env, **table_environment(name)}
+        self.log_dir = log_dir
+        self.rng = random.Random(f"{opts.seed}-{name}")
+        self.rates = FaultRates().as_dict() if faults else None
+        self.result = PassResult()
+        self.timeline = Timeline()
+        self.start = datetime.combine(opts.start, datetime.min.time(), SYDNEY)
+        self.faulted_end = self.start + timedelta(days=opts.days)
+        self.end = self.faulted_end + timedelta(days=1)  # the fault-free drain day
+        from tests.chaos import adapters
+
+        self.ses_handler = adapters.ses_events_handler() is not None
+        self.result.ses_handler = self.ses_handler
+
+    def prepare(self) -> None:
+        """Create this pass's tables and seed its CRM."""
+        from chalicelib import models
+        from chalicelib.config import Settings
+
+        os.environ.update(self.env)
+        models.provision(Settings.from_env(), poll_seconds=0.2)
+        crm.seed(self.opts.start, self.opts.days, SYDNEY)
+
+    def run(self) -> PassResult:
+        """Run the timeline to its end; collect what SES accepted and the ledger."""
+        clock = time.monotonic()
+        self.prepare()
+        self.result.seconds["prepare"] += time.monotonic() - clock
+        before = len(accepted_messages())
+        hours = int((self.end - self.start) / timedelta(hours=1))
+        for hour in range(hours):
+            at = self.start + timedelta(hours=hour)
+            for check in CHECKS:
+                self.timeline.add(at, "invoke", {"check": check, "at": at, "attempt": 1})
+            if 7 <= at.astimezone(SYDNEY).hour < 20:
+                self.timeline.add(at + timedelta(minutes=30), "operator", {})
+        clock = time.monotonic()
+        workers = Workers(self.opts.workers, self.env, self.log_dir, self.name)
+        self.result.seconds["start workers"] += time.monotonic() - clock
+        try:
+            while self.timeline:
+                when, kind, payload = self.timeline.pop()
+                clock = time.monotonic()
+                if kind == "invoke":
+                    self._invoke(workers, when, payload)
+                elif kind == "operator":
+                    result = workers.run([{"kind": "operator", "now": when.isoformat()}])[0]
+                    self.result.requeued += int(result.get("requeued", 0))
+                    self._note_error(result)
+                else:
+                    self._ses_events(workers, when, payload)
+                self.result.seconds[kind] += time.monotonic() - clock
+        finally:
+            workers.close()
+        self.result.messages = [m.raw_data for m in accepted_messages()[before:]]
+        self.result.ledger = self._ledger_statuses()
+        return self.result
+
+    def _faulted(self, when: datetime) -> bool:
+        return self.faults and when < self.faulted_end
+
+    def _in_window(self, check: str, at: datetime) -> bool:
+        from chalicelib.config import Windows
+
+        local = at.astimezone(SYDNEY).time()
+        windows = Windows()
+        return windows.start_for(check) <= local < windows.end
+
+    def _invoke(self, workers: Workers, now: datetime, payload: dict[str, Any]) -> None:
+        check, at, attempt = payload["check"], payload["at"], payload["attempt"]
+        faulted = self._faulted(now)
+        event = payload.get("event") or scheduled_event(check, at)
+        copies = 1
+        if faulted and attempt == 1 and self._in_window(check, at):
+            if self.rng.random() < self.opts.concurrency:
+                copies = min(self.rng.choice((2, 3)), self.opts.workers)
+                self.result.injected["concurrent invocation"] += copies - 1
+            if self.rng.random() < self.opts.replays:
+                self._replay(workers, now, check, at)
+        jobs = [
+            {
+                "kind": "invoke",
+                "check": check,
+                "event": event,
+                "now": now.isoformat(),
+                "rates": self.rates if faulted else None,
+                "seed": self.rng.getrandbits(32),
+            }
+            for _ in range(copies)
+        ]
+        stats = self.result.checks[check]
+        for result in workers.run(jobs):
+            self._count(check, result, faulted=copies > 1)
+            if attempt > 1:
+                stats.retries += 1
+            if result["outcome"] in ("ok", "refused"):
+                continue
+            if attempt <= len(RETRY_DELAYS):
+                retry = {"check": check, "at": at, "attempt": attempt + 1, "event": event}
+                self.timeline.add(at + RETRY_DELAYS[attempt - 1], "invoke", retry)
+            else:
+                stats.dead_lettered += 1
+
+    def _replay(self, workers: Workers, now: datetime, check: str, at: datetime) -> None:
+        """Re-drive an event from days ago, as from the dead-letter queue."""
+        old = scheduled_event(check, at - timedelta(days=self.rng.randint(2, 5)))
+        job = {"kind": "invoke", "check": check, "event": old, "now": now.isoformat()}
+        result = workers.run([{**job, "rates": None, "seed": 0}])[0]
+        self.result.injected["replayed old event"] += 1
+        self.result.replays[result["outcome"]] += 1
+        self._count(check, result, faulted=True)
+
+    def _count(self, check: str, result: dict[str, Any], *, faulted: bool) -> None:
+        stats = self.result.checks[check]
+        stats.invocations += 1
+        self.result.invocations += 1
+        injected = result.get("injected") or {}
+        self.result.injected.update(injected)
+        if faulted or injected:
+            self.result.faulted += 1
+        stats.crashed += result["outcome"] == "crashed"
+        stats.refused += result["outcome"] == "refused"
+        stats.errors += result["outcome"] == "error"
+        self._note_error(result)
+        accepted = result.get("accepted") or []
+        stats.accepted += len(accepted)
+        for message in accepted:
+            self._schedule_ses_events(message)
+
+    def _note_error(self, result: dict[str, Any]) -> None:
+        if result.get("error") and result["outcome"] != "crashed":
+            self.result.errors[str(result["error"])[:120]] += 1
+
+    def _schedule_ses_events(self, message: dict[str, Any]) -> None:
+        if not self.ses_handler:
+            return
+        sent = datetime.fromisoformat(message["accepted_at"])
+        if not self._faulted(sent):
+            self.timeline.add(sent + timedelta(seconds=5), "ses", {"m": message, "t": "Send"})
+            self.timeline.add(sent + timedelta(seconds=9), "ses", {"m": message, "t": "Delivery"})
+            return
+        rng, injected = self.rng, self.result.injected
+        if rng.random() < 0.2:
+            send = sent + timedelta(seconds=rng.uniform(3600, 6 * 3600))
+            injected["SES event hours late"] += 1
+        else:
+            send = sent + timedelta(seconds=rng.uniform(2, 120))
+        delivery = send + timedelta(seconds=rng.uniform(1, 600))
+        if rng.random() < 0.15:
+            delivery = sent + (send - sent) * rng.random()
+            injected["SES event out of order (Delivery first)"] += 1
+        self.timeline.add(send, "ses", {"m": message, "t": "Send"})
+        self.timeline.add(delivery, "ses", {"m": message, "t": "Delivery"})
+        if rng.random() < 0.1:
+            again = send + timedelta(seconds=rng.uniform(1, 7200))
+            self.timeline.add(again, "ses", {"m": message, "t": "Send"})
+            injected["SES event duplicated"] += 1
+
+    def _ses_events(self, workers: Workers, when: datetime, payload: dict[str, Any]) -> None:
+        batch = [(when, payload)]
+        while self.timeline.next_kind() == "ses" and len(batch) < 50:
+            next_when, _, next_payload = self.timeline.pop()
+            batch.append((next_when, next_payload))
+        events = [(t.isoformat(), ses_event(p["m"], p["t"], t)) for t, p in batch]
+        result = workers.run([{"kind": "ses_events", "now": when.isoformat(), "events": events}])
+        self.result.ses_events.update(p["t"] for _, p in batch)
+        self._note_error(result[0])
+
+    def _ledger_statuses(self) -> Counter[str]:
+        """Ledger entries by status (failed ones by reason): the soak may Scan, a check not."""
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        statuses: Counter[str] = Counter()
+        pages = dynamodb.get_paginator("scan").paginate(
+            TableName=self.env["NOTIFICATIONS_TABLE"],
+            ProjectionExpression="#s, failure_reason",
+            ExpressionAttributeNames={"#s": "status"},
+        )
+        for page in pages:
+            for item in page["Items"]:
+                status = item["status"]["S"]
+                reason = item.get("failure_reason", {}).get("S")
+                statuses[f"{status} ({reason[:60]})" if reason else status] += 1
+        return statuses
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def delivered(messages: list[str]) -> list[oracle.Identity]:
+    """Every notice identity the accepted messages deliver, once per delivery."""
+    return [ident for raw in messages for ident in oracle.identities(oracle.parse(raw))]
+
+
+def report(soak: PassResult, expected: list[oracle.Identity], opts: Options) -> oracle.Tally:
+    """Print the tables and return the tally."""
+    result = oracle.tally(
+        expected,
+        delivered(soak.messages),
+        unknown=sum(n for k, n in soak.ledger.items() if k.split()[0] == "unknown"),
+    )
+    print(oracle.table(["fault", "injected"], sorted(soak.injected.items())))
+    print()
+    rows = [
+        (
+            check,
+            s.invocations,
+            s.accepted,
+            s.retries,
+            s.dead_lettered,
+            s.crashed,
+            s.refused,
+            s.errors,
+        )
+        for check, s in sorted(soak.checks.items())
+    ]
+    print(
+        oracle.table(
+            [
+                "check",
+                "invocations",
+                "sent",
+                "retries",
+                "dead-lettered",
+                "crashed",
+                "refused",
+                "errors",
+            ],
+            rows,
+        )
+    )
+    print()
+    print(
+        oracle.table(
+            ["other", "count"],
+            [
+                *(
+                    (f"SES {kind} events delivered", n)
+                    for kind, n in sorted(soak.ses_events.items())
+                ),
+                *(
+                    [("SES events (app.py has no record_ses_events: none delivered)", 0)]
+                    if not soak.ses_handler
+                    else []
+                ),
+                *((f"replays: {outcome}", n) for outcome, n in sorted(soak.replays.items())),
+                ("failed notices re-queued by the operator", soak.requeued),
+                *((f"ledger at the end: {status}", n) for status, n in sorted(soak.ledger.items())),
+                ("messages SES accepted", len(soak.messages)),
+                ("delivered but not expected", result.unexpected),
+            ],
+        )
+    )
+    for title, ids in (
+        ("duplicated", result.duplicate_ids),
+        ("lost", result.lost_ids),
+        ("unexpected", result.unexpected_ids),
+    ):
+        if ids:
+            print(f"\n{title} ({len(ids)}, first 10):")
+            for ident in ids[:10]:
+                print("  " + " | ".join(ident))
+    if soak.errors:
+        print("\ninvocation errors (first 10 kinds):")
+        for error, n in soak.errors.most_common(10):
+            print(f"  {n} x {error}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both passes and print the table and the summary line; 0 only on target."""
+    opts = parse_args(argv)
+    started = time.monotonic()
+    for name in [n for n in os.environ if n.startswith(("AWS_", "POWERTOOLS_"))]:
+        del os.environ[name]
+    log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix="chaos-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ddblocal.running(log_dir) as dynamodb, moto_ses() as ses:
+        env = base_environment(dynamodb.endpoint, ses)
+        os.environ.update(env)
+        boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+        boto3.client("sesv2", region_name=REGION).create_configuration_set(
+            ConfigurationSetName=CONFIGURATION_SET
+        )
+        reference = Pass("oracle", opts, env, log_dir, faults=False).run()
+        expected = delivered(reference.messages)
+        repeated = [i for i, n in Counter(expected).items() if n > 1]
+        if repeated:
+            print(f"harness error: the fault-free oracle pass delivered {repeated[:3]} twice")
+            return 2
+        soak = Pass("soak", opts, env, log_dir, faults=opts.faults).run()
+    result = report(soak, expected, opts)
+    print(
+        f"\n{opts.days} simulated days from {opts.start} (+1 fault-free drain day), "
+        f"seed {opts.seed}, {opts.workers} workers, {time.monotonic() - started:.0f} s, "
+        f"logs in {log_dir}"
+    )
+    for name, spent in (("oracle", reference.seconds), ("soak", soak.seconds)):
+        print(f"{name} pass: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(spent.items())))
+    print(oracle.summary_line(soak.invocations, soak.faulted, result))
+    sys.stdout.flush()
+    return 0 if result.passed else 1
