@@ -143,7 +143,9 @@ class Injector:
         """Arm the injector for one job (``rates`` None: no faults)."""
         self.rates, self.rng, self.now = rates, random.Random(seed), now
         self.injected, self.accepted = Counter(), []
-        short = self.rates is not None and self.rng.random() < self.rates["short_time_budget"]
+        short = self.rates is not None and self.rng.random() < self.rates.get(
+            "short_time_budget", 0.0
+        )
         self._budget_calls = self.rng.randint(0, 3) if short else -1
 
     def end(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
