@@ -22,7 +22,7 @@ HOURLY = Cron(0, "*", "*", "*", "?", "*")
     description="Alert BDMs of applications stuck in one stage",
 )
 def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("stale_applications", event.to_dict())
+    return handle_scheduled("stale_applications", event.to_dict(), event.context)
 
 
 @app.schedule(
@@ -31,7 +31,7 @@ def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
     description="Remind note authors and BDMs on the note's remind date",
 )
 def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("note_reminders", event.to_dict())
+    return handle_scheduled("note_reminders", event.to_dict(), event.context)
 
 
 @app.schedule(
@@ -40,7 +40,7 @@ def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
     description="Remind borrowers of due and overdue repayments; escalate to BDMs",
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("repayment_reminders", event.to_dict())
+    return handle_scheduled("repayment_reminders", event.to_dict(), event.context)
 
 
 @app.lambda_function(name="run_check")

@@ -5,17 +5,30 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
-from chalicelib.mailer import Email, Mailer, PermanentSendError, Recipient, TransientSendError
-from chalicelib.models import CrmModel
+from chalicelib.mailer import (
+    AmbiguousSendError,
+    Email,
+    Mailer,
+    PermanentSendError,
+    Recipient,
+    TransientSendError,
+)
+from chalicelib.models import CrmModel, Notification
 from chalicelib.observability import logger, mask_addresses
 
 _M = TypeVar("_M", bound=CrmModel)
+
+# What a ledger write can fail with once botocore's own retries are spent.
+LEDGER_ERRORS = (PynamoDBException, ClientError, BotoCoreError)
 
 
 class DeliveryIncomplete(RuntimeError):
@@ -47,6 +60,8 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     retrying: int = 0
+    unknown: int = 0
+    deferred: int = 0
     invalid: int = 0
     invalid_items: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -69,6 +84,21 @@ class Run:
     today: date
     summary: RunSummary
     dry_run: bool = False
+    # Milliseconds of Lambda time left (the context's), or None when unbounded.
+    remaining_ms: Callable[[], int] | None = None
+
+    @property
+    def settle(self) -> timedelta | None:
+        """How long SES's events may take to settle a send; None when none are published."""
+        if self.settings.ses_configuration_set is None:
+            return None
+        return timedelta(minutes=self.settings.reliability.settle_minutes)
+
+    def out_of_time(self) -> bool:
+        """True when too little Lambda time is left to claim and send another notice."""
+        if self.remaining_ms is None:
+            return False
+        return self.remaining_ms() < self.settings.reliability.time_margin_seconds * 1000
 
     def invalid(self, item_id: str, reason: str) -> None:
         """Skip a malformed CRM item: log it by id and reason and count it."""
@@ -125,6 +155,7 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
 
     Transient failures release their claims and are counted in ``retrying``; the
     caller raises :class:`DeliveryIncomplete` after every notice has been tried.
+    A run short of time stops claiming and leaves the rest due (``deferred``).
 
     In a dry run (``run.dry_run``) the ledger is only read: every notice this run
     would claim is rendered and listed in ``summary.would_send`` instead, and
@@ -134,39 +165,71 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
     existing = ledger.lookup(part.key for notice in notices for part in notice.parts)
     outcome: dict[str, str] = {}
     for notice in notices:
+        if not run.dry_run and run.out_of_time():
+            summary.notices_due += len(notice.parts)
+            summary.deferred += len(notice.parts)
+            outcome.update({part.key: ledger.PENDING for part in notice.parts})
+            continue
         claimed: list[Part] = []
         token = uuid.uuid4().hex
         for part in notice.parts:
             summary.notices_due += 1
             entry = existing.get(part.key)
-            current = ledger.state(entry, run.now)
+            current = ledger.state(entry, run.now, run.settle)
             if run.dry_run:
                 if current == ledger.PENDING:
                     claimed.append(part)
                 else:
                     outcome[part.key] = current
                     summary.skipped += 1
-            elif current == ledger.PENDING and ledger.claim(
-                _claim(run, notice, part, token), run.run_id, run.now
-            ):
-                claimed.append(part)
-            elif (
-                current == ledger.ABANDONED and entry is not None and ledger.abandon(entry, run.now)
-            ):
-                outcome[part.key] = ledger.FAILED
-                summary.failed += 1
-                logger.error(
-                    "notice abandoned by an interrupted run",
-                    extra={"check": summary.check, "key": part.key, "run": entry.run_id},
-                )
+            elif current == ledger.PENDING:
+                if _claim(run, notice, part, token):
+                    claimed.append(part)
+                else:
+                    outcome[part.key] = ledger.CLAIMED
+                    summary.skipped += 1
+            elif current == ledger.ABANDONED and entry is not None:
+                outcome[part.key] = _abandon(run, part, entry)
             else:
                 outcome[part.key] = entry.status if entry is not None else ledger.CLAIMED
                 summary.skipped += 1
         if claimed and run.dry_run:
             _preview(run, notice, claimed)
         elif claimed:
-            outcome.update(_send(run, notice, claimed, token))
+            attempts = max((_attempts(existing.get(part.key)) for part in claimed), default=1)
+            outcome.update(_send(run, notice, claimed, token, attempts))
     return outcome
+
+
+def _attempts(entry: Notification | None) -> int:
+    """How many times this notice has been claimed, this run's claim included."""
+    return (int(entry.attempts or 0) if entry is not None else 0) + 1
+
+
+def _claim(run: Run, notice: Notice, part: Part, token: str) -> bool:
+    """Claim one part; a DynamoDB error leaves it due (nothing was sent) for a retry."""
+    try:
+        return ledger.claim(_claim_of(run, notice, part, token), run.run_id, run.now, run.settle)
+    except LEDGER_ERRORS as exc:
+        run.summary.retrying += 1
+        run.summary.errors.append(f"claim failed: {_code(exc)}")
+        logger.warning(
+            "claim failed, left due",
+            extra={"check": run.summary.check, "key": part.key, "error": _code(exc)},
+        )
+        return False
+
+
+def _abandon(run: Run, part: Part, entry: Notification) -> str:
+    if not ledger.abandon(entry, run.now):
+        run.summary.skipped += 1
+        return ledger.CLAIMED
+    run.summary.failed += 1
+    logger.error(
+        "notice abandoned by an interrupted run",
+        extra={"check": run.summary.check, "key": part.key, "run": entry.run_id},
+    )
+    return ledger.FAILED
 
 
 def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
@@ -188,7 +251,7 @@ def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
     )
 
 
-def _claim(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
+def _claim_of(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
     return ledger.Claim(
         key=part.key,
         kind=notice.kind,
@@ -200,38 +263,100 @@ def _claim(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
     )
 
 
-def _send(run: Run, notice: Notice, parts: Sequence[Part], token: str) -> dict[str, str]:
+def _send(
+    run: Run, notice: Notice, parts: Sequence[Part], token: str, attempts: int
+) -> dict[str, str]:
+    """Send one claimed notice and record the outcome on each of its parts."""
     summary = run.summary
+    keys = [part.key for part in parts]
     subject = ""
     try:
         email = notice.compose(parts)
         subject = email.subject
         message_id = run.mailer.send(email, token)
     except PermanentSendError as exc:
-        for part in parts:
-            ledger.mark_failed(part.key, run.run_id, subject, exc.reason, run.now)
         summary.failed += len(parts)
         logger.error(
             "notice rejected permanently",
-            extra={"check": summary.check, "keys": [p.key for p in parts], "reason": exc.reason},
+            extra={"check": summary.check, "keys": keys, "reason": exc.reason},
         )
-        return {part.key: ledger.FAILED for part in parts}
-    # Anything else (a template bug, say) must not strand the claims or stop the
-    # other notices: release, count as retrying, and the run raises at the end.
+        return _record(run, parts, ledger.FAILED, subject, exc.reason)
+    except AmbiguousSendError as exc:
+        # SES may have delivered it: its Send event settles the entry, and without
+        # one the notice is due again after the settling window.
+        status = ledger.UNKNOWN if run.settle is not None else ledger.FAILED
+        reason = f"outcome unknown, SES may have accepted it: {exc.reason}"
+        if status == ledger.FAILED:
+            summary.failed += len(parts)
+        else:
+            summary.unknown += len(parts)
+        logger.warning(
+            "notice outcome unknown", extra={"check": summary.check, "keys": keys, "reason": reason}
+        )
+        return _record(run, parts, status, subject, reason)
+    # Anything else (throttling, a template bug) must not strand the claims or stop
+    # the other notices: release, count as retrying, and the run raises at the end.
+    # A notice that keeps failing is given up on, so it cannot fail every run forever.
     except Exception as exc:
         reason = exc.reason if isinstance(exc, TransientSendError) else repr(exc)
-        for part in parts:
-            ledger.release(part.key, run.run_id, reason, run.now)
-        summary.retrying += len(parts)
-        summary.errors.append(reason)
+        limit = run.settings.reliability.max_transient_attempts
         logger.warning(
-            "notice not sent, will retry",
-            extra={"check": summary.check, "keys": [p.key for p in parts], "reason": reason},
+            "notice not sent",
+            extra={"check": summary.check, "keys": keys, "reason": reason, "attempts": attempts},
             exc_info=not isinstance(exc, TransientSendError),
         )
-        return {part.key: ledger.PENDING for part in parts}
-    for part in parts:
-        ledger.mark_sent(part.key, run.run_id, subject, message_id, run.now)
+        if attempts >= limit:
+            summary.failed += len(parts)
+            return _record(
+                run, parts, ledger.FAILED, subject, f"gave up after {attempts} attempts: {reason}"
+            )
+        summary.retrying += len(parts)
+        summary.errors.append(reason)
+        return _record(run, parts, ledger.PENDING, subject, reason)
     summary.sent += len(parts)
     summary.emails_sent += 1
-    return {part.key: ledger.SENT for part in parts}
+    return _record(run, parts, ledger.SENT, subject, message_id)
+
+
+def _record(
+    run: Run, parts: Sequence[Part], status: str, subject: str, detail: str
+) -> dict[str, str]:
+    """Write each part's outcome; a write that fails is logged and left for SES's events.
+
+    The claim then stays until its lease and the settling window run out, so one
+    unrecorded outcome neither aborts the run nor sends a duplicate.
+    """
+    outcome: dict[str, str] = {}
+    for part in parts:
+        try:
+            if status == ledger.SENT:
+                ledger.mark_sent(part.key, run.run_id, subject, detail, run.now)
+            elif status == ledger.FAILED:
+                ledger.mark_failed(part.key, run.run_id, subject, detail, run.now)
+            elif status == ledger.UNKNOWN:
+                ledger.mark_unknown(part.key, run.run_id, subject, detail, run.now)
+            else:
+                ledger.release(part.key, run.run_id, detail, run.now)
+        except (*LEDGER_ERRORS, ledger.LedgerConflict) as exc:
+            run.summary.errors.append(f"recording {status} failed: {_code(exc)}")
+            logger.error(
+                "outcome not recorded",
+                extra={
+                    "check": run.summary.check,
+                    "key": part.key,
+                    "status": status,
+                    "error": _code(exc),
+                },
+            )
+            outcome[part.key] = ledger.CLAIMED
+            continue
+        outcome[part.key] = status
+    return outcome
+
+
+def _code(exc: BaseException) -> str:
+    """A DynamoDB error by its code (messages differ between backends), else its type."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ClientError) else exc
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code", type(exc).__name__))
+    return f"{type(exc).__name__}: {exc}"

@@ -12,7 +12,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from chalicelib.formatting import one_line
@@ -38,7 +43,11 @@ class SendError(Exception):
 
 
 class TransientSendError(SendError):
-    """Throttling, a 5xx or a timeout: the notice stays due and a later run sends it."""
+    """SES provably did not take the message (throttled, paused, unreachable): retry later."""
+
+
+class AmbiguousSendError(SendError):
+    """SES may have accepted the message (a lost response, a 5xx): never resent blindly."""
 
 
 class PermanentSendError(SendError):
@@ -99,6 +108,9 @@ def to_mime(email: Email, sender: str) -> EmailMessage:
     return message
 
 
+# The connection failed before the request was written: SES never saw the message.
+NOT_SENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
+
 _default_clients: dict[str, Any] = {}
 
 
@@ -108,8 +120,10 @@ def ses_client(region: str) -> Any:
         _default_clients[region] = boto3.client(
             "sesv2",
             region_name=region,
+            # No automatic retries: botocore would re-send after a read timeout or a
+            # 5xx, when SES may already have accepted the message (a duplicate).
             config=Config(
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "max_attempts": 1},
                 connect_timeout=5,
                 read_timeout=15,
             ),
@@ -157,12 +171,27 @@ class Mailer:
         try:
             response = self.client.send_email(**request)
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            reason = f"{code}: {error.get('Message', '')}".strip()
-            if code in PERMANENT_ERROR_CODES:
-                raise PermanentSendError(reason) from exc
-            raise TransientSendError(reason) from exc
-        except BotoCoreError as exc:
+            raise classify_client_error(exc) from exc
+        except NOT_SENT_ERRORS as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise AmbiguousSendError(f"{type(exc).__name__}: {exc}") from exc
         return str(response["MessageId"])
+
+
+def classify_client_error(exc: ClientError) -> SendError:
+    """What an SES error answer means for the notice.
+
+    A 4xx answer is SES refusing the request, so nothing was sent: permanent for
+    this message's own faults, transient otherwise (throttling, a paused account).
+    A 5xx may come after SES accepted the message, so its outcome is unknown.
+    """
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    reason = f"{code}: {error.get('Message', '')}".strip()
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in PERMANENT_ERROR_CODES:
+        return PermanentSendError(reason)
+    if isinstance(status, int) and status >= 500:
+        return AmbiguousSendError(reason)
+    return TransientSendError(reason)

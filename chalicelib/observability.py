@@ -60,6 +60,8 @@ def publish_run(
     failed: int,
     retrying: int,
     invalid: int,
+    unknown: int = 0,
+    deferred: int = 0,
     duration_ms: float,
 ) -> None:
     """Add one run's counts and duration and print them as one EMF document."""
@@ -67,6 +69,8 @@ def publish_run(
     metrics.add_metric(name="NoticesSent", unit=MetricUnit.Count, value=sent)
     metrics.add_metric(name="NoticesFailed", unit=MetricUnit.Count, value=failed)
     metrics.add_metric(name="NoticesRetrying", unit=MetricUnit.Count, value=retrying)
+    metrics.add_metric(name="NoticesUnknown", unit=MetricUnit.Count, value=unknown)
+    metrics.add_metric(name="NoticesDeferred", unit=MetricUnit.Count, value=deferred)
     metrics.add_metric(name="ItemsInvalid", unit=MetricUnit.Count, value=invalid)
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
     metrics.flush_metrics()

@@ -29,7 +29,15 @@ Output = Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 MONDAY = sydney("2026-11-23 12:00")
 BEN = "ben.lee@example.net"
 MIA = "mia.chen@example.net"
-COUNTS = ("ItemsRead", "NoticesSent", "NoticesFailed", "NoticesRetrying", "ItemsInvalid")
+COUNTS = (
+    "ItemsRead",
+    "NoticesSent",
+    "NoticesFailed",
+    "NoticesRetrying",
+    "NoticesUnknown",
+    "NoticesDeferred",
+    "ItemsInvalid",
+)
 
 
 @pytest.fixture
@@ -83,6 +91,8 @@ def test_a_run_prints_one_emf_document_with_the_check_dimension(
         "NoticesSent": "Count",
         "NoticesFailed": "Count",
         "NoticesRetrying": "Count",
+        "NoticesUnknown": "Count",
+        "NoticesDeferred": "Count",
         "ItemsInvalid": "Count",
         "RunDuration": "Milliseconds",
     }
@@ -92,6 +102,8 @@ def test_a_run_prints_one_emf_document_with_the_check_dimension(
         "NoticesSent": 2,
         "NoticesFailed": 0,
         "NoticesRetrying": 0,
+        "NoticesUnknown": 0,
+        "NoticesDeferred": 0,
         "ItemsInvalid": 1,
     }
     assert metric(emf, "RunDuration") >= 0
@@ -133,6 +145,8 @@ def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
             "NoticesSent": 0,
             "NoticesFailed": 1,
             "NoticesRetrying": 1,
+            "NoticesUnknown": 0,
+            "NoticesDeferred": 0,
             "ItemsInvalid": 0,
         }
     ]
