@@ -123,7 +123,7 @@ def ses_client(region: str) -> Any:
             # No automatic retries: botocore would re-send after a read timeout or a
             # 5xx, when SES may already have accepted the message (a duplicate).
             config=Config(
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},
                 connect_timeout=5,
                 read_timeout=15,
             ),
