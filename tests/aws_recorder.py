@@ -15,7 +15,8 @@ hold it to the policy generated for exactly that stage.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -51,10 +52,11 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[AwsCall] = []
         self.current_test = "<outside a test>"
+        self.paused = False
 
     def __call__(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
         check = _running_check(sys._getframe(1))
-        if check is None:
+        if check is None or self.paused:
             return
         service_model = model.service_model
         self.calls.append(
@@ -81,6 +83,18 @@ def _running_check(frame: FrameType | None) -> FrameType | None:
 
 
 RECORDER = Recorder()
+
+
+@contextmanager
+def another_actor() -> Iterator[None]:
+    """Calls a test makes as someone else (the CRM) in the middle of a run: not recorded."""
+    RECORDER.paused = True
+    try:
+        yield
+    finally:
+        RECORDER.paused = False
+
+
 # Every botocore session created from now on registers the recorder for every operation.
 BUILTIN_HANDLERS.append(("before-parameter-build", RECORDER))
 

@@ -19,7 +19,9 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import botocore_stubber
 from moto.ses.models import ses_backends
 
 REGION = "ap-southeast-2"
@@ -124,6 +126,36 @@ def ses_faults(client: Any, decide: Callable[[str], Any]) -> Iterator[list[str]]
         yield attempted
     finally:
         client.meta.events.unregister("before-call.sesv2.SendEmail", before_call)
+
+
+@contextmanager
+def lost_responses(
+    client: Any, operation: str, lose: Callable[[dict[str, Any]], bool]
+) -> Iterator[list[dict[str, Any]]]:
+    """Lose the response of every ``operation`` call whose JSON body ``lose`` picks.
+
+    The request really is applied (by moto, or sent on to DynamoDB Local), then the
+    client sees a ``ReadTimeoutError``, as when a response is lost on the network;
+    botocore then retries as it would in Lambda. Yields the bodies of the lost calls.
+    """
+    lost: list[dict[str, Any]] = []
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def before_send(request: Any, **kwargs: Any) -> None:
+        body = json.loads(request.body or b"{}")
+        if not lose(body):
+            return
+        response = botocore_stubber(request=request, **kwargs)
+        if response is None:  # not mocked: DynamoDB Local
+            URLLib3Session().send(request)
+        lost.append(body)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    client.meta.events.register_first(f"before-send.{service}.{operation}", before_send)
+    try:
+        yield lost
+    finally:
+        client.meta.events.unregister(f"before-send.{service}.{operation}", before_send)
 
 
 def timeout_error() -> ReadTimeoutError:
