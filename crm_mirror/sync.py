@@ -30,7 +30,6 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -127,7 +126,7 @@ def _on_save(sender: Any, instance: models.Model, raw: bool = False, **kwargs: A
     if raw:
         return
     ref = (_label(instance), instance.pk)
-    transaction.on_commit(partial(sync, [ref]), using=kwargs.get("using"), robust=True)
+    _after_commit([ref], using=kwargs.get("using"))
 
 
 def _on_borrowers_changed(
@@ -141,7 +140,7 @@ def _on_borrowers_changed(
     if not reverse:
         if action in ("post_add", "post_remove", "post_clear"):
             refs = [(APPLICATION, instance.pk)]
-            transaction.on_commit(partial(sync, refs), using=kwargs.get("using"), robust=True)
+            _after_commit(refs, using=kwargs.get("using"))
         return
     # borrower.applications changed: the applications' borrower_ids
     if action == "pre_clear":
@@ -151,7 +150,7 @@ def _on_borrowers_changed(
     else:
         return
     refs = [(APPLICATION, pk) for pk in pks]
-    transaction.on_commit(partial(sync, refs), using=kwargs.get("using"), robust=True)
+    _after_commit(refs, using=kwargs.get("using"))
 
 
 def _on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
@@ -175,7 +174,18 @@ def _on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     else:
         kind = {APPLICATION: "applications", NOTE: "notes", REPAYMENT: "repayments"}[label]
         deletes.append((kind, str(instance.pk)))
-    transaction.on_commit(partial(sync, follow, deletes), using=kwargs.get("using"), robust=True)
+    _after_commit(follow, deletes, using=kwargs.get("using"))
+
+
+def _after_commit(
+    refs: list[Ref], deletes: list[Key] | None = None, using: str | None = None
+) -> None:
+    """Mirror after the transaction commits; an error is logged, never raised into the CRM."""
+
+    def mirror_after_commit() -> None:  # named: Django logs a robust callback's __qualname__
+        sync(refs, deletes or ())
+
+    transaction.on_commit(mirror_after_commit, using=using, robust=True)
 
 
 def sync(refs: Iterable[Ref], deletes: Iterable[Key] = ()) -> None:

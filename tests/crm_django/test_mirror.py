@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from django.apps import apps
 from django.db import transaction
+from django.test import override_settings
 from freezegun import freeze_time
 
 from chalicelib.cli import cli
@@ -171,3 +172,20 @@ def test_a_dynamodb_failure_is_logged_and_never_fails_the_crms_save(
     assert "notes (table test-notes): could not write 700 from record 0 (documents.note" in (
         caplog.text
     )
+
+
+def test_table_names_come_from_the_crms_settings_before_the_environment(
+    crm: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the CRM names the notes table in CRM_MIRROR and the environment names none
+    monkeypatch.delenv("NOTES_TABLE")
+    note = model("documents.Note")
+    with override_settings(CRM_MIRROR={"NOTES_TABLE": "test-notes"}):
+        note.objects.create(pk=800, title="Configured in settings", created_by_id=2)
+    assert Note.get("800").title == "Configured in settings"
+
+    # and without either, the save still succeeds and the log names the missing setting
+    with caplog.at_level(logging.ERROR):
+        note.objects.create(pk=801, title="Not configured", created_by_id=2)
+    assert note.objects.filter(pk=801).exists()
+    assert "crm_mirror: set NOTES_TABLE in CRM_MIRROR or the environment" in caplog.text

@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from chalicelib.cli import cli
 from chalicelib.config import Settings
-from chalicelib.models import Note, Repayment, Staff
+from chalicelib.models import Application, Borrower, Note, Repayment, Staff
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "crm_real_dumpdata.json"
 
@@ -178,3 +178,38 @@ def test_a_reimport_updates_crm_fields_and_never_clears_a_flag(
     assert (item.amount, item.paid_date) == (12.5, None)
     assert (item.reminder_sent, item.overdue_3_day_sent) == (True, True)
     assert (item.overdue_7_day_sent, item.overdue_10_day_sent) == (False, False)
+
+
+def test_records_pointing_outside_a_partial_export_fall_back_with_a_warning(
+    service: Settings, tmp_path: Path
+) -> None:
+    # Given an export of brokers, borrowers and applications only (no users app)
+    dump = write_dump(
+        tmp_path,
+        [
+            {
+                "model": "brokers.bdm",
+                "pk": 1,
+                "fields": {"name": "Olivia", "email": "o@x.example", "user": 9},
+            },
+            {"model": "borrowers.borrower", "pk": 1, "fields": {"email": "b@x.example", "user": 9}},
+            {"model": "applications.application", "pk": 1, "fields": {"bd": 2, "borrowers": [1]}},
+        ],
+    )
+
+    result = invoke("import", str(dump))
+
+    # Then each falls back to the record's own data, and says so
+    assert result.exit_code == 0, result.output
+    assert (Staff.get("user-9").name, Staff.get("user-9").email) == ("Olivia", "o@x.example")
+    assert Borrower.get("1").email == "b@x.example"
+    assert Application.get("1").bd_id is None
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert warnings == [
+        "Warning: record 0 (brokers.bdm pk=1): user '9' is not among the dump's users.user "
+        "records; its staff item 'user-9' has the BDM's own name and email",
+        "Warning: record 1 (borrowers.borrower pk=1): user '9' is not among the dump's "
+        "users.user records; the record's own email is used",
+        "Warning: record 2 (applications.application pk=1): bd '2' is not among the dump's "
+        "brokers.bdm records; imported without a BDM",
+    ]
