@@ -5,17 +5,13 @@ Used by ``cli import`` (a ``dumpdata`` JSON export) and by the CRM's mirror app
 same items. A record is ``{"model": "app_label.model", "pk": ..., "fields": {...}}``
 and is matched on its full label:
 
-========================  ============  ==========================================
-source model              table         item id
-========================  ============  ==========================================
-``users.user``            staff         ``user-<pk>``
-``brokers.bdm``           staff         its user's ``user-<user pk>``; ``bdm-<pk>``
-                                        when it has no user
-``borrowers.borrower``    borrowers     ``<pk>``
-``applications.application`` applications ``<pk>``
-``documents.note``        notes         ``<pk>``
-``documents.repayment``   repayments    ``<pk>``
-========================  ============  ==========================================
+* ``users.user`` -> staff ``user-<pk>``;
+* ``brokers.bdm`` -> its user's staff item ``user-<user pk>`` (giving it the BDM's
+  name), or staff ``bdm-<pk>`` when it has no user;
+* ``borrowers.borrower`` -> borrowers ``<pk>``;
+* ``applications.application`` -> applications ``<pk>`` (``bd`` -> the BDM's staff id);
+* ``documents.note`` -> notes ``<pk>`` (``created_by`` -> ``user-<pk>``);
+* ``documents.repayment`` -> repayments ``<pk>``.
 
 ``brokers.broker`` is read for the applications' ``broker_name`` only. The legacy
 ``applications.repayment`` (no reminder flags) is skipped and reported; every other
