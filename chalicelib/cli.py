@@ -181,41 +181,77 @@ def seed(options: Options, day: datetime | None, yes: bool) -> None:
 
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_dump(file: Path) -> None:
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also delete the items the CRM no longer has, from each table whose source models "
+    "are all in the dump.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Map and report what would be written; write nothing."
+)
+def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
     """Import a Django `dumpdata` JSON export of the CRM (see the README for the mapping).
 
-    Every record that cannot be mapped is reported (its index in the JSON list,
-    model, pk and the reason) and the others are still imported; the exit code
-    is 1 when any record failed.
+    An idempotent upsert: importing the same export again changes nothing, and a
+    repayment's reminder flags are never cleared. Every record that cannot be
+    mapped is reported (its index in the JSON list, model, pk and the reason), and
+    so is every table write that failed; the rest is still imported and the exit
+    code is 1.
     """
-    from chalicelib.crm_import import KIND_ORDER, DumpError, Importer, load_dump
+    from chalicelib.crm_import import (
+        KIND_ORDER,
+        SKIP_REASONS,
+        SOURCES,
+        DumpError,
+        load_dump,
+        plan_import,
+        write_plan,
+    )
 
     settings = bound_settings()
     try:
         records = load_dump(file)
     except DumpError as exc:
         raise click.BadParameter(str(exc), param_hint="FILE") from exc
-    with (
-        Importer(records, settings.timezone) as importer,
-        click.progressbar(
-            enumerate(records), length=len(records), label=f"Importing {file.name}", file=sys.stderr
-        ) as progress,
-    ):
-        for index, record in progress:
-            importer.add(index, record)
-    report = importer.report
-    click.echo("Imported: " + ", ".join(f"{report.imported[kind]} {kind}" for kind in KIND_ORDER))
-    if report.ignored:
-        ignored = ", ".join(f"{model} ({n})" for model, n in sorted(report.ignored.items()))
-        click.echo(f"Not imported (no matching item): {ignored}")
-    for warning in report.warnings:
-        click.echo(f"Warning: {warning}", err=True)
-    for error in report.errors:
-        click.echo(f"Failed: {error}", err=True)
-    if report.errors:
+    plan = plan_import(records, settings.timezone)
+    if not plan.known:
         raise click.ClickException(
-            f"{len(report.errors)} of {len(records)} record(s) could not be imported"
+            f"{file} holds none of the CRM's models ({', '.join(SOURCES)}); nothing imported. "
+            "Export it with: python manage.py dumpdata users brokers borrowers applications "
+            "documents --indent 2 -o crm.json"
         )
+    report = write_plan(plan, prune=prune, dry_run=dry_run)
+    head = "Would import" if dry_run else "Imported"
+    click.echo(f"{head}: " + ", ".join(f"{report.written[kind]} {kind}" for kind in KIND_ORDER))
+    if plan.skipped:
+        skipped = ", ".join(
+            f"{label} ({n}{'; ' + SKIP_REASONS[label] if label in SKIP_REASONS else ''})"
+            for label, n in sorted(plan.skipped.items())
+        )
+        click.echo(f"Skipped: {skipped}")
+    if prune:
+        not_pruned = [kind for kind in KIND_ORDER if not plan.prunable(kind)]
+        pruned = ", ".join(f"{kind} {item_id}" for kind, item_id in report.pruned) or "nothing"
+        click.echo(f"{'Would prune' if dry_run else 'Pruned'}: {pruned}")
+        if not_pruned:
+            click.echo(
+                f"Not pruned (a source model is missing from the dump or a record failed): "
+                f"{', '.join(not_pruned)}"
+            )
+    for warning in plan.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    for error in plan.errors:
+        click.echo(f"Failed: {error}", err=True)
+    for message in report.errors:
+        click.echo(f"Failed: {message}", err=True)
+    problems = []
+    if plan.errors:
+        problems.append(f"{len(plan.errors)} of {len(records)} record(s) could not be imported")
+    if report.errors:
+        problems.append(f"{len(report.errors)} write(s) failed")
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 def _check_names() -> list[str]:
