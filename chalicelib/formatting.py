@@ -32,7 +32,15 @@ ACTIVE_STAGES: tuple[str, ...] = tuple(s for s in STAGE_LABELS if s not in TERMI
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"[^@\s<>(),;:\"\[\]\\]+@{_LABEL}(?:\.{_LABEL})+")
-_LINE_BREAKS = re.compile(r"[\r\n\t\x0b\x0c\x85\u2028\u2029]+")
+# Characters no CRM text may carry into an email: C0 controls (NUL, tab, CR, LF, FS...),
+# DEL, C1 controls (NEL...), bidi marks, embeddings, overrides and isolates (they can
+# disguise what a reader sees), the Unicode line and paragraph separators, the byte-order
+# mark, and lone surrogates (which cannot be encoded at all).
+_NOT_C0 = r"\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff\ud800-\udfff"
+_UNSAFE_IN_LINE = re.compile(rf"[\x00-\x1f{_NOT_C0}\s]+")
+# Every line break a body may use becomes "\n"; tab and "\n" are the only controls kept.
+_BODY_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_UNSAFE_IN_BODY = re.compile(rf"[\x00-\x08\x0b-\x1f{_NOT_C0}]")
 
 
 def money(amount: Decimal | float | int) -> str:
@@ -89,6 +97,19 @@ def valid_email(value: str | None) -> bool:
 
 
 def one_line(text: str, limit: int = 150) -> str:
-    """Collapse line breaks so untrusted text is safe in a header, and cap its length."""
-    flat = _LINE_BREAKS.sub(" ", text).strip()
+    """Untrusted text as one header-safe line, capped at ``limit`` characters.
+
+    Every run of whitespace, line breaks and control, bidi or separator characters
+    becomes one space, so nothing can end a header, start another or hide text.
+    """
+    flat = _UNSAFE_IN_LINE.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def clean_body(text: str) -> str:
+    """Untrusted text made safe for an email body: one kind of line break, no controls.
+
+    Line breaks of every kind become ``\\n``; other control, bidi and separator
+    characters are removed; tabs stay.
+    """
+    return _UNSAFE_IN_BODY.sub("", _BODY_BREAKS.sub("\n", text))
