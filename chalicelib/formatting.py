@@ -6,6 +6,8 @@ import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from chalicelib.limits import quoted
+
 STAGE_LABELS: dict[str, str] = {
     "inquiry": "Inquiry",
     "sent_to_lender": "Sent to Lender",
@@ -27,6 +29,8 @@ STAGE_LABELS: dict[str, str] = {
     "declined": "Declined",
     "withdrawn": "Withdrawn",
 }
+# No loan or repayment comes near this; anything at or above it is a data error.
+MAX_AMOUNT = Decimal("1e15")
 TERMINAL_STAGES = frozenset({"settled", "closed", "declined", "withdrawn"})
 ACTIVE_STAGES: tuple[str, ...] = tuple(s for s in STAGE_LABELS if s not in TERMINAL_STAGES)
 
@@ -44,8 +48,15 @@ _UNSAFE_IN_BODY = re.compile(rf"[\x00-\x08\x0b-\x1f{_NOT_C0}]")
 
 
 def money(amount: Decimal | float | int) -> str:
-    """Format an amount in AUD: ``$1,000.00`` (negative as ``-$5.00``)."""
-    value = Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    """Format an amount in AUD: ``$1,000.00`` (negative as ``-$5.00``).
+
+    Raises ``ValueError`` (never ``decimal.InvalidOperation``) for an amount that
+    is not a finite number or too large to show in cents.
+    """
+    try:
+        value = Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        raise ValueError(f"{amount!r} cannot be shown as an amount in cents") from None
     sign = "-" if value < 0 else ""
     return f"{sign}${abs(value):,.2f}"
 
@@ -62,7 +73,7 @@ def parse_date(value: str | None, field: str) -> date:
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{field} {value!r} is not a YYYY-MM-DD date") from None
+        raise ValueError(f"{field} {quoted(value)} is not a YYYY-MM-DD date") from None
 
 
 def parse_timestamp(value: str | None, field: str) -> datetime:
@@ -72,9 +83,9 @@ def parse_timestamp(value: str | None, field: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{field} {value!r} is not an ISO-8601 datetime") from None
+        raise ValueError(f"{field} {quoted(value)} is not an ISO-8601 datetime") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{field} {value!r} has no UTC offset")
+        raise ValueError(f"{field} {quoted(value)} has no UTC offset")
     return parsed
 
 
@@ -88,6 +99,8 @@ def parse_amount(value: object, field: str) -> Decimal:
         raise ValueError(f"{field} {value!r} is not a number") from None
     if not amount.is_finite():
         raise ValueError(f"{field} {value!r} is not a number")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"{field} {value!r} is out of range")
     return amount
 
 

@@ -193,7 +193,7 @@ def test_an_address_ses_cannot_take_is_failed_permanently_and_the_run_succeeds(
 # --- class 2: one bad item stops everyone ------------------------------------------------
 
 
-@pytest.mark.parametrize("amount", ["1e26", "1E+400", "-9.99e99"])
+@pytest.mark.parametrize("amount", ["1e26", "-9.99e125", "123456789012345678901234567890.12"])
 def test_an_absurd_repayment_amount_is_reported_and_the_others_sent(
     service: Settings, ses: Any, amount: str
 ) -> None:
@@ -313,3 +313,70 @@ def test_recipients_counted_once_each_in_a_normal_run(service: Settings, ses: An
     for raw in raw_messages():
         assert header_names(raw) == TOP_LEVEL_HEADERS
     assert {s.subject for s in sent_emails()} == {"Note Reminder: Call the valuer"}
+
+
+# --- class 2: keys over DynamoDB's limits (proved on DynamoDB Local: moto does not enforce)
+
+HUGE_REF = "x" * 3000  # over the 2,048-byte partition-key limit
+LONG_ID = "é" * 1020  # 2,040 bytes: a valid id, but any ledger key built from it is over
+
+
+def test_a_reference_over_the_key_limit_is_reported_and_the_others_sent(
+    service: Settings, ses: Any
+) -> None:
+    # Given note-big points at an application id and rep-1's application at a borrower id
+    # over DynamoDB's key limit, next to healthy items
+    f.crm()
+    f.application(borrower_ids=["bor-1", HUGE_REF])
+    f.application("app-2", reference_number="APP-1002", bd_id=HUGE_REF)
+    f.note()
+    f.note("note-big", application_id=HUGE_REF)
+    f.repayment()
+
+    # When the checks run (no BatchGetItem carries the oversized id)
+    notes = run("note_reminders", MONDAY, ses)
+    repayments = run("repayment_reminders", MONDAY, ses)
+    stale = run("stale_applications", MONDAY, ses)
+
+    # Then each is reported once as dangling, with the id shortened, and the others go out
+    [note_reason] = invalid_reasons(notes, "note-big")
+    assert note_reason.startswith("application 'xxx")
+    assert len(note_reason) < 400
+    [borrower_reason] = invalid_reasons(repayments, "rep-1")
+    assert "does not exist" in borrower_reason
+    [bdm_reason] = invalid_reasons(stale, "app-2")
+    assert "does not exist" in bdm_reason
+    assert sorted(subjects_by_recipient()) == sorted([SAM, BROOKE, BEN])
+
+
+def test_an_item_whose_ledger_key_would_be_over_the_limit_is_reported_with_its_id_shortened(
+    service: Settings, ses: Any
+) -> None:
+    # Given a repayment, a note and a stale application whose ids are 2,040 bytes long
+    f.crm()
+    f.application()
+    f.application(LONG_ID, reference_number="APP-LONG")
+    f.note()
+    f.note(LONG_ID, title="Long")
+    f.repayment()
+    f.repayment(LONG_ID)
+
+    # When the checks run
+    summaries = [
+        run("note_reminders", MONDAY, ses),
+        run("repayment_reminders", MONDAY, ses),
+        run("stale_applications", MONDAY, ses),
+    ]
+
+    # Then each long item is reported once under its first 100 characters, and never claimed
+    for summary in summaries:
+        [report] = [i for i in summary.invalid_items if i["item_id"].startswith("é")]
+        assert report["item_id"] == "é" * 100 + "…"
+        assert report["reason"] == "ledger key is over DynamoDB's 2048-byte key limit"
+    assert list(Notification.by_item.query("rep-1"))
+    # And the healthy items' notices all went out
+    assert subjects_by_recipient() == {
+        SAM: ["Note Reminder: Call the valuer"],
+        BROOKE: ["Note Reminder: Call the valuer", "Stale Application Alert: APP-1001"],
+        BEN: [UPCOMING],
+    }
