@@ -14,6 +14,7 @@ from pynamodb.exceptions import PynamoDBException
 from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
+from chalicelib.limits import EMAIL_CHARS, fits_key, key_problem, quoted, shorten
 from chalicelib.mailer import (
     AmbiguousSendError,
     Email,
@@ -22,13 +23,17 @@ from chalicelib.mailer import (
     Recipient,
     TransientSendError,
 )
-from chalicelib.models import CrmModel, Notification
+from chalicelib.models import UNREADABLE, CrmModel, Notification
 from chalicelib.observability import logger, mask_addresses
 
 _M = TypeVar("_M", bound=CrmModel)
 
 # What a ledger write can fail with once botocore's own retries are spent.
 LEDGER_ERRORS = (PynamoDBException, ClientError, BotoCoreError)
+# What the log shows of each email a dry run would send (no names, no subjects).
+_LOGGED_WOULD_SEND = ("kind", "recipient_id", "recipient_email", "keys")
+# How much of a reason an invalid-item report keeps (reasons quote the CRM's values).
+REPORTED_REASON_CHARS = 300
 
 
 class DeliveryIncomplete(RuntimeError):
@@ -72,6 +77,18 @@ class RunSummary:
         """The summary as plain JSON-ready data."""
         return asdict(self)
 
+    def for_log(self) -> dict[str, Any]:
+        """The summary for the log: a dry run's list keeps ids and addresses only.
+
+        Names and subjects (which quote note titles) stay in the returned summary
+        for the operator and out of the logs; the logger masks the addresses.
+        """
+        data = self.as_dict()
+        data["would_send"] = [
+            {name: item[name] for name in _LOGGED_WOULD_SEND} for item in self.would_send
+        ]
+        return data
+
 
 @dataclass
 class Run:
@@ -86,6 +103,7 @@ class Run:
     dry_run: bool = False
     # Milliseconds of Lambda time left (the context's), or None when unbounded.
     remaining_ms: Callable[[], int] | None = None
+    _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     @property
     def settle(self) -> timedelta | None:
@@ -101,29 +119,52 @@ class Run:
         return self.remaining_ms() < self.settings.reliability.time_margin_seconds * 1000
 
     def invalid(self, item_id: str, reason: str) -> None:
-        """Skip a malformed CRM item: log it by id and reason and count it."""
+        """Skip a malformed CRM item: log it by id and reason and count it, once per run.
+
+        The same problem of the same item (a borrower id listed twice, say) is
+        reported once; ids and reasons are shortened so a huge id stays readable.
+        """
+        if (item_id, reason) in self._reported:
+            return
+        self._reported.add((item_id, reason))
+        shown = {"item_id": shorten(item_id), "reason": shorten(reason, REPORTED_REASON_CHARS)}
         self.summary.invalid += 1
-        self.summary.invalid_items.append({"item_id": item_id, "reason": reason})
-        logger.warning(
-            "skipped invalid item",
-            extra={"check": self.summary.check, "item_id": item_id, "reason": reason},
-        )
+        self.summary.invalid_items.append(shown)
+        logger.warning("skipped invalid item", extra={"check": self.summary.check, **shown})
 
     def fetch(self, model: type[_M], ids: Iterable[str | None]) -> dict[str, _M]:
-        """Fetch items by id with BatchGetItem (PynamoDB pages it by 100)."""
-        unique = sorted({i for i in ids if i})
+        """Fetch items by id with BatchGetItem (PynamoDB pages it by 100).
+
+        An id that cannot be a key (over DynamoDB's 2,048 bytes) names no item, so
+        it is left out of the request, which it would otherwise fail, and reads as
+        missing.
+        """
+        unique = sorted({i for i in ids if i and fits_key(i)})
         if not unique:
             return {}
         return {item.id: item for item in model.batch_get(unique)}
 
+    def part(self, key: str, item_id: str, data: Any = None) -> Part | None:
+        """A ledger part for ``item_id``, or ``None`` (reported) when its keys are too big.
+
+        The part's key is the ledger's partition key and ``item_id`` the hash key of
+        its ``item_id-index``: either over DynamoDB's limit would fail the run's
+        requests, so the item is reported as invalid instead.
+        """
+        problem = key_problem("ledger key", key) or key_problem("item id", item_id)
+        if problem is not None:
+            self.invalid(item_id, problem)
+            return None
+        return Part(key=key, item_id=item_id, data=data)
+
     def recipient(self, person: Any, role: str, person_id: str) -> Recipient | str:
         """A Recipient for a staff member or borrower, or why one cannot be made."""
         if person is None:
-            return f"{role} {person_id!r} does not exist"
+            return f"{role} {quoted(person_id)} does not exist"
         if person.load_error:
-            return f"{role} {person_id!r}: {person.load_error}"
-        if not valid_email(person.email):
-            return f"{role} {person_id!r} has no valid email address"
+            return f"{role} {quoted(person_id)}: {person.load_error}"
+        if not valid_email(person.email) or len(person.email) > EMAIL_CHARS:
+            return f"{role} {quoted(person_id)} has no valid email address"
         return Recipient(
             id=person.id,
             name=(person.name or "").strip() or person.email,
@@ -190,6 +231,10 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
                     summary.skipped += 1
             elif current == ledger.ABANDONED and entry is not None:
                 outcome[part.key] = _abandon(run, part, entry)
+            elif current == UNREADABLE and entry is not None:
+                # It may record a notice that went out: report it, never send over it.
+                run.invalid(part.key, entry.load_error or UNREADABLE)
+                outcome[part.key] = UNREADABLE
             else:
                 outcome[part.key] = entry.status if entry is not None else ledger.CLAIMED
                 summary.skipped += 1

@@ -27,6 +27,9 @@ from chalicelib.config import Settings
 
 _M = TypeVar("_M", bound="CrmModel")
 
+# The status of a ledger entry that could not be read (Notification.from_raw_data).
+UNREADABLE = "unreadable"
+
 
 class CrmModel(Model):
     """Base for CRM items: an item this service cannot read is returned, not raised.
@@ -257,6 +260,33 @@ class Notification(Model):
     by_recipient = RecipientIndex()
     by_failure = FailedIndex()
     by_send_token = SendTokenIndex()
+
+    # Set on an entry that could not be read (see from_raw_data); its status is UNREADABLE.
+    load_error: str | None = None
+
+    @classmethod
+    def from_raw_data(cls, data: dict[str, Any]) -> Notification:
+        """Deserialize an entry; one that is malformed comes back with status ``unreadable``.
+
+        A corrupt entry (an attribute of the wrong type, a required one missing) must
+        not crash the run that reads it, and must not be taken as absent either: it
+        may be the record of a notice that went out. So it is returned as an entry
+        no state of the ledger matches, which a run skips and never sends over.
+        """
+        try:
+            entry = super().from_raw_data(data)
+        except (AttributeDeserializationError, ValueError, TypeError) as exc:
+            reason = f"unreadable entry: {exc}"
+        else:
+            # What a run needs to classify an entry: its status, and a claim's lease.
+            needed = ["status"] + (["lease_expires_at"] if entry.status == "claimed" else [])
+            missing = [name for name in needed if getattr(entry, name) is None]
+            if not missing:
+                return entry
+            reason = f"unreadable entry: {', '.join(missing)} missing"
+        broken = cls(id=str(data.get("id", {}).get("S", "<no id>")), status=UNREADABLE)
+        broken.load_error = reason
+        return broken
 
 
 ALL_MODELS: tuple[type[Model], ...] = (

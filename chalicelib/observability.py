@@ -19,10 +19,12 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 SERVICE = "loan-reminders"
 NAMESPACE = "LoanReminders"
 
-# local part (its first character kept) @ domain
+# local part (its first character kept) @ domain, non-ASCII ones included; the local
+# part stops at whitespace and at the delimiters around an address in JSON or prose.
+_LOCAL_CHAR = r"[^\s@<>()\[\]\\,;:\"]"
 _ADDRESS = re.compile(
-    r"(?P<first>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*"
-    r"@(?P<domain>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+)"
+    rf"(?P<first>{_LOCAL_CHAR}){_LOCAL_CHAR}*"
+    r"@(?P<domain>[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)+)"
 )
 
 

@@ -113,7 +113,7 @@ def run_check(
             remaining_ms=remaining_ms,
         )
         CHECKS[check](run)
-        logger.info("run summary", extra={"summary": summary.as_dict()})
+        logger.info("run summary", extra={"summary": summary.for_log()})
     finally:
         if emit_metrics and not dry_run:
             publish_run(

@@ -19,6 +19,7 @@ from chalicelib import ledger
 from chalicelib.config import Thresholds
 from chalicelib.delivery import Notice, Part, Run, deliver
 from chalicelib.formatting import au_date, money, parse_amount, parse_date
+from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Borrower, Repayment, Staff
 from chalicelib.observability import logger
@@ -183,6 +184,11 @@ def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str
                 run.invalid(repayment.id, repayment.load_error)
                 continue
             if repayment.paid_date:
+                # A paid_date that is not a date must not pass for paid, silently.
+                try:
+                    parse_date(repayment.paid_date, "paid_date")
+                except ValueError as exc:
+                    run.invalid(repayment.id, str(exc))
                 continue
             stage = stage_for(days, t)
             if stage is None or _flagged_at_or_after(repayment, stage):
@@ -222,7 +228,7 @@ def _notices_for(
         return []
     app = applications.get(repayment.application_id)
     if app is None or app.load_error:
-        run.invalid(repayment.id, f"application {repayment.application_id!r} does not exist")
+        run.invalid(repayment.id, f"application {quoted(repayment.application_id)} does not exist")
         return []
     context = {
         "amount": amount,
@@ -233,7 +239,7 @@ def _notices_for(
     }
     borrower_ids = app.borrower_id_list()
     if not borrower_ids and not item.stage.to_bdm:
-        run.invalid(repayment.id, f"application {app.id!r} has no borrowers")
+        run.invalid(repayment.id, f"application {quoted(app.id)} has no borrowers")
         return []
     people: list[Recipient] = []
     for borrower_id in borrower_ids:
@@ -245,29 +251,28 @@ def _notices_for(
 
     if item.stage.to_bdm:
         if not app.bd_id:
-            run.invalid(repayment.id, f"application {app.id!r} has no bd_id")
+            run.invalid(repayment.id, f"application {quoted(app.id)} has no bd_id")
             return []
         bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id)
         if isinstance(bdm, str):
             run.invalid(repayment.id, bdm)
             return []
         names = [p.name for p in people]
-        return [_notice(item, bdm, {**context, "borrower_names": names})]
-    return [_notice(item, person, context) for person in people]
+        notices = [_notice(run, item, bdm, {**context, "borrower_names": names})]
+    else:
+        notices = [_notice(run, item, person, context) for person in people]
+    return [notice for notice in notices if notice is not None]
 
 
-def _notice(item: Due, to: Recipient, context: dict[str, object]) -> Notice:
+def _notice(run: Run, item: Due, to: Recipient, context: dict[str, object]) -> Notice | None:
     key = notice_key(item.repayment.id, item.due_date, item.stage.name, to.id)
+    part = run.part(key, item.repayment.id, (item.repayment.id, item.due_date, item.stage.name))
+    if part is None:
+        return None
     return Notice(
         kind=f"repayment_{item.stage.name}",
         recipient=to,
-        parts=[
-            Part(
-                key=key,
-                item_id=item.repayment.id,
-                data=(item.repayment.id, item.due_date, item.stage.name),
-            )
-        ],
+        parts=[part],
         compose=_composer(item.stage, to, context),
     )
 

@@ -439,3 +439,27 @@ def _recipient(body: dict[str, Any]) -> str:
     """The To address of a SendEmail request's raw message."""
     message = email.message_from_bytes(base64.b64decode(body["Content"]["Raw"]["Data"]))
     return getaddresses(message.get_all("To", []))[0][1]
+
+
+# --- class 3: a ledger entry that cannot be read -----------------------------------------
+
+
+def test_an_unreadable_ledger_entry_is_reported_and_never_sent_over(service: Any, ses: Any) -> None:
+    # Given note-1's reminder went to Sam, and its ledger entry was then corrupted
+    note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+    item = ledger_client().get_item(
+        TableName=Notification.Meta.table_name, Key={"id": {"S": NOTE1_SAM}}
+    )
+    ledger_client().put_item(
+        TableName=Notification.Meta.table_name, Item={**item["Item"], "status": {"N": "1"}}
+    )
+
+    # When the check runs again that day
+    summary = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then the entry is reported by its key, and Sam is not reminded twice
+    [reason] = [i["reason"] for i in summary.invalid_items if i["item_id"] == NOTE1_SAM]
+    assert reason.startswith("unreadable entry")
+    assert recipient_counts()[SAM] == 1
+    assert summary.sent == 0

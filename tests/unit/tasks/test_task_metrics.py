@@ -197,6 +197,9 @@ def test_log_lines_mask_addresses_and_never_hold_an_email_body(
         ("<Mia.Chen+crm@mail.example.com.au>, x@y.io", "<M***@mail.example.com.au>, x***@y.io"),
         ('{"recipient_email":"a@b.co"}', '{"recipient_email":"a***@b.co"}'),
         ("no address @ here", "no address @ here"),
+        ("zoë.müller@exämple.net", "z***@exämple.net"),
+        ("'Élodie@example.net', ben@bücher.example", "'***@example.net', b***@bücher.example"),
+        ('{"to":"Łukasz@example.pl"}', '{"to":"Ł***@example.pl"}'),
     ],
 )
 def test_mask_addresses(text: str, masked: str) -> None:
