@@ -70,3 +70,11 @@ def publish_run(
     metrics.add_metric(name="ItemsInvalid", unit=MetricUnit.Count, value=invalid)
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
     metrics.flush_metrics()
+
+
+def publish_counts(check: str, counts: dict[str, int]) -> None:
+    """Print one EMF document of ``counts`` (metric name -> Count) for ``check``."""
+    metrics = run_metrics(check)
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.flush_metrics()
