@@ -237,7 +237,8 @@ def record_event(
     logger.info("SES event recorded", extra=_log(outcome))
     if emit_metrics:
         for check, counted in sorted(counts.items()):
-            publish_counts(check, dict(counted))
+            if counted:
+                publish_counts(check, dict(counted))
     return outcome
 
 
