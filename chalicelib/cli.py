@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 from click.decorators import FC
 
-from chalicelib import models
+from chalicelib import models, suppression
 from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
@@ -380,22 +380,33 @@ def preview(kind: str, out: Path | None) -> None:
 @click.option("--item", "item_id", default=None, help="A CRM item id (application, note, ...).")
 @click.option("--recipient", "email", default=None, help="A recipient's email address.")
 def history(item_id: str | None, email: str | None) -> None:
-    """Show the ledger for one CRM item or one recipient: what was sent, when, to whom."""
+    """Show the ledger for one CRM item or one recipient: what was sent, when, to whom.
+
+    Each entry shows what SES reported about its message (delivered, bounced,
+    complained, rejected); a recipient's history says whether the address is
+    suppressed (not mailed again after a hard bounce or a complaint).
+    """
     if (item_id is None) == (email is None):
         raise click.UsageError("give exactly one of --item ID or --recipient EMAIL")
     bound_settings()
+    suppressed: list[models.Notification] = []
     if item_id is not None:
         what = f"item {item_id}"
-        entries = list(models.Notification.by_item.query(item_id))
+        found = list(models.Notification.by_item.query(item_id))
     else:
+        assert email is not None
         what = f"recipient {email}"
-        entries = list(models.Notification.by_recipient.query(email))
-    if not entries:
+        found = list(models.Notification.by_recipient.query(email))
+        suppressed = list(models.Notification.batch_get([suppression.key(email)]))
+    entries = [entry for entry in found if entry.kind != suppression.KIND]
+    if not entries and not suppressed:
         click.echo(f"No notices in the ledger for {what}.")
         return
     click.echo(f"{len(entries)} notice(s) for {what}, oldest first:")
     for entry in entries:
         click.echo(format_entry(entry))
+    for entry in suppressed:
+        click.echo(format_suppression(entry))
 
 
 def format_entry(entry: models.Notification) -> str:
@@ -413,7 +424,46 @@ def format_entry(entry: models.Notification) -> str:
         lines.append(f"    failed: {entry.failure_reason}")
     elif entry.last_error:
         lines.append(f"    last error: {entry.last_error}")
+    lines += _ses_lines(entry)
     lines.append(f"    attempts {entry.attempts}, updated {_when(entry.updated_at)}")
+    return "\n".join(lines)
+
+
+# SES's events in the order they happen to a message.
+_SES_EVENT_ORDER = ("Send", "Reject", "DeliveryDelay", "Delivery", "Bounce", "Complaint")
+
+
+def _ses_lines(entry: models.Notification) -> list[str]:
+    """What SES reported about the entry's message (chalicelib.ses_events)."""
+    seen = set(entry.ses_events or ())
+    if not seen:
+        return []
+    order = [e for e in _SES_EVENT_ORDER if e in seen] + sorted(seen - set(_SES_EVENT_ORDER))
+    lines = [f"    SES events: {', '.join(order)}"]
+    reported = (
+        ("delivery delayed", entry.delayed_at, None),
+        ("delivered", entry.delivered_at, None),
+        ("bounced", entry.bounced_at, entry.bounce_type),
+        ("complained (marked as spam)", entry.complained_at, None),
+        ("rejected by SES", entry.rejected_at, entry.rejected_reason),
+    )
+    for label, moment, detail in reported:
+        if moment is not None:
+            lines.append(f"    {label} {_when(moment)}" + (f": {detail}" if detail else ""))
+    return lines
+
+
+def format_suppression(entry: models.Notification) -> str:
+    """A suppressed address: why and since when it is not mailed, and what caused it."""
+    reasons = {suppression.BOUNCE: "hard bounce", suppression.COMPLAINT: "complaint"}
+    reason = reasons.get(str(entry.suppression_reason), str(entry.suppression_reason))
+    since = _when(entry.suppressed_at) if entry.suppressed_at is not None else "unknown"
+    lines = [
+        f"{entry.recipient_email} is suppressed ({reason}) since {since}: not mailed again "
+        "until the CRM changes the address",
+    ]
+    if entry.suppressed_by:
+        lines.append(f"    after {entry.suppressed_by}, SES message id {entry.message_id}")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
 
-from chalicelib import ledger
+from chalicelib import ledger, suppression
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
 from chalicelib.limits import EMAIL_CHARS, fits_key, key_problem, quoted, shorten
@@ -67,6 +67,7 @@ class RunSummary:
     retrying: int = 0
     unknown: int = 0
     deferred: int = 0
+    suppressed: int = 0
     invalid: int = 0
     invalid_items: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -204,8 +205,12 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
     """
     summary = run.summary
     existing = ledger.lookup(part.key for notice in notices for part in notice.parts)
+    blocked = suppression.suppressed({notice.recipient.email for notice in notices})
     outcome: dict[str, str] = {}
     for notice in notices:
+        if notice.recipient.email in blocked:
+            _hold_for_suppression(run, notice, blocked[notice.recipient.email], outcome)
+            continue
         if not run.dry_run and run.out_of_time():
             summary.notices_due += len(notice.parts)
             summary.deferred += len(notice.parts)
@@ -244,6 +249,27 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
             attempts = max((_attempts(existing.get(part.key)) for part in claimed), default=1)
             outcome.update(_send(run, notice, claimed, token, attempts))
     return outcome
+
+
+def _hold_for_suppression(run: Run, notice: Notice, reason: str, outcome: dict[str, str]) -> None:
+    """Leave a notice to a suppressed address unclaimed and unsent.
+
+    SES reported a hard bounce or a complaint for the address: mailing it again
+    would hurt the account's reputation. Nothing is written, so the notice goes
+    out once the CRM changes the address (while it is still due).
+    """
+    run.summary.notices_due += len(notice.parts)
+    run.summary.suppressed += len(notice.parts)
+    outcome.update({part.key: suppression.STATUS for part in notice.parts})
+    logger.info(
+        "notice held: the address is suppressed",
+        extra={
+            "check": run.summary.check,
+            "recipient_id": notice.recipient.id,
+            "reason": reason,
+            "keys": [part.key for part in notice.parts],
+        },
+    )
 
 
 def _attempts(entry: Notification | None) -> int:

@@ -16,6 +16,7 @@ from pynamodb.attributes import (
     ListAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
@@ -255,6 +256,21 @@ class Notification(Model):
     failed_at = UTCDateTimeAttribute(null=True)
     # The token the message of the latest attempt was tagged with (SES events carry it).
     send_token = UnicodeAttribute(null=True)
+    # SES's own record of that message (chalicelib.ses_events): the event types seen
+    # (Send, Delivery, Bounce, ...) and, for each, when it first happened and why.
+    ses_events = UnicodeSetAttribute(null=True)
+    delivered_at = UTCDateTimeAttribute(null=True)
+    delayed_at = UTCDateTimeAttribute(null=True)
+    bounced_at = UTCDateTimeAttribute(null=True)
+    bounce_type = UnicodeAttribute(null=True)
+    complained_at = UTCDateTimeAttribute(null=True)
+    rejected_at = UTCDateTimeAttribute(null=True)
+    rejected_reason = UnicodeAttribute(null=True)
+    # Only on suppression entries (id ``suppressed#<address>``, chalicelib.suppression):
+    # why the address is no longer mailed, since when, and the entry whose message caused it.
+    suppression_reason = UnicodeAttribute(null=True)
+    suppressed_at = UTCDateTimeAttribute(null=True)
+    suppressed_by = UnicodeAttribute(null=True)
 
     by_item = ItemIndex()
     by_recipient = RecipientIndex()

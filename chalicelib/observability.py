@@ -64,6 +64,7 @@ def publish_run(
     invalid: int,
     unknown: int = 0,
     deferred: int = 0,
+    suppressed: int = 0,
     duration_ms: float,
 ) -> None:
     """Add one run's counts and duration and print them as one EMF document."""
@@ -73,6 +74,15 @@ def publish_run(
     metrics.add_metric(name="NoticesRetrying", unit=MetricUnit.Count, value=retrying)
     metrics.add_metric(name="NoticesUnknown", unit=MetricUnit.Count, value=unknown)
     metrics.add_metric(name="NoticesDeferred", unit=MetricUnit.Count, value=deferred)
+    metrics.add_metric(name="NoticesSuppressed", unit=MetricUnit.Count, value=suppressed)
     metrics.add_metric(name="ItemsInvalid", unit=MetricUnit.Count, value=invalid)
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+    metrics.flush_metrics()
+
+
+def publish_counts(check: str, counts: dict[str, int]) -> None:
+    """Print one EMF document of ``counts`` (metric name -> Count) for ``check``."""
+    metrics = run_metrics(check)
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.flush_metrics()

@@ -124,6 +124,7 @@ def run_check(
                 retrying=summary.retrying,
                 unknown=summary.unknown,
                 deferred=summary.deferred,
+                suppressed=summary.suppressed,
                 invalid=summary.invalid,
                 duration_ms=round((clock.perf_counter() - started) * 1000, 1),
             )

@@ -27,7 +27,7 @@ from chalicelib.cli import stage_environment
 from chalicelib.config import Settings
 from chalicelib.observability import logger
 from tests.ddblocal import server as ddblocal
-from tests.support import REGION, SENDER, ses_client
+from tests.support import REGION, SENDER, SUPPRESSION_LIST, SuppressionList, ses_client
 
 # Records the AWS operations of every running check for the IAM audit (tests/test_iam.py).
 pytest_plugins = ["tests.aws_recorder"]
@@ -112,6 +112,14 @@ def aws(dynamodb_endpoint: str | None) -> Iterator[None]:
             yield
         finally:
             ddblocal.delete_all_tables(dynamodb_endpoint)
+
+
+@pytest.fixture
+def suppression_list(aws: None) -> Iterator[SuppressionList]:
+    """SES's account-level suppression list (moto has none; see tests/support.py), empty."""
+    SUPPRESSION_LIST.reset()
+    yield SUPPRESSION_LIST
+    SUPPRESSION_LIST.reset()
 
 
 @pytest.fixture

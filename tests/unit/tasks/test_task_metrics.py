@@ -36,6 +36,7 @@ COUNTS = (
     "NoticesRetrying",
     "NoticesUnknown",
     "NoticesDeferred",
+    "NoticesSuppressed",
     "ItemsInvalid",
 )
 
@@ -93,6 +94,7 @@ def test_a_run_prints_one_emf_document_with_the_check_dimension(
         "NoticesRetrying": "Count",
         "NoticesUnknown": "Count",
         "NoticesDeferred": "Count",
+        "NoticesSuppressed": "Count",
         "ItemsInvalid": "Count",
         "RunDuration": "Milliseconds",
     }
@@ -104,6 +106,7 @@ def test_a_run_prints_one_emf_document_with_the_check_dimension(
         "NoticesRetrying": 0,
         "NoticesUnknown": 0,
         "NoticesDeferred": 0,
+        "NoticesSuppressed": 0,
         "ItemsInvalid": 1,
     }
     assert metric(emf, "RunDuration") >= 0
@@ -147,6 +150,7 @@ def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
             "NoticesRetrying": 1,
             "NoticesUnknown": 0,
             "NoticesDeferred": 0,
+            "NoticesSuppressed": 0,
             "ItemsInvalid": 0,
         }
     ]
