@@ -25,7 +25,7 @@ bench: install
 		--benchmark-columns=min,mean,max,rounds --benchmark-sort=name \
 		--benchmark-json=.benchmarks/latest.json $(BENCH_ARGS)
 
-## ruff (lint + format) and mypy --strict on chalicelib.
+## ruff (lint + format) and mypy --strict on chalicelib and crm_mirror.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -71,7 +71,8 @@ deploy: install
 
 # ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----
 NPM            ?= npm
-DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_units.py tests/unit/test_cli*.py
+DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_units.py tests/unit/test_cli*.py \
+                  tests/unit/test_crm_migration.py
 
 .PHONY: test-ddblocal
 

@@ -1,4 +1,4 @@
-"""Chalice app: wires EventBridge schedules (and manual invocation) to ``chalicelib``."""
+"""Chalice app: wires EventBridge schedules, SES events and manual invocation to ``chalicelib``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from chalice import Chalice, Cron
 from chalice.app import CloudWatchEvent
 
+from chalicelib import ses_events
 from chalicelib.runner import handle_manual, handle_scheduled
 
 app = Chalice(app_name="loan-reminders")
@@ -22,7 +23,7 @@ HOURLY = Cron(0, "*", "*", "*", "?", "*")
     description="Alert BDMs of applications stuck in one stage",
 )
 def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("stale_applications", event.to_dict())
+    return handle_scheduled("stale_applications", event.to_dict(), event.context)
 
 
 @app.schedule(
@@ -31,7 +32,7 @@ def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
     description="Remind note authors and BDMs on the note's remind date",
 )
 def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("note_reminders", event.to_dict())
+    return handle_scheduled("note_reminders", event.to_dict(), event.context)
 
 
 @app.schedule(
@@ -40,10 +41,18 @@ def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
     description="Remind borrowers of due and overdue repayments; escalate to BDMs",
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("repayment_reminders", event.to_dict())
+    return handle_scheduled("repayment_reminders", event.to_dict(), event.context)
 
 
 @app.lambda_function(name="run_check")
 def run_check(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Run one check by hand: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
     return handle_manual(event, getattr(context, "aws_request_id", None))
+
+
+# SES publishes the events of the stage's configuration set to the default bus; another
+# stage's events are ignored by their configuration set.
+@app.on_cw_event(ses_events.EVENT_PATTERN, name="record_ses_events")
+def record_ses_events(event: CloudWatchEvent) -> dict[str, Any]:
+    """Record one SES event (Send, Delivery, Bounce, ...) on the ledger entries of its message."""
+    return ses_events.handle(event.to_dict())

@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 from click.decorators import FC
 
-from chalicelib import models
+from chalicelib import models, suppression
 from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
@@ -181,41 +181,77 @@ def seed(options: Options, day: datetime | None, yes: bool) -> None:
 
 @cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_dump(file: Path) -> None:
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also delete the items the CRM no longer has, from each table whose source models "
+    "are all in the dump.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Map and report what would be written; write nothing."
+)
+def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
     """Import a Django `dumpdata` JSON export of the CRM (see the README for the mapping).
 
-    Every record that cannot be mapped is reported (its index in the JSON list,
-    model, pk and the reason) and the others are still imported; the exit code
-    is 1 when any record failed.
+    An idempotent upsert: importing the same export again changes nothing, and a
+    repayment's reminder flags are never cleared. Every record that cannot be
+    mapped is reported (its index in the JSON list, model, pk and the reason), and
+    so is every table write that failed; the rest is still imported and the exit
+    code is 1.
     """
-    from chalicelib.crm_import import KIND_ORDER, DumpError, Importer, load_dump
+    from chalicelib.crm_import import (
+        KIND_ORDER,
+        SKIP_REASONS,
+        SOURCES,
+        DumpError,
+        load_dump,
+        plan_import,
+        write_plan,
+    )
 
     settings = bound_settings()
     try:
         records = load_dump(file)
     except DumpError as exc:
         raise click.BadParameter(str(exc), param_hint="FILE") from exc
-    with (
-        Importer(records, settings.timezone) as importer,
-        click.progressbar(
-            enumerate(records), length=len(records), label=f"Importing {file.name}", file=sys.stderr
-        ) as progress,
-    ):
-        for index, record in progress:
-            importer.add(index, record)
-    report = importer.report
-    click.echo("Imported: " + ", ".join(f"{report.imported[kind]} {kind}" for kind in KIND_ORDER))
-    if report.ignored:
-        ignored = ", ".join(f"{model} ({n})" for model, n in sorted(report.ignored.items()))
-        click.echo(f"Not imported (no matching item): {ignored}")
-    for warning in report.warnings:
-        click.echo(f"Warning: {warning}", err=True)
-    for error in report.errors:
-        click.echo(f"Failed: {error}", err=True)
-    if report.errors:
+    plan = plan_import(records, settings.timezone)
+    if not plan.known:
         raise click.ClickException(
-            f"{len(report.errors)} of {len(records)} record(s) could not be imported"
+            f"{file} holds none of the CRM's models ({', '.join(SOURCES)}); nothing imported. "
+            "Export it with: python manage.py dumpdata users brokers borrowers applications "
+            "documents --indent 2 -o crm.json"
         )
+    report = write_plan(plan, prune=prune, dry_run=dry_run)
+    head = "Would import" if dry_run else "Imported"
+    click.echo(f"{head}: " + ", ".join(f"{report.written[kind]} {kind}" for kind in KIND_ORDER))
+    if plan.skipped:
+        skipped = ", ".join(
+            f"{label} ({n}{'; ' + SKIP_REASONS[label] if label in SKIP_REASONS else ''})"
+            for label, n in sorted(plan.skipped.items())
+        )
+        click.echo(f"Skipped: {skipped}")
+    if prune:
+        not_pruned = [kind for kind in KIND_ORDER if not plan.prunable(kind)]
+        pruned = ", ".join(f"{kind} {item_id}" for kind, item_id in report.pruned) or "nothing"
+        click.echo(f"{'Would prune' if dry_run else 'Pruned'}: {pruned}")
+        if not_pruned:
+            click.echo(
+                f"Not pruned (a source model is missing from the dump or a record failed): "
+                f"{', '.join(not_pruned)}"
+            )
+    for warning in plan.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    for error in plan.errors:
+        click.echo(f"Failed: {error}", err=True)
+    for message in report.errors:
+        click.echo(f"Failed: {message}", err=True)
+    problems = []
+    if plan.errors:
+        problems.append(f"{len(plan.errors)} of {len(records)} record(s) could not be imported")
+    if report.errors:
+        problems.append(f"{len(report.errors)} write(s) failed")
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 def _check_names() -> list[str]:
@@ -344,22 +380,33 @@ def preview(kind: str, out: Path | None) -> None:
 @click.option("--item", "item_id", default=None, help="A CRM item id (application, note, ...).")
 @click.option("--recipient", "email", default=None, help="A recipient's email address.")
 def history(item_id: str | None, email: str | None) -> None:
-    """Show the ledger for one CRM item or one recipient: what was sent, when, to whom."""
+    """Show the ledger for one CRM item or one recipient: what was sent, when, to whom.
+
+    Each entry shows what SES reported about its message (delivered, bounced,
+    complained, rejected); a recipient's history says whether the address is
+    suppressed (not mailed again after a hard bounce or a complaint).
+    """
     if (item_id is None) == (email is None):
         raise click.UsageError("give exactly one of --item ID or --recipient EMAIL")
     bound_settings()
+    suppressed: list[models.Notification] = []
     if item_id is not None:
         what = f"item {item_id}"
-        entries = list(models.Notification.by_item.query(item_id))
+        found = list(models.Notification.by_item.query(item_id))
     else:
+        assert email is not None
         what = f"recipient {email}"
-        entries = list(models.Notification.by_recipient.query(email))
-    if not entries:
+        found = list(models.Notification.by_recipient.query(email))
+        suppressed = list(models.Notification.batch_get([suppression.key(email)]))
+    entries = [entry for entry in found if entry.kind != suppression.KIND]
+    if not entries and not suppressed:
         click.echo(f"No notices in the ledger for {what}.")
         return
     click.echo(f"{len(entries)} notice(s) for {what}, oldest first:")
     for entry in entries:
         click.echo(format_entry(entry))
+    for entry in suppressed:
+        click.echo(format_suppression(entry))
 
 
 def format_entry(entry: models.Notification) -> str:
@@ -377,7 +424,46 @@ def format_entry(entry: models.Notification) -> str:
         lines.append(f"    failed: {entry.failure_reason}")
     elif entry.last_error:
         lines.append(f"    last error: {entry.last_error}")
+    lines += _ses_lines(entry)
     lines.append(f"    attempts {entry.attempts}, updated {_when(entry.updated_at)}")
+    return "\n".join(lines)
+
+
+# SES's events in the order they happen to a message.
+_SES_EVENT_ORDER = ("Send", "Reject", "DeliveryDelay", "Delivery", "Bounce", "Complaint")
+
+
+def _ses_lines(entry: models.Notification) -> list[str]:
+    """What SES reported about the entry's message (chalicelib.ses_events)."""
+    seen = set(entry.ses_events or ())
+    if not seen:
+        return []
+    order = [e for e in _SES_EVENT_ORDER if e in seen] + sorted(seen - set(_SES_EVENT_ORDER))
+    lines = [f"    SES events: {', '.join(order)}"]
+    reported = (
+        ("delivery delayed", entry.delayed_at, None),
+        ("delivered", entry.delivered_at, None),
+        ("bounced", entry.bounced_at, entry.bounce_type),
+        ("complained (marked as spam)", entry.complained_at, None),
+        ("rejected by SES", entry.rejected_at, entry.rejected_reason),
+    )
+    for label, moment, detail in reported:
+        if moment is not None:
+            lines.append(f"    {label} {_when(moment)}" + (f": {detail}" if detail else ""))
+    return lines
+
+
+def format_suppression(entry: models.Notification) -> str:
+    """A suppressed address: why and since when it is not mailed, and what caused it."""
+    reasons = {suppression.BOUNCE: "hard bounce", suppression.COMPLAINT: "complaint"}
+    reason = reasons.get(str(entry.suppression_reason), str(entry.suppression_reason))
+    since = _when(entry.suppressed_at) if entry.suppressed_at is not None else "unknown"
+    lines = [
+        f"{entry.recipient_email} is suppressed ({reason}) since {since}: not mailed again "
+        "until the CRM changes the address",
+    ]
+    if entry.suppressed_by:
+        lines.append(f"    after {entry.suppressed_by}, SES message id {entry.message_id}")
     return "\n".join(lines)
 
 

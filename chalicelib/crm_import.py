@@ -1,30 +1,41 @@
-"""Import a Django ``dumpdata`` JSON export of the CRM into the contract's tables.
+"""Map the loan CRM's Django records onto the contract's items and write them.
 
-A dump is a JSON list of ``{"model": "app_label.modelname", "pk": ..., "fields": {...}}``.
-Records are matched on the model name (the app label varies between CRMs) and
-mapped to the items of the README's "Items" contract:
+Used by ``cli import`` (a ``dumpdata`` JSON export) and by the CRM's mirror app
+(``crm_mirror``, one saved instance serialized the same way), so both write the
+same items. A record is ``{"model": "app_label.model", "pk": ..., "fields": {...}}``
+and is matched on its full label:
 
-* ``user``, ``customuser``, ``staff``, ``bdm`` -> staff: ``name`` (or ``first_name`` +
-  ``last_name``, or ``username``), ``email``;
-* ``borrower`` -> borrowers: ``name`` (or ``full_name``, or ``first_name`` + ``last_name``),
-  ``email``;
-* ``application``, ``loanapplication`` -> applications: ``reference_number`` (or
-  ``reference``), ``stage``, ``stage_last_updated``, ``loan_amount``, ``broker_name`` (from
-  ``broker_name``, or the ``broker`` FK resolved against the dump's ``broker`` records, or
-  ``broker`` itself when it is text), ``bd``/``bdm`` FK -> ``bd_id``, M2M ``borrowers`` ->
-  ``borrower_ids``;
-* ``note`` -> notes: ``title``, ``content``, ``remind_date``, ``application`` FK ->
-  ``application_id``, ``created_by`` FK, ``created_at``;
-* ``repayment`` -> repayments: ``application`` FK, ``amount``, ``due_date``, ``paid_date``,
-  ``reminder_sent``, ``overdue_3_day_sent``, ``overdue_7_day_sent``, ``overdue_10_day_sent``.
+* ``users.user`` -> staff ``user-<pk>``;
+* ``brokers.bdm`` -> its user's staff item ``user-<user pk>`` (giving it the BDM's
+  name), or staff ``bdm-<pk>`` when it has no user;
+* ``borrowers.borrower`` -> borrowers ``<pk>``;
+* ``applications.application`` -> applications ``<pk>`` (``bd`` -> the BDM's staff id);
+* ``documents.note`` -> notes ``<pk>`` (``created_by`` -> ``user-<pk>``);
+* ``documents.repayment`` -> repayments ``<pk>``.
 
-Ids are the string of the pk (FKs likewise); decimals become numbers; datetimes
-become ISO-8601 with their offset (naive ones, from ``USE_TZ = False``, are taken
-as business time); dates stay ``YYYY-MM-DD`` (a datetime given for a date is
-converted to its business date). Empty strings and nulls leave the attribute
-out. Other models (``broker`` included) are not imported, only counted. A record
-that cannot be mapped is reported with its index, model, pk and reason and the
-rest are still imported.
+``brokers.broker`` is read for the applications' ``broker_name`` only. The legacy
+``applications.repayment`` (no reminder flags) is skipped and reported; every other
+model is counted and skipped. Users and BDMs share the staff table, so their ids
+are prefixed and one source model never overwrites another's item: two records
+that map to one key are a *clash*, reported with both records, and neither is
+written (so no batch ever holds a duplicate key).
+
+Emails follow the CRM's own tasks, which mail ``bd.user.email`` and
+``borrower.user.email``: the linked user's email first, then the record's own.
+Names: a BDM's ``name``, else the user's first + last name, else the username; a
+company borrower (``is_company``) its ``company_name``, else first + last name.
+
+Values: ids and FKs become strings, decimals numbers, datetimes ISO-8601 with
+their offset (naive ones, from ``USE_TZ = False``, are read as business time).
+``Note.remind_date`` is a DateTimeField: it becomes the date of that instant in
+the business timezone (``2026-11-23T14:00:00Z`` is 24 Nov in Sydney). Empty
+strings and nulls leave the attribute out.
+
+Writing (:func:`write_plan`) is an idempotent upsert: staff, borrowers,
+applications and notes are replaced whole (BatchWriteItem, 25 distinct keys a
+batch); repayments are updated in place (UpdateItem) so that a ``*_sent`` flag is
+only ever set to true, never cleared: the flags belong to this service once it
+runs. ``prune`` deletes items that the CRM no longer has.
 """
 
 from __future__ import annotations
@@ -32,39 +43,56 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pynamodb.models import BatchWrite
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.update import Action
 
 from chalicelib.models import Application, Borrower, CrmModel, Note, Repayment, Staff
 
-# model name (lower case, app label dropped) -> (kind, model)
-KINDS: dict[str, tuple[str, type[CrmModel]]] = {
-    "user": ("staff", Staff),
-    "customuser": ("staff", Staff),
-    "staff": ("staff", Staff),
-    "bdm": ("staff", Staff),
-    "borrower": ("borrowers", Borrower),
-    "application": ("applications", Application),
-    "loanapplication": ("applications", Application),
-    "note": ("notes", Note),
-    "repayment": ("repayments", Repayment),
+USER = "users.user"
+BDM = "brokers.bdm"
+BROKER = "brokers.broker"
+BORROWER = "borrowers.borrower"
+APPLICATION = "applications.application"
+NOTE = "documents.note"
+REPAYMENT = "documents.repayment"
+LEGACY_REPAYMENT = "applications.repayment"
+
+# source model -> the table (kind) its items go to
+SOURCES: dict[str, str] = {
+    USER: "staff",
+    BDM: "staff",
+    BORROWER: "borrowers",
+    APPLICATION: "applications",
+    NOTE: "notes",
+    REPAYMENT: "repayments",
 }
 KIND_ORDER = ("staff", "borrowers", "applications", "notes", "repayments")
-BROKER_MODEL = "broker"
+TABLES: dict[str, type[CrmModel]] = {
+    "staff": Staff,
+    "borrowers": Borrower,
+    "applications": Application,
+    "notes": Note,
+    "repayments": Repayment,
+}
+SKIP_REASONS = {
+    LEGACY_REPAYMENT: "legacy model without reminder flags; documents.repayment is imported",
+    BROKER: "read for the applications' broker names",
+}
 REPAYMENT_FLAGS = (
     "reminder_sent",
     "overdue_3_day_sent",
     "overdue_7_day_sent",
     "overdue_10_day_sent",
 )
+BATCH_SIZE = 25  # BatchWriteItem's limit
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -73,26 +101,74 @@ class DumpError(ValueError):
 
 
 @dataclass(frozen=True)
-class RecordError:
-    """One record that could not be imported, and why."""
+class Source:
+    """One source record: its index in the dump, model label and pk."""
 
     index: int
-    model: str
+    label: str
     pk: Any
+
+    def __str__(self) -> str:
+        return f"record {self.index} ({self.label} pk={self.pk!r})"
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """One record that could not be imported (or a warning about one), and why."""
+
+    source: Source
     reason: str
 
     def __str__(self) -> str:
-        return f"record {self.index} ({self.model} pk={self.pk!r}): {self.reason}"
+        return f"{self.source}: {self.reason}"
 
 
 @dataclass
-class ImportReport:
-    """What an import did: items written per kind, models left out, and problems."""
+class PlannedItem:
+    """One item to write and the records it was made from."""
 
-    imported: Counter[str] = field(default_factory=Counter)
-    ignored: Counter[str] = field(default_factory=Counter)
+    kind: str
+    values: dict[str, Any]
+    sources: list[Source]
+
+    @property
+    def id(self) -> str:
+        """The item's key."""
+        return str(self.values["id"])
+
+
+@dataclass
+class Plan:
+    """The items a set of records maps to, and what was skipped or wrong."""
+
+    items: dict[str, dict[str, PlannedItem]] = field(
+        default_factory=lambda: {kind: {} for kind in KIND_ORDER}
+    )
+    skipped: Counter[str] = field(default_factory=Counter)
     errors: list[RecordError] = field(default_factory=list)
     warnings: list[RecordError] = field(default_factory=list)
+    # source models present in the records, and the tables with a record that failed
+    present: set[str] = field(default_factory=set)
+    failed_kinds: set[str] = field(default_factory=set)
+
+    @property
+    def known(self) -> bool:
+        """Whether the records hold any model this mapping knows."""
+        return bool(self.present & (set(SOURCES) | {LEGACY_REPAYMENT, BROKER}))
+
+    def prunable(self, kind: str) -> bool:
+        """Whether ``kind``'s table can be pruned: all its source models present, none failed."""
+        sources = {label for label, each in SOURCES.items() if each == kind}
+        return sources <= self.present and kind not in self.failed_kinds
+
+
+@dataclass
+class WriteReport:
+    """What was written: items per table, items pruned, and the errors."""
+
+    written: Counter[str] = field(default_factory=Counter)
+    pruned: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 def load_dump(path: Path) -> list[Any]:
@@ -109,112 +185,219 @@ def load_dump(path: Path) -> list[Any]:
     return data
 
 
-def model_name(record: Any) -> str | None:
-    """``crm.Application`` -> ``application`` (None when the record names no model)."""
+def label_of(record: Any) -> str | None:
+    """``"Users.User"`` -> ``users.user`` (None when the record names no model)."""
     if not isinstance(record, dict) or not isinstance(record.get("model"), str):
         return None
-    return str(record["model"]).rsplit(".", 1)[-1].lower()
+    return str(record["model"]).lower()
 
 
-class Importer:
-    """Maps records to items and writes them with PynamoDB's ``batch_write``.
+def staff_id(user_pk: Any) -> str:
+    """The staff id of a ``users.user``."""
+    return f"user-{user_pk}"
 
-    Use as a context manager around :meth:`add`; the batches are flushed on exit.
-    """
 
+def bdm_staff_id(bdm_pk: Any) -> str:
+    """The staff id of a ``brokers.bdm`` that has no user."""
+    return f"bdm-{bdm_pk}"
+
+
+def plan_import(records: list[Any], timezone: ZoneInfo) -> Plan:
+    """Map ``records`` (a dump, or a few serialized instances) to the items to write."""
+    return _Planner(records, timezone).plan
+
+
+class _Planner:
     def __init__(self, records: list[Any], timezone: ZoneInfo) -> None:
         self.timezone = timezone
-        self.report = ImportReport()
-        self._brokers = {
-            str(r.get("pk")): _broker_name(r.get("fields"))
-            for r in records
-            if model_name(r) == BROKER_MODEL and isinstance(r, dict)
-        }
-        self._stack = ExitStack()
-        self._batches: dict[type[CrmModel], BatchWrite[Any]] = {}
+        self.plan = Plan()
+        self._clashed: dict[tuple[str, str], Source] = {}
+        self._users: dict[str, tuple[Source, dict[str, Any]]] = {}
+        self._bdms: dict[str, tuple[Source, dict[str, Any]]] = {}
+        self._bdm_of_user: dict[str, tuple[Source, dict[str, Any]]] = {}
+        self._brokers: dict[str, str | None] = {}
+        usable: list[tuple[Source, dict[str, Any]]] = []
+        for index, record in enumerate(records):
+            label = label_of(record)
+            pk = record.get("pk") if isinstance(record, dict) else None
+            if label is None:
+                self._error(Source(index, "?", pk), 'not a dumpdata record (no "model")')
+                continue
+            self.plan.present.add(label)
+            source = Source(index, label, pk)
+            if label not in SOURCES and label != BROKER:
+                self.plan.skipped[label] += 1
+                continue
+            try:
+                fields = _fields_of(record)
+            except ValueError as exc:
+                if label == BROKER:  # only a name source: its applications lose the name
+                    self._warn(source, str(exc))
+                    self.plan.skipped[label] += 1
+                else:
+                    self._error(source, str(exc))
+                continue
+            usable.append((source, fields))
+            key = str(pk)
+            if label == USER:
+                self._users.setdefault(key, (source, fields))
+            elif label == BDM:
+                self._bdms.setdefault(key, (source, fields))
+            elif label == BROKER:
+                self._brokers[key] = _broker_name(fields)
+                self.plan.skipped[label] += 1
+        self._link_bdms()
+        for source, fields in usable:
+            if source.label != BROKER:
+                self._map(source, fields)
+        self.plan.errors.sort(key=lambda error: error.source.index)
 
-    def __enter__(self) -> Importer:
-        return self
+    def _link_bdms(self) -> None:
+        for source, fields in self._bdms.values():
+            user = _Fields(fields, self.timezone).key("user") if "user" in fields else None
+            if user is None:
+                continue
+            if user in self._bdm_of_user:
+                first = self._bdm_of_user[user][0]
+                self._clash("staff", staff_id(user), first, source)
+                continue
+            self._bdm_of_user[user] = (source, fields)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stack.close()
+    def _error(self, source: Source, reason: str) -> None:
+        self.plan.errors.append(RecordError(source, reason))
+        if source.label in SOURCES:
+            self.plan.failed_kinds.add(SOURCES[source.label])
 
-    def add(self, index: int, record: Any) -> None:
-        """Map record ``index`` and queue it for writing, or record why it cannot be."""
-        name = model_name(record)
-        label = str(record.get("model")) if isinstance(record, dict) else "?"
-        pk = record.get("pk") if isinstance(record, dict) else None
-        if name is None:
-            self._error(index, label, pk, 'not a dumpdata record (no "model")')
+    def _warn(self, source: Source, reason: str) -> None:
+        self.plan.warnings.append(RecordError(source, reason))
+
+    def _clash(self, kind: str, item_id: str, first: Source, second: Source) -> None:
+        table = TABLES[kind].Meta.table_name
+        self._error(
+            second,
+            f"clashes with {first} on {kind} item {item_id!r} (table {table}): "
+            "two source records, one key; neither is written",
+        )
+        self.plan.items[kind].pop(item_id, None)
+        self._clashed[(kind, item_id)] = second
+
+    def _add(self, kind: str, values: dict[str, Any], sources: list[Source]) -> None:
+        item = PlannedItem(kind, {k: v for k, v in values.items() if v is not None}, sources)
+        if (kind, item.id) in self._clashed:
+            self._clash(kind, item.id, self._clashed[(kind, item.id)], sources[0])
             return
-        if name not in KINDS:
-            self.report.ignored[label] += 1
+        if item.id in self.plan.items[kind]:
+            self._clash(kind, item.id, self.plan.items[kind][item.id].sources[0], sources[0])
             return
-        kind, model = KINDS[name]
         try:
-            item = model(**self._values(index, label, name, record))
-            item.serialize()  # type errors surface here, with this record's index
+            TABLES[kind](**item.values).serialize()  # type errors surface with this record
         except ValueError as exc:
-            self._error(index, label, pk, str(exc))
+            self._error(sources[0], str(exc))
             return
-        if model not in self._batches:
-            self._batches[model] = self._stack.enter_context(model.batch_write())
-        self._batches[model].save(item)
-        self.report.imported[kind] += 1
+        self.plan.items[kind][item.id] = item
 
-    def _error(self, index: int, label: str, pk: Any, reason: str) -> None:
-        self.report.errors.append(RecordError(index, label, pk, reason))
-
-    def _values(self, index: int, label: str, name: str, record: dict[str, Any]) -> dict[str, Any]:
-        pk = record.get("pk")
-        if pk is None or isinstance(pk, (bool, list, dict)) or str(pk).strip() == "":
-            raise ValueError(
-                "no usable pk (natural primary keys are not supported: "
-                "export without --natural-primary)"
-            )
-        fields = record.get("fields")
-        if not isinstance(fields, dict):
-            raise ValueError('"fields" is missing or not an object')
-        values: dict[str, Any] = {"id": str(pk)}
+    def _map(self, source: Source, fields: dict[str, Any]) -> None:
         f = _Fields(fields, self.timezone)
-        kind = KINDS[name][0]
-        if kind == "staff":
-            values["name"] = f.text("name") or _full_name(fields) or f.text("username")
-            values["email"] = f.text("email")
-        elif kind == "borrowers":
-            values["name"] = f.text("name") or f.text("full_name") or _full_name(fields)
-            values["email"] = f.text("email")
-        elif kind == "applications":
-            values["reference_number"] = f.text("reference_number") or f.text("reference")
-            values["stage"] = f.text("stage")
-            values["stage_last_updated"] = f.timestamp("stage_last_updated")
-            values["loan_amount"] = f.number("loan_amount")
-            values["broker_name"] = f.text("broker_name") or self._broker(index, label, record)
-            values["bd_id"] = f.key("bd") if "bd" in fields else f.key("bdm")
-            values["borrower_ids"] = f.keys("borrowers")
-        elif kind == "notes":
-            values["title"] = f.text("title")
-            values["content"] = f.text("content")
-            values["remind_date"] = f.day("remind_date")
-            values["application_id"] = f.key("application")
-            values["created_by"] = f.key("created_by")
-            values["created_at"] = f.timestamp("created_at")
-        else:
-            values["application_id"] = f.key("application")
-            values["amount"] = f.number("amount")
-            values["due_date"] = f.day("due_date")
-            values["paid_date"] = f.day("paid_date")
-            for flag in REPAYMENT_FLAGS:
-                values[flag] = f.flag(flag)
-        return {k: v for k, v in values.items() if v is not None}
+        pk = str(source.pk)
+        try:
+            if source.label == USER:
+                self._map_user(source, pk, f)
+            elif source.label == BDM:
+                self._map_bdm(source, pk, f)
+            elif source.label == BORROWER:
+                self._map_borrower(source, pk, f)
+            elif source.label == APPLICATION:
+                self._map_application(source, pk, f)
+            elif source.label == NOTE:
+                self._map_note(source, pk, f)
+            else:
+                self._map_repayment(source, pk, f)
+        except ValueError as exc:
+            self._error(source, str(exc))
 
-    def _broker(self, index: int, label: str, record: dict[str, Any]) -> str | None:
-        value = record["fields"].get("broker")
+    def _map_user(self, source: Source, pk: str, f: _Fields) -> None:
+        values: dict[str, Any] = {"id": staff_id(pk)}
+        sources = [source]
+        bdm = self._bdm_of_user.get(pk)
+        bdm_fields = _Fields(bdm[1], self.timezone) if bdm else None
+        if bdm is not None:
+            sources.append(bdm[0])
+        values["name"] = (
+            (bdm_fields.text("name") if bdm_fields else None) or f.full_name() or f.text("username")
+        )
+        values["email"] = f.text("email") or (bdm_fields.text("email") if bdm_fields else None)
+        self._add("staff", values, sources)
+
+    def _map_bdm(self, source: Source, pk: str, f: _Fields) -> None:
+        user = f.key("user")
+        if user is None:
+            self._add(
+                "staff",
+                {"id": bdm_staff_id(pk), "name": f.text("name"), "email": f.text("email")},
+                [source],
+            )
+            return
+        if user in self._users:
+            return  # part of its user's staff item (see _map_user)
+        self._warn(
+            source,
+            f"user {user!r} is not among the dump's {USER} records; its staff item "
+            f"{staff_id(user)!r} has the BDM's own name and email",
+        )
+        self._add(
+            "staff",
+            {"id": staff_id(user), "name": f.text("name"), "email": f.text("email")},
+            [source],
+        )
+
+    def _map_borrower(self, source: Source, pk: str, f: _Fields) -> None:
+        user_fields = self._linked_user(source, f)
+        company = f.text("company_name") if f.flag("is_company") else None
+        name = company or f.full_name() or (user_fields.full_name() if user_fields else None)
+        email = (user_fields.text("email") if user_fields else None) or f.text("email")
+        self._add("borrowers", {"id": pk, "name": name, "email": email}, [source])
+
+    def _linked_user(self, source: Source, f: _Fields) -> _Fields | None:
+        user = f.key("user")
+        if user is None:
+            return None
+        if user not in self._users:
+            self._warn(
+                source,
+                f"user {user!r} is not among the dump's {USER} records; "
+                "the record's own email is used",
+            )
+            return None
+        return _Fields(self._users[user][1], self.timezone)
+
+    def _map_application(self, source: Source, pk: str, f: _Fields) -> None:
+        values: dict[str, Any] = {
+            "id": pk,
+            "reference_number": f.text("reference_number"),
+            "stage": f.text("stage"),
+            "stage_last_updated": f.timestamp("stage_last_updated"),
+            "loan_amount": f.number("loan_amount"),
+            "broker_name": self._broker(source, f),
+            "bd_id": self._bd(source, f),
+            "borrower_ids": f.keys("borrowers"),
+        }
+        self._add("applications", values, [source])
+
+    def _bd(self, source: Source, f: _Fields) -> str | None:
+        bd = f.key("bd")
+        if bd is None:
+            return None
+        if bd not in self._bdms:
+            self._warn(
+                source,
+                f"bd {bd!r} is not among the dump's {BDM} records; imported without a BDM",
+            )
+            return None
+        user = _Fields(self._bdms[bd][1], self.timezone).key("user")
+        return staff_id(user) if user is not None else bdm_staff_id(bd)
+
+    def _broker(self, source: Source, f: _Fields) -> str | None:
+        value = f.fields.get("broker")
         if value is None or value == "":
             return None
         if isinstance(value, (bool, list, dict)):
@@ -223,16 +406,168 @@ class Importer:
             return self._brokers[str(value)]
         if isinstance(value, str) and not value.isdigit():
             return value.strip() or None  # a CharField holding the broker's name
-        self.report.warnings.append(
-            RecordError(
-                index,
-                label,
-                record.get("pk"),
-                f"broker {value!r} is not among the dump's broker records; "
-                "imported without a broker name",
-            )
+        self._warn(
+            source,
+            f"broker {value!r} is not among the dump's {BROKER} records; "
+            "imported without a broker name",
         )
         return None
+
+    def _map_note(self, source: Source, pk: str, f: _Fields) -> None:
+        author = f.key("created_by")
+        values: dict[str, Any] = {
+            "id": pk,
+            "title": f.text("title"),
+            "content": f.text("content"),
+            "remind_date": f.day("remind_date"),
+            "application_id": f.key("application"),
+            "created_by": staff_id(author) if author is not None else None,
+            "created_at": f.timestamp("created_at"),
+        }
+        self._add("notes", values, [source])
+
+    def _map_repayment(self, source: Source, pk: str, f: _Fields) -> None:
+        values: dict[str, Any] = {
+            "id": pk,
+            "application_id": f.key("application"),
+            "amount": f.number("amount"),
+            "due_date": f.day("due_date"),
+            "paid_date": f.day("paid_date"),
+        }
+        for flag in REPAYMENT_FLAGS:
+            values[flag] = f.flag(flag)
+        self._add("repayments", values, [source])
+
+
+def write_plan(plan: Plan, *, prune: bool = False, dry_run: bool = False) -> WriteReport:
+    """Upsert the planned items (and with ``prune`` delete what the CRM no longer has).
+
+    ``dry_run`` writes nothing and reports what would be written and pruned.
+    """
+    report = WriteReport()
+    for kind in KIND_ORDER:
+        items = list(plan.items[kind].values())
+        if dry_run:
+            report.written[kind] += len(items)
+        elif kind == "repayments":
+            _update_repayments(items, report)
+        else:
+            _put_items(TABLES[kind], items, report)
+        if (
+            prune
+            and plan.prunable(kind)
+            and not any(e.startswith(f"{kind} ") for e in report.errors)
+        ):
+            _prune(kind, set(plan.items[kind]), report, dry_run=dry_run)
+    return report
+
+
+def _describe(items: Iterable[PlannedItem]) -> str:
+    return "; ".join(
+        f"{item.id} from " + " and ".join(str(s) for s in item.sources) for item in items
+    )
+
+
+def _put_items(model: type[CrmModel], items: list[PlannedItem], report: WriteReport) -> None:
+    kind = items[0].kind if items else ""
+    for start in range(0, len(items), BATCH_SIZE):
+        chunk = items[start : start + BATCH_SIZE]
+        try:
+            with model.batch_write() as batch:
+                for item in chunk:
+                    batch.save(model(**item.values))
+        except PynamoDBException as exc:
+            report.errors.append(
+                f"{kind} (table {model.Meta.table_name}): could not write {_describe(chunk)}: "
+                f"{_reason(exc)}"
+            )
+            continue
+        report.written[kind] += len(chunk)
+
+
+def repayment_actions(values: Mapping[str, Any]) -> list[Action]:
+    """The UpdateItem actions that upsert a repayment without ever clearing a flag.
+
+    CRM attributes are set (or removed when the CRM has none). A flag the CRM has
+    as true is set; otherwise the item keeps its own flag (false when it has none),
+    because once this service runs it is the one that sets them.
+    """
+    actions: list[Action] = []
+    for name in ("application_id", "amount", "due_date", "paid_date"):
+        attribute = getattr(Repayment, name)
+        value = values.get(name)
+        actions.append(attribute.remove() if value is None else attribute.set(value))
+    for flag in REPAYMENT_FLAGS:
+        attribute = getattr(Repayment, flag)
+        actions.append(attribute.set(True if values.get(flag) else attribute | False))
+    return actions
+
+
+def _update_repayments(items: list[PlannedItem], report: WriteReport) -> None:
+    for item in items:
+        try:
+            Repayment(id=item.id).update(actions=repayment_actions(item.values))
+        except PynamoDBException as exc:
+            report.errors.append(
+                f"repayments (table {Repayment.Meta.table_name}): could not write "
+                f"{_describe([item])}: {_reason(exc)}"
+            )
+            continue
+        report.written["repayments"] += 1
+
+
+def _prune(kind: str, keep: set[str], report: WriteReport, *, dry_run: bool) -> None:
+    # Operator tooling, never a check's path: a keys-only Scan of the whole table is fine here.
+    model = TABLES[kind]
+    stale = sorted(item.id for item in model.scan(attributes_to_get=["id"]) if item.id not in keep)
+    if not dry_run:
+        for start in range(0, len(stale), BATCH_SIZE):
+            chunk = stale[start : start + BATCH_SIZE]
+            try:
+                with model.batch_write() as batch:
+                    for item_id in chunk:
+                        batch.delete(model(id=item_id))
+            except PynamoDBException as exc:
+                report.errors.append(
+                    f"{kind} (table {model.Meta.table_name}): could not delete "
+                    f"{', '.join(chunk)}: {_reason(exc)}"
+                )
+                stale = [s for s in stale if s not in chunk]
+    report.pruned.extend((kind, item_id) for item_id in stale)
+
+
+def delete_items(keys: Iterable[tuple[str, str]]) -> None:
+    """Delete items by ``(kind, id)`` (the mirror app, on a delete in the CRM)."""
+    for kind, item_id in keys:
+        TABLES[kind](id=item_id).delete()
+
+
+def bind_crm_tables(tables: Mapping[str, str], region: str, endpoint: str | None = None) -> None:
+    """Point the five CRM models at ``tables`` (kind -> table name) in ``region``."""
+    for kind, model in TABLES.items():
+        wanted = (tables[kind], region, endpoint)
+        if (model.Meta.table_name, model.Meta.region, model.Meta.host) != wanted:
+            model.Meta.table_name, model.Meta.region, model.Meta.host = wanted
+            model._connection = None
+
+
+def _reason(exc: PynamoDBException) -> str:
+    cause = exc.cause_response_code
+    message = exc.cause_response_message or str(exc)
+    return f"{cause}: {message}" if cause else message
+
+
+def _fields_of(record: dict[str, Any]) -> dict[str, Any]:
+    pk = record.get("pk")
+    if pk is None or isinstance(pk, (bool, list, dict)) or str(pk).strip() == "":
+        raise ValueError(
+            "no usable pk (natural primary keys are not supported: "
+            "export without --natural-primary)"
+        )
+    fields = record.get("fields")
+    if not isinstance(fields, dict):
+        raise ValueError('"fields" is missing or not an object')
+    return fields
 
 
 class _Fields:
@@ -250,6 +585,11 @@ class _Fields:
             raise ValueError(f"{name} {value!r} is not text")
         text = str(value).strip()
         return text or None
+
+    def full_name(self) -> str | None:
+        parts = [self.fields.get("first_name"), self.fields.get("last_name")]
+        name = " ".join(str(p).strip() for p in parts if isinstance(p, str) and p.strip())
+        return name or None
 
     def key(self, name: str) -> str | None:
         value = self.fields.get(name)
@@ -311,7 +651,7 @@ class _Fields:
                 return date.fromisoformat(value.strip()).isoformat()
             except ValueError:
                 raise ValueError(problem) from None
-        try:  # a DateTimeField: its date in business time
+        try:  # a DateTimeField: the date of that instant in business time
             moment = self._datetime(name, value)
         except ValueError:
             raise ValueError(problem) from None
@@ -334,17 +674,9 @@ class _Fields:
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=self.timezone)
 
 
-def _full_name(fields: dict[str, Any]) -> str | None:
-    parts = [fields.get("first_name"), fields.get("last_name")]
-    name = " ".join(str(p).strip() for p in parts if isinstance(p, str) and p.strip())
-    return name or None
-
-
-def _broker_name(fields: Any) -> str | None:
-    if not isinstance(fields, dict):
-        return None
+def _broker_name(fields: dict[str, Any]) -> str | None:
     for name in ("name", "company_name", "business_name"):
         value = fields.get(name)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return _full_name(fields)
+    return _Fields(fields, ZoneInfo("UTC")).full_name()

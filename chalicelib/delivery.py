@@ -5,17 +5,35 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from chalicelib import ledger
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib import ledger, suppression
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
-from chalicelib.mailer import Email, Mailer, PermanentSendError, Recipient, TransientSendError
-from chalicelib.models import CrmModel
+from chalicelib.limits import EMAIL_CHARS, fits_key, key_problem, quoted, shorten
+from chalicelib.mailer import (
+    AmbiguousSendError,
+    Email,
+    Mailer,
+    PermanentSendError,
+    Recipient,
+    TransientSendError,
+)
+from chalicelib.models import UNREADABLE, CrmModel, Notification
 from chalicelib.observability import logger, mask_addresses
 
 _M = TypeVar("_M", bound=CrmModel)
+
+# What a ledger write can fail with once botocore's own retries are spent.
+LEDGER_ERRORS = (PynamoDBException, ClientError, BotoCoreError)
+# What the log shows of each email a dry run would send (no names, no subjects).
+_LOGGED_WOULD_SEND = ("kind", "recipient_id", "recipient_email", "keys")
+# How much of a reason an invalid-item report keeps (reasons quote the CRM's values).
+REPORTED_REASON_CHARS = 300
 
 
 class DeliveryIncomplete(RuntimeError):
@@ -47,6 +65,9 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     retrying: int = 0
+    unknown: int = 0
+    deferred: int = 0
+    suppressed: int = 0
     invalid: int = 0
     invalid_items: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -56,6 +77,18 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready data."""
         return asdict(self)
+
+    def for_log(self) -> dict[str, Any]:
+        """The summary for the log: a dry run's list keeps ids and addresses only.
+
+        Names and subjects (which quote note titles) stay in the returned summary
+        for the operator and out of the logs; the logger masks the addresses.
+        """
+        data = self.as_dict()
+        data["would_send"] = [
+            {name: item[name] for name in _LOGGED_WOULD_SEND} for item in self.would_send
+        ]
+        return data
 
 
 @dataclass
@@ -69,31 +102,70 @@ class Run:
     today: date
     summary: RunSummary
     dry_run: bool = False
+    # Milliseconds of Lambda time left (the context's), or None when unbounded.
+    remaining_ms: Callable[[], int] | None = None
+    _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
+
+    @property
+    def settle(self) -> timedelta | None:
+        """How long SES's events may take to settle a send; None when none are published."""
+        if self.settings.ses_configuration_set is None:
+            return None
+        return timedelta(minutes=self.settings.reliability.settle_minutes)
+
+    def out_of_time(self) -> bool:
+        """True when too little Lambda time is left to claim and send another notice."""
+        if self.remaining_ms is None:
+            return False
+        return self.remaining_ms() < self.settings.reliability.time_margin_seconds * 1000
 
     def invalid(self, item_id: str, reason: str) -> None:
-        """Skip a malformed CRM item: log it by id and reason and count it."""
+        """Skip a malformed CRM item: log it by id and reason and count it, once per run.
+
+        The same problem of the same item (a borrower id listed twice, say) is
+        reported once; ids and reasons are shortened so a huge id stays readable.
+        """
+        if (item_id, reason) in self._reported:
+            return
+        self._reported.add((item_id, reason))
+        shown = {"item_id": shorten(item_id), "reason": shorten(reason, REPORTED_REASON_CHARS)}
         self.summary.invalid += 1
-        self.summary.invalid_items.append({"item_id": item_id, "reason": reason})
-        logger.warning(
-            "skipped invalid item",
-            extra={"check": self.summary.check, "item_id": item_id, "reason": reason},
-        )
+        self.summary.invalid_items.append(shown)
+        logger.warning("skipped invalid item", extra={"check": self.summary.check, **shown})
 
     def fetch(self, model: type[_M], ids: Iterable[str | None]) -> dict[str, _M]:
-        """Fetch items by id with BatchGetItem (PynamoDB pages it by 100)."""
-        unique = sorted({i for i in ids if i})
+        """Fetch items by id with BatchGetItem (PynamoDB pages it by 100).
+
+        An id that cannot be a key (over DynamoDB's 2,048 bytes) names no item, so
+        it is left out of the request, which it would otherwise fail, and reads as
+        missing.
+        """
+        unique = sorted({i for i in ids if i and fits_key(i)})
         if not unique:
             return {}
         return {item.id: item for item in model.batch_get(unique)}
 
+    def part(self, key: str, item_id: str, data: Any = None) -> Part | None:
+        """A ledger part for ``item_id``, or ``None`` (reported) when its keys are too big.
+
+        The part's key is the ledger's partition key and ``item_id`` the hash key of
+        its ``item_id-index``: either over DynamoDB's limit would fail the run's
+        requests, so the item is reported as invalid instead.
+        """
+        problem = key_problem("ledger key", key) or key_problem("item id", item_id)
+        if problem is not None:
+            self.invalid(item_id, problem)
+            return None
+        return Part(key=key, item_id=item_id, data=data)
+
     def recipient(self, person: Any, role: str, person_id: str) -> Recipient | str:
         """A Recipient for a staff member or borrower, or why one cannot be made."""
         if person is None:
-            return f"{role} {person_id!r} does not exist"
+            return f"{role} {quoted(person_id)} does not exist"
         if person.load_error:
-            return f"{role} {person_id!r}: {person.load_error}"
-        if not valid_email(person.email):
-            return f"{role} {person_id!r} has no valid email address"
+            return f"{role} {quoted(person_id)}: {person.load_error}"
+        if not valid_email(person.email) or len(person.email) > EMAIL_CHARS:
+            return f"{role} {quoted(person_id)} has no valid email address"
         return Recipient(
             id=person.id,
             name=(person.name or "").strip() or person.email,
@@ -125,6 +197,7 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
 
     Transient failures release their claims and are counted in ``retrying``; the
     caller raises :class:`DeliveryIncomplete` after every notice has been tried.
+    A run short of time stops claiming and leaves the rest due (``deferred``).
 
     In a dry run (``run.dry_run``) the ledger is only read: every notice this run
     would claim is rendered and listed in ``summary.would_send`` instead, and
@@ -132,41 +205,102 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
     """
     summary = run.summary
     existing = ledger.lookup(part.key for notice in notices for part in notice.parts)
+    blocked = suppression.suppressed({notice.recipient.email for notice in notices})
     outcome: dict[str, str] = {}
     for notice in notices:
+        if notice.recipient.email in blocked:
+            _hold_for_suppression(run, notice, blocked[notice.recipient.email], outcome)
+            continue
+        if not run.dry_run and run.out_of_time():
+            summary.notices_due += len(notice.parts)
+            summary.deferred += len(notice.parts)
+            outcome.update({part.key: ledger.PENDING for part in notice.parts})
+            continue
         claimed: list[Part] = []
         token = uuid.uuid4().hex
         for part in notice.parts:
             summary.notices_due += 1
             entry = existing.get(part.key)
-            current = ledger.state(entry, run.now)
+            current = ledger.state(entry, run.now, run.settle)
             if run.dry_run:
                 if current == ledger.PENDING:
                     claimed.append(part)
                 else:
                     outcome[part.key] = current
                     summary.skipped += 1
-            elif current == ledger.PENDING and ledger.claim(
-                _claim(run, notice, part, token), run.run_id, run.now
-            ):
-                claimed.append(part)
-            elif (
-                current == ledger.ABANDONED and entry is not None and ledger.abandon(entry, run.now)
-            ):
-                outcome[part.key] = ledger.FAILED
-                summary.failed += 1
-                logger.error(
-                    "notice abandoned by an interrupted run",
-                    extra={"check": summary.check, "key": part.key, "run": entry.run_id},
-                )
+            elif current == ledger.PENDING:
+                if _claim(run, notice, part, token):
+                    claimed.append(part)
+                else:
+                    outcome[part.key] = ledger.CLAIMED
+                    summary.skipped += 1
+            elif current == ledger.ABANDONED and entry is not None:
+                outcome[part.key] = _abandon(run, part, entry)
+            elif current == UNREADABLE and entry is not None:
+                # It may record a notice that went out: report it, never send over it.
+                run.invalid(part.key, entry.load_error or UNREADABLE)
+                outcome[part.key] = UNREADABLE
             else:
                 outcome[part.key] = entry.status if entry is not None else ledger.CLAIMED
                 summary.skipped += 1
         if claimed and run.dry_run:
             _preview(run, notice, claimed)
         elif claimed:
-            outcome.update(_send(run, notice, claimed, token))
+            attempts = max((_attempts(existing.get(part.key)) for part in claimed), default=1)
+            outcome.update(_send(run, notice, claimed, token, attempts))
     return outcome
+
+
+def _hold_for_suppression(run: Run, notice: Notice, reason: str, outcome: dict[str, str]) -> None:
+    """Leave a notice to a suppressed address unclaimed and unsent.
+
+    SES reported a hard bounce or a complaint for the address: mailing it again
+    would hurt the account's reputation. Nothing is written, so the notice goes
+    out once the CRM changes the address (while it is still due).
+    """
+    run.summary.notices_due += len(notice.parts)
+    run.summary.suppressed += len(notice.parts)
+    outcome.update({part.key: suppression.STATUS for part in notice.parts})
+    logger.info(
+        "notice held: the address is suppressed",
+        extra={
+            "check": run.summary.check,
+            "recipient_id": notice.recipient.id,
+            "reason": reason,
+            "keys": [part.key for part in notice.parts],
+        },
+    )
+
+
+def _attempts(entry: Notification | None) -> int:
+    """How many times this notice has been claimed, this run's claim included."""
+    return (int(entry.attempts or 0) if entry is not None else 0) + 1
+
+
+def _claim(run: Run, notice: Notice, part: Part, token: str) -> bool:
+    """Claim one part; a DynamoDB error leaves it due (nothing was sent) for a retry."""
+    try:
+        return ledger.claim(_claim_of(run, notice, part, token), run.run_id, run.now, run.settle)
+    except LEDGER_ERRORS as exc:
+        run.summary.retrying += 1
+        run.summary.errors.append(f"claim failed: {_code(exc)}")
+        logger.warning(
+            "claim failed, left due",
+            extra={"check": run.summary.check, "key": part.key, "error": _code(exc)},
+        )
+        return False
+
+
+def _abandon(run: Run, part: Part, entry: Notification) -> str:
+    if not ledger.abandon(entry, run.now):
+        run.summary.skipped += 1
+        return ledger.CLAIMED
+    run.summary.failed += 1
+    logger.error(
+        "notice abandoned by an interrupted run",
+        extra={"check": run.summary.check, "key": part.key, "run": entry.run_id},
+    )
+    return ledger.FAILED
 
 
 def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
@@ -188,7 +322,7 @@ def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
     )
 
 
-def _claim(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
+def _claim_of(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
     return ledger.Claim(
         key=part.key,
         kind=notice.kind,
@@ -200,38 +334,100 @@ def _claim(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
     )
 
 
-def _send(run: Run, notice: Notice, parts: Sequence[Part], token: str) -> dict[str, str]:
+def _send(
+    run: Run, notice: Notice, parts: Sequence[Part], token: str, attempts: int
+) -> dict[str, str]:
+    """Send one claimed notice and record the outcome on each of its parts."""
     summary = run.summary
+    keys = [part.key for part in parts]
     subject = ""
     try:
         email = notice.compose(parts)
         subject = email.subject
         message_id = run.mailer.send(email, token)
     except PermanentSendError as exc:
-        for part in parts:
-            ledger.mark_failed(part.key, run.run_id, subject, exc.reason, run.now)
         summary.failed += len(parts)
         logger.error(
             "notice rejected permanently",
-            extra={"check": summary.check, "keys": [p.key for p in parts], "reason": exc.reason},
+            extra={"check": summary.check, "keys": keys, "reason": exc.reason},
         )
-        return {part.key: ledger.FAILED for part in parts}
-    # Anything else (a template bug, say) must not strand the claims or stop the
-    # other notices: release, count as retrying, and the run raises at the end.
+        return _record(run, parts, ledger.FAILED, subject, exc.reason)
+    except AmbiguousSendError as exc:
+        # SES may have delivered it: its Send event settles the entry, and without
+        # one the notice is due again after the settling window.
+        status = ledger.UNKNOWN if run.settle is not None else ledger.FAILED
+        reason = f"outcome unknown, SES may have accepted it: {exc.reason}"
+        if status == ledger.FAILED:
+            summary.failed += len(parts)
+        else:
+            summary.unknown += len(parts)
+        logger.warning(
+            "notice outcome unknown", extra={"check": summary.check, "keys": keys, "reason": reason}
+        )
+        return _record(run, parts, status, subject, reason)
+    # Anything else (throttling, a template bug) must not strand the claims or stop
+    # the other notices: release, count as retrying, and the run raises at the end.
+    # A notice that keeps failing is given up on, so it cannot fail every run forever.
     except Exception as exc:
         reason = exc.reason if isinstance(exc, TransientSendError) else repr(exc)
-        for part in parts:
-            ledger.release(part.key, run.run_id, reason, run.now)
-        summary.retrying += len(parts)
-        summary.errors.append(reason)
+        limit = run.settings.reliability.max_transient_attempts
         logger.warning(
-            "notice not sent, will retry",
-            extra={"check": summary.check, "keys": [p.key for p in parts], "reason": reason},
+            "notice not sent",
+            extra={"check": summary.check, "keys": keys, "reason": reason, "attempts": attempts},
             exc_info=not isinstance(exc, TransientSendError),
         )
-        return {part.key: ledger.PENDING for part in parts}
-    for part in parts:
-        ledger.mark_sent(part.key, run.run_id, subject, message_id, run.now)
+        if attempts >= limit:
+            summary.failed += len(parts)
+            return _record(
+                run, parts, ledger.FAILED, subject, f"gave up after {attempts} attempts: {reason}"
+            )
+        summary.retrying += len(parts)
+        summary.errors.append(reason)
+        return _record(run, parts, ledger.PENDING, subject, reason)
     summary.sent += len(parts)
     summary.emails_sent += 1
-    return {part.key: ledger.SENT for part in parts}
+    return _record(run, parts, ledger.SENT, subject, message_id)
+
+
+def _record(
+    run: Run, parts: Sequence[Part], status: str, subject: str, detail: str
+) -> dict[str, str]:
+    """Write each part's outcome; a write that fails is logged and left for SES's events.
+
+    The claim then stays until its lease and the settling window run out, so one
+    unrecorded outcome neither aborts the run nor sends a duplicate.
+    """
+    outcome: dict[str, str] = {}
+    for part in parts:
+        try:
+            if status == ledger.SENT:
+                ledger.mark_sent(part.key, run.run_id, subject, detail, run.now)
+            elif status == ledger.FAILED:
+                ledger.mark_failed(part.key, run.run_id, subject, detail, run.now)
+            elif status == ledger.UNKNOWN:
+                ledger.mark_unknown(part.key, run.run_id, subject, detail, run.now)
+            else:
+                ledger.release(part.key, run.run_id, detail, run.now)
+        except (*LEDGER_ERRORS, ledger.LedgerConflict) as exc:
+            run.summary.errors.append(f"recording {status} failed: {_code(exc)}")
+            logger.error(
+                "outcome not recorded",
+                extra={
+                    "check": run.summary.check,
+                    "key": part.key,
+                    "status": status,
+                    "error": _code(exc),
+                },
+            )
+            outcome[part.key] = ledger.CLAIMED
+            continue
+        outcome[part.key] = status
+    return outcome
+
+
+def _code(exc: BaseException) -> str:
+    """A DynamoDB error by its code (messages differ between backends), else its type."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ClientError) else exc
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code", type(exc).__name__))
+    return f"{type(exc).__name__}: {exc}"

@@ -6,6 +6,8 @@ import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from chalicelib.limits import quoted
+
 STAGE_LABELS: dict[str, str] = {
     "inquiry": "Inquiry",
     "sent_to_lender": "Sent to Lender",
@@ -27,17 +29,34 @@ STAGE_LABELS: dict[str, str] = {
     "declined": "Declined",
     "withdrawn": "Withdrawn",
 }
+# No loan or repayment comes near this; anything at or above it is a data error.
+MAX_AMOUNT = Decimal("1e15")
 TERMINAL_STAGES = frozenset({"settled", "closed", "declined", "withdrawn"})
 ACTIVE_STAGES: tuple[str, ...] = tuple(s for s in STAGE_LABELS if s not in TERMINAL_STAGES)
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"[^@\s<>(),;:\"\[\]\\]+@{_LABEL}(?:\.{_LABEL})+")
-_LINE_BREAKS = re.compile(r"[\r\n\t\x0b\x0c\x85\u2028\u2029]+")
+# Characters no CRM text may carry into an email: C0 controls (NUL, tab, CR, LF, FS...),
+# DEL, C1 controls (NEL...), bidi marks, embeddings, overrides and isolates (they can
+# disguise what a reader sees), the Unicode line and paragraph separators, the byte-order
+# mark, and lone surrogates (which cannot be encoded at all).
+_NOT_C0 = r"\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff\ud800-\udfff"
+_UNSAFE_IN_LINE = re.compile(rf"[\x00-\x1f{_NOT_C0}\s]+")
+# Every line break a body may use becomes "\n"; tab and "\n" are the only controls kept.
+_BODY_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_UNSAFE_IN_BODY = re.compile(rf"[\x00-\x08\x0b-\x1f{_NOT_C0}]")
 
 
 def money(amount: Decimal | float | int) -> str:
-    """Format an amount in AUD: ``$1,000.00`` (negative as ``-$5.00``)."""
-    value = Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    """Format an amount in AUD: ``$1,000.00`` (negative as ``-$5.00``).
+
+    Raises ``ValueError`` (never ``decimal.InvalidOperation``) for an amount that
+    is not a finite number or too large to show in cents.
+    """
+    try:
+        value = Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        raise ValueError(f"{amount!r} cannot be shown as an amount in cents") from None
     sign = "-" if value < 0 else ""
     return f"{sign}${abs(value):,.2f}"
 
@@ -54,7 +73,7 @@ def parse_date(value: str | None, field: str) -> date:
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{field} {value!r} is not a YYYY-MM-DD date") from None
+        raise ValueError(f"{field} {quoted(value)} is not a YYYY-MM-DD date") from None
 
 
 def parse_timestamp(value: str | None, field: str) -> datetime:
@@ -64,9 +83,9 @@ def parse_timestamp(value: str | None, field: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"{field} {value!r} is not an ISO-8601 datetime") from None
+        raise ValueError(f"{field} {quoted(value)} is not an ISO-8601 datetime") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{field} {value!r} has no UTC offset")
+        raise ValueError(f"{field} {quoted(value)} has no UTC offset")
     return parsed
 
 
@@ -80,6 +99,8 @@ def parse_amount(value: object, field: str) -> Decimal:
         raise ValueError(f"{field} {value!r} is not a number") from None
     if not amount.is_finite():
         raise ValueError(f"{field} {value!r} is not a number")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"{field} {value!r} is out of range")
     return amount
 
 
@@ -89,6 +110,19 @@ def valid_email(value: str | None) -> bool:
 
 
 def one_line(text: str, limit: int = 150) -> str:
-    """Collapse line breaks so untrusted text is safe in a header, and cap its length."""
-    flat = _LINE_BREAKS.sub(" ", text).strip()
+    """Untrusted text as one header-safe line, capped at ``limit`` characters.
+
+    Every run of whitespace, line breaks and control, bidi or separator characters
+    becomes one space, so nothing can end a header, start another or hide text.
+    """
+    flat = _UNSAFE_IN_LINE.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def clean_body(text: str) -> str:
+    """Untrusted text made safe for an email body: one kind of line break, no controls.
+
+    Line breaks of every kind become ``\\n``; other control, bidi and separator
+    characters are removed; tabs stay.
+    """
+    return _UNSAFE_IN_BODY.sub("", _BODY_BREAKS.sub("\n", text))

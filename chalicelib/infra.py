@@ -8,8 +8,9 @@ Two things are derived here from the same sources of truth, the PynamoDB models
   because the stage sets ``autogen_policy: false``;
 * the template that ``chalice package --merge-template`` merges into its SAM output
   (``python -m chalicelib.cli --stage STAGE template``): the six DynamoDB tables, an
-  ``AWS::Lambda::EventInvokeConfig`` per scheduled function (retries, maximum event
-  age, failures to an SQS dead-letter queue) and the CloudWatch alarms.
+  ``AWS::Lambda::EventInvokeConfig`` per EventBridge-triggered function (retries,
+  maximum event age, failures to an SQS dead-letter queue), the SES configuration set
+  that publishes its events to EventBridge, and the CloudWatch alarms.
 
 Chalice names a function's SAM resource after it (``check_stale_applications`` ->
 ``CheckStaleApplications``) and, with ``autogen_policy`` off, gives every function
@@ -26,7 +27,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from chalice.app import Chalice
+from chalice.app import Chalice, CloudWatchEventConfig
 from chalice.utils import to_cfn_resource_name
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.indexes import Index
@@ -45,6 +46,15 @@ ACCOUNT = "${aws:PrincipalAccount}"
 
 METRICS_NAMESPACE = "LoanReminders"
 FAILED_METRIC = "NoticesFailed"
+# SES events (chalicelib.ses_events) that mean the CRM's address needs a person.
+ADDRESS_METRICS = {
+    "NoticesBounced": "hard-bounced (the address is now suppressed: correct it in the CRM)",
+    "NoticesComplained": "was marked as spam by its recipient (the address is now suppressed)",
+}
+# What the configuration set publishes to EventBridge (SES's MatchingEventTypes).
+SES_EVENT_TYPES = ("send", "delivery", "bounce", "complaint", "reject", "deliveryDelay")
+# The function app.py declares for them (its rule is narrowed to the stage's set here).
+SES_EVENTS_FUNCTION = "record_ses_events"
 # Lambda retries a failed scheduled run twice (about 1 and 3 minutes later); an event
 # older than an hour is dropped to the dead-letter queue: the next hourly run has
 # taken over by then (the ledger makes an overlap harmless).
@@ -87,7 +97,15 @@ LAMBDA_ACCESS: tuple[Access, ...] = (
     Access(models.Notification, ("dynamodb:BatchGetItem", "dynamodb:UpdateItem")),
     Access(models.Repayment, ("dynamodb:UpdateItem",)),
 )
+# What recording SES events adds (a stage with a configuration set): finding a
+# message's entries by its send token. Its writes are LAMBDA_ACCESS's UpdateItem on
+# the ledger, and suppression lookups its BatchGetItem.
+EVENT_ACCESS: tuple[Access, ...] = (
+    Access(models.Notification, ("dynamodb:Query",), models.Notification.by_send_token),
+)
 SES_ACTIONS = ("ses:SendEmail", "ses:SendRawEmail")
+# SES grants PutSuppressedDestination on no resource type but "*" (an account-level list).
+SUPPRESS_ACTIONS = ("ses:PutSuppressedDestination",)
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
 
 
@@ -110,10 +128,16 @@ class Stage:
 
 @dataclass(frozen=True)
 class Function:
-    """A Lambda function of the Chalice app."""
+    """A Lambda function of the Chalice app: scheduled, on an event pattern, or plain."""
 
     name: str
     scheduled: bool
+    on_event: bool = False
+
+    @property
+    def asynchronous(self) -> bool:
+        """Invoked by EventBridge (a schedule or an event pattern): retried, then dead-lettered."""
+        return self.scheduled or self.on_event
 
     @property
     def logical_id(self) -> str:
@@ -197,6 +221,10 @@ class Arns:
             f"{self._base('ses')}identity/{address.rpartition('@')[2]}",
         ]
 
+    def configuration_set(self) -> str:
+        """The ARN of the stage's SES configuration set (sending through it is authorized on it)."""
+        return f"{self._base('ses')}configuration-set/{self.settings.ses_configuration_set}"
+
     def log_groups(self, function_prefix: str) -> str:
         """Every log group (and stream) of the stage's functions: ``/aws/lambda/<prefix>*``."""
         return f"{self._base('logs')}log-group:/aws/lambda/{function_prefix}*"
@@ -214,12 +242,15 @@ def policy_document(
 
     DynamoDB: exactly :data:`LAMBDA_ACCESS` on the stage's tables and indexes. SES:
     sending, only on the sender's identity and only with the sender as From address.
-    Logs: the functions' own log groups. ``arns`` defaults to the stage's region and
-    the account of whoever uses the policy.
+    Logs: the functions' own log groups. With an SES configuration set, also sending
+    through it, :data:`EVENT_ACCESS` and putting addresses on the suppression list
+    (what recording SES events needs). ``arns`` defaults to the stage's region and the
+    account of whoever uses the policy.
     """
     arns = arns or Arns(settings)
+    events = settings.ses_configuration_set is not None
     grants: dict[str, list[str]] = {}
-    for access in LAMBDA_ACCESS:
+    for access in LAMBDA_ACCESS + (EVENT_ACCESS if events else ()):
         arn = (
             arns.table(access.model)
             if access.index is None
@@ -243,7 +274,7 @@ def policy_document(
             "Sid": "SendFromTheStageSender",
             "Effect": "Allow",
             "Action": list(SES_ACTIONS),
-            "Resource": arns.sender_identities(),
+            "Resource": arns.sender_identities() + ([arns.configuration_set()] if events else []),
             "Condition": {"StringEquals": {"ses:FromAddress": sender_address(settings)}},
         }
     )
@@ -255,6 +286,15 @@ def policy_document(
             "Resource": [arns.log_groups(function_prefix)],
         }
     )
+    if events:
+        statements.append(
+            {
+                "Sid": "SuppressBouncedAndComplainedAddresses",
+                "Effect": "Allow",
+                "Action": list(SUPPRESS_ACTIONS),
+                "Resource": ["*"],
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -357,8 +397,15 @@ def load_app(project_dir: Path = PROJECT_DIR) -> Chalice:
 
 
 def app_functions(app: Chalice) -> list[Function]:
-    """The app's scheduled functions and plain Lambda functions, in declaration order."""
-    functions = [Function(source.name, scheduled=True) for source in app.event_sources]
+    """The app's EventBridge-triggered functions, then its plain ones, in declaration order."""
+    functions = [
+        Function(
+            source.name,
+            scheduled=not isinstance(source, CloudWatchEventConfig),
+            on_event=isinstance(source, CloudWatchEventConfig),
+        )
+        for source in app.event_sources
+    ]
     functions += [Function(f.name, scheduled=False) for f in app.pure_lambda_functions]
     return functions
 
@@ -417,7 +464,7 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
             },
             "Roles": [
                 {"Ref": role}
-                for role in sorted({f.role_id(stage) for f in functions if f.scheduled})
+                for role in sorted({f.role_id(stage) for f in functions if f.asynchronous})
             ],
         },
     }
@@ -452,7 +499,7 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
             Dimensions=[{"Name": "FunctionName", "Value": {"Ref": function.logical_id}}],
             Statistic="Sum",
         )
-        if function.scheduled:
+        if function.asynchronous:
             resources[f"{function.logical_id}InvokeConfig"] = {
                 "Type": "AWS::Lambda::EventInvokeConfig",
                 # The role must be able to write to the queue before Lambda checks it.
@@ -488,6 +535,13 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
             ],
             Statistic="Sum",
         )
+    outputs: dict[str, Any] = {
+        "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
+        "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
+    }
+    if stage.settings.ses_configuration_set is not None:
+        resources.update(ses_event_resources(stage, functions))
+        outputs["ConfigurationSetName"] = {"Value": {"Ref": "SesConfigurationSet"}}
     return {
         "Parameters": {
             "AlarmEmail": {
@@ -498,8 +552,73 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
         },
         "Conditions": {"HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}},
         "Resources": resources,
-        "Outputs": {
-            "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
-            "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
+        "Outputs": outputs,
+    }
+
+
+def ses_event_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
+    """The stage's SES configuration set, its events to EventBridge, and the address alarms.
+
+    Every message is sent through the set (``SES_CONFIGURATION_SET``). It keeps hard-
+    bounced and complained addresses on the account's suppression list, and publishes
+    the events :mod:`chalicelib.ses_events` records to the default event bus, where
+    the rule Chalice makes for ``record_ses_events`` picks them up. That rule's
+    pattern (fixed in app.py) is narrowed here to the stage's own configuration set,
+    so another stage's events do not invoke the function at all.
+    """
+    name = stage.settings.ses_configuration_set
+    resources: dict[str, Any] = {
+        "SesConfigurationSet": {
+            "Type": "AWS::SES::ConfigurationSet",
+            "Properties": {
+                "Name": name,
+                "SuppressionOptions": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
+            },
+        },
+        "SesEventsToEventBridge": {
+            "Type": "AWS::SES::ConfigurationSetEventDestination",
+            "Properties": {
+                "ConfigurationSetName": {"Ref": "SesConfigurationSet"},
+                "EventDestination": {
+                    "Name": "ledger-events",
+                    "Enabled": True,
+                    "MatchingEventTypes": list(SES_EVENT_TYPES),
+                    "EventBridgeDestination": {
+                        # SES publishes to the default bus only.
+                        "EventBusArn": {
+                            "Fn::Sub": (
+                                "arn:${AWS::Partition}:events:${AWS::Region}:"
+                                "${AWS::AccountId}:event-bus/default"
+                            )
+                        }
+                    },
+                },
+            },
         },
     }
+    for function in functions:
+        if function.on_event and function.name == SES_EVENTS_FUNCTION:
+            own_set = {"mail": {"tags": {"ses:configuration-set": [name]}}}
+            resources[function.logical_id] = {
+                "Properties": {
+                    "FunctionName": stage.function_prefix + function.name,
+                    "Events": {
+                        f"{function.logical_id}Event": {
+                            "Properties": {"Pattern": {"detail": own_set}}
+                        }
+                    },
+                }
+            }
+    for check in CHECKS:
+        for metric, what in ADDRESS_METRICS.items():
+            resources[f"{to_cfn_resource_name(check)}{metric}Alarm"] = _alarm(
+                f"{check}: a notice {what}; see `history --recipient`",
+                Namespace=METRICS_NAMESPACE,
+                MetricName=metric,
+                Dimensions=[
+                    {"Name": "check", "Value": check},
+                    {"Name": "service", "Value": stage.service},
+                ],
+                Statistic="Sum",
+            )
+    return resources

@@ -13,7 +13,9 @@ import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -57,35 +59,70 @@ def lookup(keys: Iterable[str]) -> dict[str, Notification]:
     return {entry.id: entry for entry in Notification.batch_get(unique, consistent_read=True)}
 
 
-def state(entry: Notification | None, now: datetime) -> str:
-    """Classify an entry: claimable (``pending``), done, ``in_flight`` or ``abandoned``."""
+def state(entry: Notification | None, now: datetime, settle: timedelta | None = None) -> str:
+    """Classify an entry: claimable (``pending``), done, ``in_flight`` or ``abandoned``.
+
+    With a ``settle`` window (SES events are published), an ``unknown`` entry or an
+    expired claim that no Send event settled within the window is due again
+    (``pending``); until then it is left alone. Without one, an expired claim is
+    ``abandoned`` (recorded as failed for an operator: nothing can settle it).
+    """
     if entry is None or entry.status == PENDING:
         return PENDING
     if entry.status == CLAIMED:
-        return IN_FLIGHT if entry.lease_expires_at > now else ABANDONED
+        if entry.lease_expires_at > now:
+            return IN_FLIGHT
+        if settle is None:
+            return ABANDONED
+        return PENDING if entry.claimed_at + settle <= now else IN_FLIGHT
+    if entry.status == UNKNOWN and settle is not None and entry.updated_at + settle <= now:
+        return PENDING
     return str(entry.status)
 
 
-def claim(claim: Claim, run_id: str, now: datetime) -> bool:
-    """Claim a due notice for this run; False when another run has it or it is done."""
-    return _update_if(
-        Notification(id=claim.key),
-        [
-            Notification.kind.set(claim.kind),
-            Notification.item_id.set(claim.item_id),
-            Notification.recipient_id.set(claim.recipient_id),
-            Notification.recipient_email.set(claim.recipient_email),
-            Notification.business_date.set(claim.business_date),
-            Notification.status.set(CLAIMED),
-            Notification.run_id.set(run_id),
-            Notification.attempts.add(1),
-            Notification.created_at.set(Notification.created_at | now),
-            Notification.claimed_at.set(now),
-            Notification.updated_at.set(now),
-            Notification.lease_expires_at.set(now + CLAIM_LEASE),
-            *([Notification.send_token.set(claim.send_token)] if claim.send_token else []),
-        ],
-        Notification.id.does_not_exist() | (Notification.status == PENDING),
+def claim(claim: Claim, run_id: str, now: datetime, settle: timedelta | None = None) -> bool:
+    """Claim a due notice for this run; False when another run has it or it is done.
+
+    A lost response makes botocore send the claim again, which then fails against
+    the claim it made itself: the old item it returns tells our claim (same run and
+    token) from another run's, so the notice is still sent exactly once.
+    """
+    condition = Notification.id.does_not_exist() | (Notification.status == PENDING)
+    if settle is not None:
+        cutoff = now - settle
+        condition = (
+            condition
+            | ((Notification.status == UNKNOWN) & (Notification.updated_at <= cutoff))
+            | (
+                (Notification.status == CLAIMED)
+                & (Notification.lease_expires_at <= now)
+                & (Notification.claimed_at <= cutoff)
+            )
+        )
+    actions: list[Action] = [
+        Notification.kind.set(claim.kind),
+        Notification.item_id.set(claim.item_id),
+        Notification.recipient_id.set(claim.recipient_id),
+        Notification.recipient_email.set(claim.recipient_email),
+        Notification.business_date.set(claim.business_date),
+        Notification.status.set(CLAIMED),
+        Notification.run_id.set(run_id),
+        Notification.attempts.add(1),
+        Notification.created_at.set(Notification.created_at | now),
+        Notification.claimed_at.set(now),
+        Notification.updated_at.set(now),
+        Notification.lease_expires_at.set(now + CLAIM_LEASE),
+    ]
+    if claim.send_token:
+        actions.append(Notification.send_token.set(claim.send_token))
+    applied, old = _conditional_update(claim.key, actions, condition)
+    if applied:
+        return True
+    return (
+        old is not None
+        and old.get("status") == CLAIMED
+        and old.get("run_id") == run_id
+        and old.get("send_token") == claim.send_token
     )
 
 
@@ -114,6 +151,11 @@ def mark_failed(key: str, run_id: str, subject: str, reason: str, now: datetime)
     _finish(key, run_id, FAILED, now, last_error=reason, failure_reason=reason, subject=subject)
 
 
+def mark_unknown(key: str, run_id: str, subject: str, error: str, now: datetime) -> None:
+    """Record a send whose outcome is unknown (SES may have accepted it); never resent blindly."""
+    _finish(key, run_id, UNKNOWN, now, last_error=error, subject=subject)
+
+
 def abandon(entry: Notification, now: datetime) -> bool:
     """Mark a claim whose lease expired as failed; False if its run finished meanwhile."""
     return _update_if(
@@ -130,6 +172,10 @@ def abandon(entry: Notification, now: datetime) -> bool:
     )
 
 
+class LedgerConflict(RuntimeError):
+    """A finishing write found the entry neither claimed by this run nor already finished."""
+
+
 def _finish(
     key: str,
     run_id: str,
@@ -140,6 +186,11 @@ def _finish(
     failure_reason: str | None = None,
     subject: str | None = None,
 ) -> None:
+    """Move this run's claim to ``status``; idempotent, so a lost response is harmless.
+
+    botocore re-sends a write whose response was lost; the retry then fails its
+    condition against the state the first attempt wrote, which is success.
+    """
     actions: list[Action] = [
         Notification.status.set(status),
         Notification.last_error.set(last_error[:1000]),
@@ -151,10 +202,15 @@ def _finish(
         actions += [Notification.failed_status.set(FAILED), Notification.failed_at.set(now)]
     if subject is not None:
         actions.append(Notification.subject.set(subject))
-    Notification(id=key).update(
-        actions=actions,
-        condition=(Notification.status == CLAIMED) & (Notification.run_id == run_id),
+    applied, old = _conditional_update(
+        key, actions, (Notification.status == CLAIMED) & (Notification.run_id == run_id)
     )
+    if applied or (old is not None and old.get("status") == status and old.get("run_id") == run_id):
+        return
+    found = (
+        "no entry" if old is None else f"status {old.get('status')!r} of run {old.get('run_id')!r}"
+    )
+    raise LedgerConflict(f"{key}: expected this run's claim, found {found}")
 
 
 def failed_entries(kinds: Iterable[str] = (), item_id: str | None = None) -> Iterator[Notification]:
@@ -193,6 +249,37 @@ def _clear_failure() -> list[Action]:
         Notification.failed_status.remove(),
         Notification.failed_at.remove(),
     ]
+
+
+def _conditional_update(
+    key: str, actions: list[Action], condition: Condition
+) -> tuple[bool, dict[str, str] | None]:
+    """UpdateItem under ``condition``: (True, None) when applied, else (False, old item).
+
+    PynamoDB has no ``ReturnValuesOnConditionCheckFailure``, so the request is built
+    by its connection and the parameter added; the old item's string and number
+    attributes come back as plain strings.
+    """
+    connection = Notification._get_connection().connection
+    request = connection.get_operation_kwargs(
+        table_name=Notification.Meta.table_name,
+        hash_key=key,
+        actions=actions,
+        condition=condition,
+    )
+    request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    try:
+        connection.dispatch("UpdateItem", request)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        cause = exc.__cause__ if isinstance(exc.__cause__, ClientError) else exc
+        raw: Any = cause.response.get("Item")
+        item: dict[str, dict[str, Any]] = raw or {}
+        if not item:
+            return False, None
+        return False, {name: str(next(iter(value.values()))) for name, value in item.items()}
+    return True, None
 
 
 def _update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:

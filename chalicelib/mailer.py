@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import re
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.parser import BytesHeaderParser
+from email.policy import SMTP, compat32, default
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from chalicelib.formatting import one_line
+from chalicelib.formatting import clean_body, one_line
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -38,11 +46,20 @@ class SendError(Exception):
 
 
 class TransientSendError(SendError):
-    """Throttling, a 5xx or a timeout: the notice stays due and a later run sends it."""
+    """SES provably did not take the message (throttled, paused, unreachable): retry later."""
+
+
+class AmbiguousSendError(SendError):
+    """SES may have accepted the message (a lost response, a 5xx): never resent blindly."""
 
 
 class PermanentSendError(SendError):
     """SES rejected this message (bad address, rejected content): recorded, not retried."""
+
+
+class MessageBuildError(PermanentSendError):
+    """The message cannot be built safely (an address SES cannot take, a header block
+    that fails verification): sending it again cannot succeed, so it is not retried."""
 
 
 @dataclass(frozen=True)
@@ -88,16 +105,158 @@ def render(template: str, to: Recipient, subject: str, context: dict[str, Any]) 
     )
 
 
-def to_mime(email: Email, sender: str) -> EmailMessage:
-    """Build the multipart/alternative message; untrusted text never reaches a header raw."""
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = Address(display_name=one_line(email.to.name, 80), addr_spec=email.to.email)
-    message["Subject"] = one_line(email.subject)
-    message.set_content(email.text)
-    message.add_alternative(email.html, subtype="html")
-    return message
+# The headers every notice carries after the ones the builder sets (the MIME structure).
+MIME_HEADERS: tuple[str, ...] = ("MIME-Version", "Content-Type")
+# RFC 5322's hard limit on a line, CRLF excluded.
+MAX_LINE = 998
 
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# Text shown as it is (in quotes for a display name); anything else is encoded.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .'-]*")
+_PLAIN_TEXT = re.compile(r"[ -~]*")
+# UTF-8 bytes per encoded word: base64 of 45 bytes keeps each word under 75 characters.
+_WORD_BYTES = 45
+
+
+def address_spec(address: str) -> str:
+    """The ``local@domain`` SES can send to, checked; or :class:`MessageBuildError`.
+
+    The local part must be ASCII (SES cannot send to anything else); an
+    internationalised domain is written in its ASCII (punycode) form.
+    """
+    local, at, domain = address.strip().rpartition("@")
+    if not at or not local or len(local) > 64 or not _LOCAL_PART.fullmatch(local):
+        raise MessageBuildError(
+            "recipient address has a local part SES cannot send to (it must be plain ASCII)"
+        )
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        raise MessageBuildError("recipient address has a domain that cannot be encoded") from None
+    labels = ascii_domain.split(".")
+    if (
+        len(labels) < 2
+        or len(ascii_domain) > 253
+        or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels)
+    ):
+        raise MessageBuildError("recipient address has an invalid domain")
+    return f"{local}@{ascii_domain}"
+
+
+def encoded_words(text: str) -> str:
+    """``text`` as RFC 2047 base64 UTF-8 encoded words, folded one word per line."""
+    words: list[str] = []
+    chunk = ""
+    for char in text:
+        if len((chunk + char).encode("utf-8")) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = ""
+        chunk += char
+    words.append(chunk)
+    return "\r\n ".join(
+        f"=?utf-8?b?{base64.b64encode(word.encode('utf-8')).decode('ascii')}?=" for word in words
+    )
+
+
+def header_text(text: str) -> str:
+    """Untrusted text for an unstructured header (Subject), encoded by us.
+
+    Printable ASCII without ``=?`` is written as it is; anything else becomes
+    base64 encoded words, so no parser can read a line break, a header or an
+    encoded word of the CRM's own into it.
+    """
+    flat = one_line(text, MAX_LINE // 2)
+    if _PLAIN_TEXT.fullmatch(flat) and "=?" not in flat:
+        return flat
+    return encoded_words(flat)
+
+
+def mailbox(name: str, address: str) -> str:
+    """``"Display Name" <local@domain>`` with the name quoted or encoded by us."""
+    spec = address_spec(address)
+    display = one_line(name, 80)
+    if not display:
+        return f"<{spec}>"
+    if _PLAIN_NAME.fullmatch(display):
+        return f'"{display}" <{spec}>'
+    return f"{encoded_words(display)} <{spec}>"
+
+
+def header_block(email: Email, sender: str) -> list[tuple[str, str]]:
+    """The notice's headers as ``(name, value)`` pairs, every value encoded by us.
+
+    These and :data:`MIME_HEADERS` are the only headers a notice may carry;
+    :func:`verify` checks exactly this list, so a header added here is verified too.
+    """
+    return [
+        ("From", address_spec(sender)),
+        ("To", mailbox(email.to.name, email.to.email)),
+        ("Subject", header_text(email.subject)),
+    ]
+
+
+def _body(email: Email) -> bytes:
+    """The multipart/alternative body (its MIME headers first), quoted-printable UTF-8."""
+    body = EmailMessage(policy=SMTP)
+    body.set_content(clean_body(email.text), charset="utf-8", cte="quoted-printable")
+    body.add_alternative(
+        clean_body(email.html), subtype="html", charset="utf-8", cte="quoted-printable"
+    )
+    return body.as_bytes()
+
+
+def to_mime(email: Email, sender: str) -> bytes:
+    """The raw message: our header block, then the body; verified before it is returned.
+
+    Untrusted text never reaches a header raw and the library never re-parses a
+    header we set. Raises :class:`MessageBuildError` when the message cannot be
+    built or fails :func:`verify`: sending it again could not succeed.
+    """
+    headers = header_block(email, sender)
+    try:
+        body = _body(email)
+    except (ValueError, TypeError) as exc:
+        raise MessageBuildError(f"message body cannot be built: {type(exc).__name__}") from None
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    raw = head.encode("ascii") + body
+    verify(raw, headers, address_spec(email.to.email))
+    return raw
+
+
+def verify(raw: bytes, headers: list[tuple[str, str]], recipient: str) -> None:
+    """Parse ``raw`` back and refuse it unless it is exactly the message we meant.
+
+    It must be 7-bit clean with CRLF lines of at most 998 characters; its top-level
+    headers must be exactly ``headers`` (values included) then :data:`MIME_HEADERS`;
+    and ``To`` must hold exactly one address, ``recipient``, both as written and as
+    the ``email`` package decodes it (no ``Cc``, no ``Bcc``, no second ``To``).
+    """
+    if not raw.isascii():
+        raise MessageBuildError("message is not 7-bit clean")
+    lines = raw.split(b"\r\n")
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        raise MessageBuildError("message has a bare CR or LF")
+    if any(len(line) > MAX_LINE for line in lines):
+        raise MessageBuildError(f"message has a line longer than {MAX_LINE} characters")
+    as_written = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    expected = [name.lower() for name, _ in headers] + [name.lower() for name in MIME_HEADERS]
+    if [name.lower() for name in as_written] != expected:
+        raise MessageBuildError("header block does not have exactly the headers set")
+    for name, value in headers:
+        if str(as_written[name]).replace("\r\n", "") != value.replace("\r\n", ""):
+            raise MessageBuildError(f"{name} header does not read back as written")
+    written_to = getaddresses([str(as_written["To"])])
+    decoded = BytesHeaderParser(policy=default).parsebytes(raw)
+    decoded_to = decoded["To"].addresses if decoded["To"] is not None else ()
+    if [addr for _, addr in written_to] != [recipient] or [a.addr_spec for a in decoded_to] != [
+        recipient
+    ]:
+        raise MessageBuildError("To header does not hold exactly the intended recipient")
+
+
+# The connection failed before the request was written: SES never saw the message.
+NOT_SENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
 
 _default_clients: dict[str, Any] = {}
 
@@ -108,8 +267,10 @@ def ses_client(region: str) -> Any:
         _default_clients[region] = boto3.client(
             "sesv2",
             region_name=region,
+            # No automatic retries: botocore would re-send after a read timeout or a
+            # 5xx, when SES may already have accepted the message (a duplicate).
             config=Config(
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "total_max_attempts": 1},
                 connect_timeout=5,
                 read_timeout=15,
             ),
@@ -145,7 +306,7 @@ class Mailer:
         With a configuration set, the message is tagged ``send_token=<token>`` so the
         SES events it publishes (Send, Delivery, Bounce, ...) find its ledger entries.
         """
-        raw = to_mime(email, self.sender).as_bytes()
+        raw = to_mime(email, self.sender)
         request: dict[str, Any] = {
             "FromEmailAddress": self.sender,
             "Content": {"Raw": {"Data": raw}},
@@ -157,12 +318,27 @@ class Mailer:
         try:
             response = self.client.send_email(**request)
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            reason = f"{code}: {error.get('Message', '')}".strip()
-            if code in PERMANENT_ERROR_CODES:
-                raise PermanentSendError(reason) from exc
-            raise TransientSendError(reason) from exc
-        except BotoCoreError as exc:
+            raise classify_client_error(exc) from exc
+        except NOT_SENT_ERRORS as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise AmbiguousSendError(f"{type(exc).__name__}: {exc}") from exc
         return str(response["MessageId"])
+
+
+def classify_client_error(exc: ClientError) -> SendError:
+    """What an SES error answer means for the notice.
+
+    A 4xx answer is SES refusing the request, so nothing was sent: permanent for
+    this message's own faults, transient otherwise (throttling, a paused account).
+    A 5xx may come after SES accepted the message, so its outcome is unknown.
+    """
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    reason = f"{code}: {error.get('Message', '')}".strip()
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in PERMANENT_ERROR_CODES:
+        return PermanentSendError(reason)
+    if isinstance(status, int) and status >= 500:
+        return AmbiguousSendError(reason)
+    return TransientSendError(reason)

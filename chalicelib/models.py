@@ -16,6 +16,7 @@ from pynamodb.attributes import (
     ListAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
@@ -26,6 +27,9 @@ from pynamodb.models import Model
 from chalicelib.config import Settings
 
 _M = TypeVar("_M", bound="CrmModel")
+
+# The status of a ledger entry that could not be read (Notification.from_raw_data).
+UNREADABLE = "unreadable"
 
 
 class CrmModel(Model):
@@ -252,11 +256,53 @@ class Notification(Model):
     failed_at = UTCDateTimeAttribute(null=True)
     # The token the message of the latest attempt was tagged with (SES events carry it).
     send_token = UnicodeAttribute(null=True)
+    # SES's own record of that message (chalicelib.ses_events): the event types seen
+    # (Send, Delivery, Bounce, ...) and, for each, when it first happened and why.
+    ses_events = UnicodeSetAttribute(null=True)
+    delivered_at = UTCDateTimeAttribute(null=True)
+    delayed_at = UTCDateTimeAttribute(null=True)
+    bounced_at = UTCDateTimeAttribute(null=True)
+    bounce_type = UnicodeAttribute(null=True)
+    complained_at = UTCDateTimeAttribute(null=True)
+    rejected_at = UTCDateTimeAttribute(null=True)
+    rejected_reason = UnicodeAttribute(null=True)
+    # Only on suppression entries (id ``suppressed#<address>``, chalicelib.suppression):
+    # why the address is no longer mailed, since when, and the entry whose message caused it.
+    suppression_reason = UnicodeAttribute(null=True)
+    suppressed_at = UTCDateTimeAttribute(null=True)
+    suppressed_by = UnicodeAttribute(null=True)
 
     by_item = ItemIndex()
     by_recipient = RecipientIndex()
     by_failure = FailedIndex()
     by_send_token = SendTokenIndex()
+
+    # Set on an entry that could not be read (see from_raw_data); its status is UNREADABLE.
+    load_error: str | None = None
+
+    @classmethod
+    def from_raw_data(cls, data: dict[str, Any]) -> Notification:
+        """Deserialize an entry; one that is malformed comes back with status ``unreadable``.
+
+        A corrupt entry (an attribute of the wrong type, a required one missing) must
+        not crash the run that reads it, and must not be taken as absent either: it
+        may be the record of a notice that went out. So it is returned as an entry
+        no state of the ledger matches, which a run skips and never sends over.
+        """
+        try:
+            entry = super().from_raw_data(data)
+        except (AttributeDeserializationError, ValueError, TypeError) as exc:
+            reason = f"unreadable entry: {exc}"
+        else:
+            # What a run needs to classify an entry: its status, and a claim's lease.
+            needed = ["status"] + (["lease_expires_at"] if entry.status == "claimed" else [])
+            missing = [name for name in needed if getattr(entry, name) is None]
+            if not missing:
+                return entry
+            reason = f"unreadable entry: {', '.join(missing)} missing"
+        broken = cls(id=str(data.get("id", {}).get("S", "<no id>")), status=UNREADABLE)
+        broken.load_error = reason
+        return broken
 
 
 ALL_MODELS: tuple[type[Model], ...] = (

@@ -19,10 +19,12 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 SERVICE = "loan-reminders"
 NAMESPACE = "LoanReminders"
 
-# local part (its first character kept) @ domain
+# local part (its first character kept) @ domain, non-ASCII ones included; the local
+# part stops at whitespace and at the delimiters around an address in JSON or prose.
+_LOCAL_CHAR = r"[^\s@<>()\[\]\\,;:\"]"
 _ADDRESS = re.compile(
-    r"(?P<first>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*"
-    r"@(?P<domain>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+)"
+    rf"(?P<first>{_LOCAL_CHAR}){_LOCAL_CHAR}*"
+    r"@(?P<domain>[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)+)"
 )
 
 
@@ -60,6 +62,9 @@ def publish_run(
     failed: int,
     retrying: int,
     invalid: int,
+    unknown: int = 0,
+    deferred: int = 0,
+    suppressed: int = 0,
     duration_ms: float,
 ) -> None:
     """Add one run's counts and duration and print them as one EMF document."""
@@ -67,6 +72,17 @@ def publish_run(
     metrics.add_metric(name="NoticesSent", unit=MetricUnit.Count, value=sent)
     metrics.add_metric(name="NoticesFailed", unit=MetricUnit.Count, value=failed)
     metrics.add_metric(name="NoticesRetrying", unit=MetricUnit.Count, value=retrying)
+    metrics.add_metric(name="NoticesUnknown", unit=MetricUnit.Count, value=unknown)
+    metrics.add_metric(name="NoticesDeferred", unit=MetricUnit.Count, value=deferred)
+    metrics.add_metric(name="NoticesSuppressed", unit=MetricUnit.Count, value=suppressed)
     metrics.add_metric(name="ItemsInvalid", unit=MetricUnit.Count, value=invalid)
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+    metrics.flush_metrics()
+
+
+def publish_counts(check: str, counts: dict[str, int]) -> None:
+    """Print one EMF document of ``counts`` (metric name -> Count) for ``check``."""
+    metrics = run_metrics(check)
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.flush_metrics()

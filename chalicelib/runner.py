@@ -11,8 +11,10 @@ import time as clock
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from chalicelib import models
 from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
@@ -56,6 +58,7 @@ def run_check(
     ignore_window: bool = False,
     dry_run: bool = False,
     emit_metrics: bool = True,
+    remaining_ms: Callable[[], int] | None = None,
 ) -> RunSummary:
     """Run ``check`` as scheduled at ``at`` (its business date), with ``now`` as the clock.
 
@@ -63,7 +66,8 @@ def run_check(
     transiently, so that Lambda records an error and the retry/alarms fire.
     A ``dry_run`` renders what would be sent into ``summary.would_send`` and
     changes nothing. A run that acts (not a dry run) prints one EMF metrics
-    document when it ends, also when it raises.
+    document when it ends, also when it raises. ``remaining_ms`` (the Lambda
+    context's clock) makes the run stop claiming before its time runs out.
     """
     if check not in CHECKS:
         raise ValueError(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
@@ -106,9 +110,10 @@ def run_check(
             today=local.date(),
             summary=summary,
             dry_run=dry_run,
+            remaining_ms=remaining_ms,
         )
         CHECKS[check](run)
-        logger.info("run summary", extra={"summary": summary.as_dict()})
+        logger.info("run summary", extra={"summary": summary.for_log()})
     finally:
         if emit_metrics and not dry_run:
             publish_run(
@@ -117,6 +122,9 @@ def run_check(
                 sent=summary.sent,
                 failed=summary.failed,
                 retrying=summary.retrying,
+                unknown=summary.unknown,
+                deferred=summary.deferred,
+                suppressed=summary.suppressed,
                 invalid=summary.invalid,
                 duration_ms=round((clock.perf_counter() - started) * 1000, 1),
             )
@@ -137,11 +145,37 @@ def event_time(event: Mapping[str, Any]) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def handle_scheduled(check: str, event: Mapping[str, Any]) -> dict[str, Any]:
-    """Entry point for the scheduled Lambda functions: run ``check`` for the event's time."""
+class EventTooOld(ValueError):
+    """A scheduled event older than its retry horizon (a replay): refused, nothing sent."""
+
+
+def handle_scheduled(
+    check: str,
+    event: Mapping[str, Any],
+    context: LambdaContext | None = None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Entry point for the scheduled Lambda functions: run ``check`` for the event's time.
+
+    An event older than ``EVENT_MAX_AGE_HOURS`` is refused with :class:`EventTooOld`:
+    re-driven days later (from the dead-letter queue, say) it would act on a stale
+    business date. A run for a chosen date is what ``run_check`` is for.
+    """
     event_id = event.get("id")
     logger.set_correlation_id(event_id if isinstance(event_id, str) else None)
-    return run_check(check, at=event_time(event), now=datetime.now(UTC)).as_dict()
+    now = now or datetime.now(UTC)
+    at = event_time(event)
+    settings = Settings.from_env()
+    horizon = timedelta(hours=settings.reliability.event_max_age_hours)
+    if now - at > horizon:
+        raise EventTooOld(
+            f"scheduled event {event_id!r} of {at.isoformat()} is older than "
+            f"EVENT_MAX_AGE_HOURS ({settings.reliability.event_max_age_hours} h); refused. "
+            "To run a check for that date, invoke run_check with its date."
+        )
+    remaining = context.get_remaining_time_in_millis if context is not None else None
+    return run_check(check, at=at, now=now, settings=settings, remaining_ms=remaining).as_dict()
 
 
 class InvalidRequest(ValueError):

@@ -5,17 +5,19 @@ policy. The recorder listens on botocore's event system: it adds a
 ``before-parameter-build`` handler to ``botocore.handlers.BUILTIN_HANDLERS``, which
 every botocore session copies when it is created, so boto3's default session, any
 other boto3 session and PynamoDB's own botocore sessions are all covered without
-touching the project's code. An operation counts only while
-``chalicelib.runner.run_check`` is on the call stack: what a running check does,
-not what a test does to set up its tables and identities. Each operation keeps the
-``Settings`` that run was using (``run_check``'s own ``settings``), so the audit can
-hold it to the policy generated for exactly that stage.
+touching the project's code. An operation counts only while one of the Lambda
+code's entry points is on the call stack (``chalicelib.runner.run_check``, a running
+check; ``chalicelib.ses_events.record_event``, an SES event being recorded): what the
+functions do, not what a test does to set up its tables and identities. Each
+operation keeps the ``Settings`` that entry point was using (its own ``settings``),
+so the audit can hold it to the policy generated for exactly that stage.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -23,20 +25,22 @@ from typing import Any
 import pytest
 from botocore.handlers import BUILTIN_HANDLERS
 
-RUNNER_MODULE = "chalicelib.runner"
-RUNNER_FUNCTION = "run_check"
+# (module, function) of every entry point whose AWS calls the functions' policy must allow.
+ENTRY_POINTS = frozenset(
+    {("chalicelib.runner", "run_check"), ("chalicelib.ses_events", "record_event")}
+)
 
 
 @dataclass(frozen=True)
 class AwsCall:
-    """One AWS API operation made by the code under a running check."""
+    """One AWS API operation made by the Lambda code (a running check, an SES event)."""
 
     service: str  # botocore's service name, e.g. "dynamodb", "sesv2"
     prefix: str  # the IAM action prefix (the signing name), e.g. "dynamodb", "ses"
     operation: str  # e.g. "Query"
     region: str
     params: dict[str, Any]
-    settings: Any  # chalicelib.config.Settings of the run that made it
+    settings: Any  # chalicelib.config.Settings of the run (or event) that made it
     test: str  # the test that made it, for the report
 
     @property
@@ -51,10 +55,11 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[AwsCall] = []
         self.current_test = "<outside a test>"
+        self.paused = False
 
     def __call__(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
         check = _running_check(sys._getframe(1))
-        if check is None:
+        if check is None or self.paused:
             return
         service_model = model.service_model
         self.calls.append(
@@ -71,16 +76,27 @@ class Recorder:
 
 
 def _running_check(frame: FrameType | None) -> FrameType | None:
-    """The frame of ``chalicelib.runner.run_check`` on the stack, if a check is running."""
+    """The frame of an entry point (:data:`ENTRY_POINTS`) on the stack, if one is running."""
     while frame is not None:
-        code = frame.f_code
-        if code.co_name == RUNNER_FUNCTION and frame.f_globals.get("__name__") == RUNNER_MODULE:
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in ENTRY_POINTS:
             return frame
         frame = frame.f_back
     return None
 
 
 RECORDER = Recorder()
+
+
+@contextmanager
+def another_actor() -> Iterator[None]:
+    """Calls a test makes as someone else (the CRM) in the middle of a run: not recorded."""
+    RECORDER.paused = True
+    try:
+        yield
+    finally:
+        RECORDER.paused = False
+
+
 # Every botocore session created from now on registers the recorder for every operation.
 BUILTIN_HANDLERS.append(("before-parameter-build", RECORDER))
 
@@ -105,7 +121,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def recorded_aws_calls() -> list[AwsCall]:
-    """Every AWS operation made inside a running check so far in this session."""
+    """Every AWS operation made inside an entry point so far in this session."""
     return RECORDER.calls
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import chalice.test
 import pytest
+from chalice.local import LambdaContext
 from chalice.test import Client
 from moto import mock_aws
 
@@ -24,7 +27,7 @@ from chalicelib.cli import stage_environment
 from chalicelib.config import Settings
 from chalicelib.observability import logger
 from tests.ddblocal import server as ddblocal
-from tests.support import REGION, SENDER, ses_client
+from tests.support import REGION, SENDER, SUPPRESSION_LIST, SuppressionList, ses_client
 
 # Records the AWS operations of every running check for the IAM audit (tests/test_iam.py).
 pytest_plugins = ["tests.aws_recorder"]
@@ -44,6 +47,7 @@ ENVIRONMENT = {
     "NOTIFICATIONS_TABLE": "test-notifications",
     "SENDER_EMAIL": SENDER,
     "BUSINESS_TIMEZONE": "Australia/Sydney",
+    "SES_CONFIGURATION_SET": "test-reminders",
 }
 
 
@@ -111,6 +115,14 @@ def aws(dynamodb_endpoint: str | None) -> Iterator[None]:
 
 
 @pytest.fixture
+def suppression_list(aws: None) -> Iterator[SuppressionList]:
+    """SES's account-level suppression list (moto has none; see tests/support.py), empty."""
+    SUPPRESSION_LIST.reset()
+    yield SUPPRESSION_LIST
+    SUPPRESSION_LIST.reset()
+
+
+@pytest.fixture
 def settings() -> Settings:
     """The settings a deployed function would read from its environment."""
     return Settings.from_env()
@@ -136,6 +148,8 @@ def service(tables: Settings, ses: Any) -> Settings:
     return tables
 
 
+CHALICE_CONFIG = Path(app.__file__).resolve().parent / ".chalice" / "config.json"
+
 # The dev stage as `.chalice/config.json` defines it (chalice's test Client applies it).
 DEV_ENV = stage_environment("dev")
 
@@ -152,8 +166,16 @@ def dev_stage(aws: None) -> Settings:
 
 
 @pytest.fixture
-def client(dev_stage: Settings) -> Iterator[Client]:
-    """Chalice's test client for the dev stage of this project."""
+def client(dev_stage: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """Chalice's test client for the dev stage of this project.
+
+    Its Lambda context allows every invocation 3 s whatever ``lambda_timeout`` says;
+    give it the configured timeout, as Lambda does, so the runs' time budget is real.
+    """
+    timeout_ms = json.loads(CHALICE_CONFIG.read_text())["lambda_timeout"] * 1000
+    monkeypatch.setattr(
+        chalice.test, "LambdaContext", functools.partial(LambdaContext, max_runtime_ms=timeout_ms)
+    )
     root = Path(app.__file__).resolve().parent
     with Client(app.app, stage_name="dev", project_dir=str(root)) as test_client:
         yield test_client

@@ -12,19 +12,30 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default
 from email.utils import getaddresses
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
+from botocore.handlers import BUILTIN_HANDLERS
+from botocore.httpsession import URLLib3Session
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import botocore_stubber
 from moto.ses.models import ses_backends
 
 REGION = "ap-southeast-2"
 SYDNEY = ZoneInfo("Australia/Sydney")
 SENDER = "reminders@lender.example.com.au"
+SES_EVENTS = Path(__file__).parent / "fixtures" / "ses_events"
+# The values the recorded SES events carry (tests/fixtures/ses_events/*.json).
+FIXTURE_TOKEN = "3f1c2b9e7a4d4e0b8c6a5d2f1e0b9a87"
+FIXTURE_MESSAGE_ID = "010801937f4a9b2c-5e1d7f3a-2b8c-4d6e-9f1a-3c5b7d9e1f20-000000"
+FIXTURE_ADDRESS = "ben.lee@example.net"
+FIXTURE_CONFIGURATION_SET = "loan-reminders-dev"
 
 
 def sydney(when: str) -> datetime:
@@ -126,6 +137,36 @@ def ses_faults(client: Any, decide: Callable[[str], Any]) -> Iterator[list[str]]
         client.meta.events.unregister("before-call.sesv2.SendEmail", before_call)
 
 
+@contextmanager
+def lost_responses(
+    client: Any, operation: str, lose: Callable[[dict[str, Any]], bool]
+) -> Iterator[list[dict[str, Any]]]:
+    """Lose the response of every ``operation`` call whose JSON body ``lose`` picks.
+
+    The request really is applied (by moto, or sent on to DynamoDB Local), then the
+    client sees a ``ReadTimeoutError``, as when a response is lost on the network;
+    botocore then retries as it would in Lambda. Yields the bodies of the lost calls.
+    """
+    lost: list[dict[str, Any]] = []
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def before_send(request: Any, **kwargs: Any) -> None:
+        body = json.loads(request.body or b"{}")
+        if not lose(body):
+            return
+        response = botocore_stubber(request=request, **kwargs)
+        if response is None:  # not mocked: DynamoDB Local
+            URLLib3Session().send(request)
+        lost.append(body)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    client.meta.events.register_first(f"before-send.{service}.{operation}", before_send)
+    try:
+        yield lost
+    finally:
+        client.meta.events.unregister(f"before-send.{service}.{operation}", before_send)
+
+
 def timeout_error() -> ReadTimeoutError:
     """What botocore raises when SES does not answer in time."""
     return ReadTimeoutError(endpoint_url="https://email.ap-southeast-2.amazonaws.com")
@@ -157,3 +198,79 @@ def scheduled_event(
     if event_id is not None:
         event["id"] = event_id
     return event
+
+
+def ses_event(
+    name: str,
+    *,
+    token: str | None = FIXTURE_TOKEN,
+    message_id: str = FIXTURE_MESSAGE_ID,
+    address: str = FIXTURE_ADDRESS,
+    configuration_set: str = FIXTURE_CONFIGURATION_SET,
+) -> dict[str, Any]:
+    """A recorded EventBridge SES event (``tests/fixtures/ses_events/<name>.json``).
+
+    The message's send token, id, recipient and configuration set are replaced by
+    the given ones, everywhere they occur (tags, headers, recipient lists).
+    """
+    text = (SES_EVENTS / f"{name}.json").read_text()
+    text = text.replace(FIXTURE_MESSAGE_ID, message_id).replace(FIXTURE_ADDRESS, address)
+    text = text.replace(f'"{FIXTURE_CONFIGURATION_SET}"', json.dumps(configuration_set))
+    text = text.replace(
+        f"configuration-set/{FIXTURE_CONFIGURATION_SET}", f"configuration-set/{configuration_set}"
+    )
+    event: dict[str, Any] = json.loads(text)
+    tags = event["detail"]["mail"]["tags"]
+    if token is None:
+        del tags["send_token"]
+    else:
+        tags["send_token"] = [token]
+    return event
+
+
+class SuppressionList:
+    """SES's account-level suppression list, answered at botocore's boundary.
+
+    moto 5.2.5 implements neither PutSuppressedDestination nor GetSuppressedDestination,
+    so these two operations are answered here, for every client (the handlers are in
+    botocore's built-in handlers, which every new session copies), before moto sees
+    them. Everything else still goes to moto. ``reset`` empties it (per test).
+    """
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, str] = {}
+        self.puts: list[tuple[str, str]] = []
+
+    def reset(self) -> None:
+        """Forget every suppressed address and recorded call."""
+        self.addresses.clear()
+        self.puts.clear()
+
+    def put(self, params: dict[str, Any], **_: Any) -> Any:
+        """PutSuppressedDestination: remember the address (case-insensitively) and reason."""
+        body = json.loads(params["body"])
+        self.puts.append((body["EmailAddress"], body["Reason"]))
+        self.addresses[body["EmailAddress"].lower()] = body["Reason"]
+        response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
+        return response, {"ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    def get(self, params: dict[str, Any], **_: Any) -> Any:
+        """GetSuppressedDestination: the address's entry, or NotFoundException."""
+        address = unquote(params["url_path"].rsplit("/", 1)[1])
+        reason = self.addresses.get(address.lower())
+        if reason is None:
+            return ses_error("NotFoundException", 404, f"{address} is not on the suppression list")
+        response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
+        return response, {
+            "SuppressedDestination": {
+                "EmailAddress": address,
+                "Reason": reason,
+                "LastUpdateTime": datetime.now(UTC),
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+        }
+
+
+SUPPRESSION_LIST = SuppressionList()
+BUILTIN_HANDLERS.append(("before-call.sesv2.PutSuppressedDestination", SUPPRESSION_LIST.put))
+BUILTIN_HANDLERS.append(("before-call.sesv2.GetSuppressedDestination", SUPPRESSION_LIST.get))

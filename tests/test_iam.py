@@ -1,13 +1,15 @@
 """Least-privilege IAM, proven on what the code actually does.
 
 ``tests/aws_recorder.py`` records every AWS operation made while a check runs
-(inside ``chalicelib.runner.run_check``), across the whole suite. These tests run
+(inside ``chalicelib.runner.run_check``) or an SES event is recorded (inside
+``chalicelib.ses_events.record_event``), across the whole suite. These tests run
 last and hold each operation to the policy of the stage it ran in: the committed
 ``.chalice/policy-<stage>.json`` when the run used a configured stage (the
 integration tests run the ``dev`` stage), else the policy generated for the run's
 settings. They also fail on any wildcard action, on any resource wider than the
-stage's tables, indexes and sender identity (log groups excepted), and on a DynamoDB
-grant no running check ever used.
+stage's tables, indexes, sender identity and configuration set (log groups and the
+one SES action with no resource type excepted), and on a DynamoDB grant no running
+check or recorded SES event ever used.
 """
 
 from __future__ import annotations
@@ -25,15 +27,26 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from pynamodb.indexes import Index
 
-from chalicelib import infra, models, seed
+from chalicelib import infra, models, seed, ses_events
 from chalicelib.config import Settings, Tables
 from tests.aws_recorder import AwsCall
-from tests.support import SYDNEY, run, sydney
+from tests.support import SYDNEY, SuppressionList, run, ses_event, sydney
 
 Policy = dict[str, Any]
 VARIABLES = {"${aws:PrincipalAccount}": DEFAULT_ACCOUNT_ID}
 STAGES = {name: infra.load_stage(name) for name in infra.stage_names()}
 AUDIT_DAY = "2026-11-23"
+# The configuration set of the test stage here, so its runs and SES events are audited
+# as a deployed stage's are.
+AUDIT_CONFIGURATION_SET = "test-events"
+# SES actions that take no resource type but "*" (Service Authorization Reference).
+NO_RESOURCE_TYPE = frozenset({"ses:putsuppresseddestination"})
+
+
+@pytest.fixture(autouse=True)
+def stage_with_events(aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test stage sends through a configuration set (before any settings are read)."""
+    monkeypatch.setenv("SES_CONFIGURATION_SET", AUDIT_CONFIGURATION_SET)
 
 
 # --- the audit --------------------------------------------------------------------------
@@ -54,7 +67,11 @@ def resources_of(call: AwsCall) -> list[str]:
             return [f"{base}table/{params['TableName']}/index/{params['IndexName']}"]
         return [f"{base}table/{name}" for name in tables] or ["*"]
     if call.service in ("ses", "sesv2") and call.operation.startswith("Send"):
-        return [f"{base}identity/{from_address(call)}"]
+        # Sending through a configuration set is authorized on it as well.
+        name = params.get("ConfigurationSetName")
+        return [f"{base}identity/{from_address(call)}"] + (
+            [f"{base}configuration-set/{name}"] if name else []
+        )
     return ["*"]
 
 
@@ -144,11 +161,13 @@ def policy_for(call: AwsCall) -> Policy:
     """The committed policy file of the configured stage the run used, else the generated one."""
     settings: Settings = call.settings
     assert isinstance(settings, Settings), f"{call.test}: run_check had no settings"
-    return _policy(settings.tables, settings.sender_email, settings.region)
+    return _policy(
+        settings.tables, settings.sender_email, settings.region, settings.ses_configuration_set
+    )
 
 
 @functools.cache
-def _policy(tables: Tables, sender: str, region: str) -> Policy:
+def _policy(tables: Tables, sender: str, region: str, configuration_set: str | None) -> Policy:
     for stage in STAGES.values():
         if (stage.settings.tables, stage.settings.sender_email) == (tables, sender):
             committed: Policy = json.loads(stage.policy_file.read_text())
@@ -158,6 +177,7 @@ def _policy(tables: Tables, sender: str, region: str) -> Policy:
             **{f"{f.name.upper()}_TABLE": getattr(tables, f.name) for f in fields(Tables)},
             "SENDER_EMAIL": sender,
             "AWS_REGION": region,
+            "SES_CONFIGURATION_SET": configuration_set or "",
         }
     )
     return infra.policy_document(settings, "test-")
@@ -175,8 +195,9 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
     """What in ``policy`` is a wildcard action or reaches beyond the stage's own resources.
 
     Allowed resources, spelled out independently of the generator: the stage's six
-    tables, their declared indexes and the sender's SES identity (address or domain);
-    log actions only on the stage's own Lambda log groups.
+    tables, their declared indexes, the sender's SES identity (address or domain) and
+    the stage's configuration set; log actions only on the stage's own Lambda log
+    groups; ``*`` only for an action with no resource type (:data:`NO_RESOURCE_TYPE`).
     """
     region, account = settings.region, "${aws:PrincipalAccount}"
     dynamodb = f"arn:aws:dynamodb:{region}:{account}:table/"
@@ -190,6 +211,10 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
         f"arn:aws:ses:{region}:{account}:identity/{identity}"
         for identity in (address, address.rpartition("@")[2])
     )
+    if settings.ses_configuration_set:
+        allowed.add(
+            f"arn:aws:ses:{region}:{account}:configuration-set/{settings.ses_configuration_set}"
+        )
     logs = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function_prefix}*"
 
     problems: list[str] = []
@@ -207,6 +232,9 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
         problems += [f"{sid}: wildcard action {a}" for a in actions if "*" in a or "?" in a]
         if actions and all(a.startswith("logs:") for a in actions):
             problems += [f"{sid}: log resource {r} is not {logs}" for r in resources if r != logs]
+            continue
+        if actions and all(a.lower() in NO_RESOURCE_TYPE for a in actions):
+            problems += [f"{sid}: resource {r} is not *" for r in resources if r != "*"]
             continue
         problems += [
             f"{sid}: resource {r} is wider than the stage" for r in resources if r not in allowed
@@ -236,10 +264,29 @@ def unused_dynamodb_grants(policy: Policy, calls: Iterable[AwsCall]) -> list[str
 
 
 def run_every_rule(ses: Any) -> None:
-    """The seeded CRM (every rule, a malformed item) through the three checks at noon."""
+    """The seeded CRM (every rule, a malformed item) through the three checks at noon.
+
+    Then SES's events for what they sent: a Send and a Delivery for every message,
+    and a hard bounce, a complaint, a soft bounce, a delay and a reject for some.
+    """
     seed.seed(date.fromisoformat(AUDIT_DAY), SYDNEY)
     for check in ("stale_applications", "note_reminders", "repayment_reminders"):
         run(check, sydney(f"{AUDIT_DAY} 12:00"), ses)
+    # Reading the tokens back is the test's business: a Scan, outside any entry point.
+    messages = sorted(
+        {(e.send_token, e.message_id, e.recipient_email) for e in models.Notification.scan()}
+    )
+    extra = ["bounce_permanent", "complaint", "bounce_transient", "delivery_delay", "reject"]
+    for n, (token, message_id, address) in enumerate(messages):
+        for name in ["send", "delivery", *extra[n : n + 1]]:
+            event = ses_event(
+                name,
+                token=token,
+                message_id=message_id,
+                address=address,
+                configuration_set=AUDIT_CONFIGURATION_SET,
+            )
+            ses_events.handle(event)
 
 
 def calls_of(test: pytest.FixtureRequest, calls: list[AwsCall]) -> list[AwsCall]:
@@ -251,7 +298,10 @@ def calls_of(test: pytest.FixtureRequest, calls: list[AwsCall]) -> list[AwsCall]
 
 
 def test_every_operation_of_a_running_check_in_the_suite_is_allowed_by_its_policy(
-    service: Settings, ses: Any, recorded_aws_calls: list[AwsCall]
+    service: Settings,
+    ses: Any,
+    suppression_list: SuppressionList,
+    recorded_aws_calls: list[AwsCall],
 ) -> None:
     """Runs last: the whole suite's operations (plus every rule once here) are allowed."""
     run_every_rule(ses)
@@ -264,6 +314,7 @@ def test_every_operation_of_a_running_check_in_the_suite_is_allowed_by_its_polic
         "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
         "ses:SendEmail",
+        "ses:PutSuppressedDestination",
     }
 
 
@@ -285,7 +336,11 @@ def test_the_integration_tests_ran_the_dev_stage_under_its_committed_policy_file
 
 
 def test_a_call_the_policy_does_not_grant_fails_the_audit(
-    service: Settings, ses: Any, recorded_aws_calls: list[AwsCall], request: pytest.FixtureRequest
+    service: Settings,
+    ses: Any,
+    suppression_list: SuppressionList,
+    recorded_aws_calls: list[AwsCall],
+    request: pytest.FixtureRequest,
 ) -> None:
     """A throwaway policy without UpdateItem stands for a new AWS call without a policy change."""
     run_every_rule(ses)
@@ -311,7 +366,11 @@ def test_a_call_the_policy_does_not_grant_fails_the_audit(
 
 
 def test_the_policy_grants_no_dynamodb_access_a_running_check_does_not_use(
-    service: Settings, ses: Any, recorded_aws_calls: list[AwsCall], request: pytest.FixtureRequest
+    service: Settings,
+    ses: Any,
+    suppression_list: SuppressionList,
+    recorded_aws_calls: list[AwsCall],
+    request: pytest.FixtureRequest,
 ) -> None:
     run_every_rule(ses)
 

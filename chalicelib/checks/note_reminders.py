@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from chalicelib.delivery import Notice, Part, Run, deliver
 from chalicelib.formatting import au_date, one_line, parse_date
+from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Note, Staff
 
@@ -59,7 +60,7 @@ def _notices_for(
     if note.application_id:
         app = applications.get(note.application_id)
         if app is None or app.load_error:
-            run.invalid(note.id, f"application {note.application_id!r} does not exist")
+            run.invalid(note.id, f"application {quoted(note.application_id)} does not exist")
             return []
         reference = app.reference_number or note.application_id
         bd_id = app.bd_id
@@ -80,16 +81,14 @@ def _notices_for(
         if recipient.id in seen or recipient.email.lower() in seen:
             continue
         seen.update({recipient.id, recipient.email.lower()})
+        part = run.part(f"{KIND}#{note.id}#{remind_date.isoformat()}#{recipient.id}", note.id)
+        if part is None:
+            continue
         notices.append(
             Notice(
                 kind=KIND,
                 recipient=recipient,
-                parts=[
-                    Part(
-                        key=f"{KIND}#{note.id}#{remind_date.isoformat()}#{recipient.id}",
-                        item_id=note.id,
-                    )
-                ],
+                parts=[part],
                 compose=_composer(note, recipient, role, reference, au_date(remind_date)),
             )
         )

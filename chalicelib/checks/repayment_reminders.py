@@ -13,12 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from pynamodb.exceptions import UpdateError
+
 from chalicelib import ledger
 from chalicelib.config import Thresholds
 from chalicelib.delivery import Notice, Part, Run, deliver
 from chalicelib.formatting import au_date, money, parse_amount, parse_date
+from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Borrower, Repayment, Staff
+from chalicelib.observability import logger
 
 KIND = "repayment_reminders"
 
@@ -81,10 +85,26 @@ class Due:
     days_overdue: int
 
 
+# Borrower-facing severity, mildest first: a notice is never sent after a later one.
+SEVERITY: tuple[str, ...] = ("upcoming", "overdue_3_day", "overdue_7_day", "overdue_10_day")
+FLAGS: dict[str, str] = dict(
+    zip(
+        SEVERITY,
+        ("reminder_sent", "overdue_3_day_sent", "overdue_7_day_sent", "overdue_10_day_sent"),
+        strict=True,
+    )
+)
+
+
+def notice_key(repayment_id: str, due_date: date, stage: str, recipient_id: str) -> str:
+    """The ledger key of one repayment notice to one recipient."""
+    return f"{KIND}#{repayment_id}#{due_date.isoformat()}#{stage}#{recipient_id}"
+
+
 def run(run: Run) -> None:
     """Send the due repayment notices, then flag each repayment whose notice went out."""
     notices, flags = collect(run)
-    outcome = deliver(run, notices)
+    outcome = deliver(run, _drop_superseded(run, notices))
     if run.dry_run:
         return  # a dry run changes nothing, flags included
     # Notices an overlapping run held when we looked may have gone out since: read
@@ -93,7 +113,63 @@ def run(run: Run) -> None:
     outcome.update({key: entry.status for key, entry in ledger.lookup(held).items()})
     for repayment, flag, keys in flags:
         if keys and all(outcome.get(key) == ledger.SENT for key in keys):
-            repayment.update(actions=[getattr(Repayment, flag).set(True)])
+            _set_flag(run, repayment, flag)
+
+
+def _set_flag(run: Run, repayment: Repayment, flag: str) -> None:
+    """Set a ``*_sent`` flag, never creating a ghost of a repayment the CRM deleted."""
+    try:
+        repayment.update(
+            actions=[getattr(Repayment, flag).set(True)],
+            condition=Repayment.id.exists(),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        logger.warning(
+            "repayment deleted in the CRM during the run; flag not set",
+            extra={"check": run.summary.check, "item_id": repayment.id, "flag": flag},
+        )
+
+
+def _drop_superseded(run: Run, notices: list[Notice]) -> list[Notice]:
+    """Drop notices a more severe notice of the same due date already reached.
+
+    The flags already stop most of these; the ledger also covers a more severe
+    notice that reached some borrowers before its flag was set, and a replayed
+    or manual run for an earlier date.
+    """
+    later: dict[str, list[str]] = {}
+    for notice in notices:
+        part = notice.parts[0]
+        repayment_id, due_date, stage = part.data
+        position = SEVERITY.index(stage)
+        later[part.key] = [
+            notice_key(repayment_id, due_date, severer, notice.recipient.id)
+            for severer in SEVERITY[position + 1 :]
+        ]
+    found = ledger.lookup(key for keys in later.values() for key in keys)
+    kept = []
+    for notice in notices:
+        key = notice.parts[0].key
+        done = [k for k in later[key] if k in found and found[k].status != ledger.PENDING]
+        if done:
+            logger.info(
+                "notice superseded by a more severe one",
+                extra={"check": run.summary.check, "key": key, "superseded_by": done[0]},
+            )
+            continue
+        kept.append(notice)
+    return kept
+
+
+def _flagged_at_or_after(repayment: Repayment, stage: Stage) -> bool:
+    """True when this notice or a more severe one was already delivered."""
+    names = SEVERITY[SEVERITY.index(stage.name) :]
+    return any(
+        getattr(repayment, f"{name}_sent" if name != "upcoming" else "reminder_sent")
+        for name in names
+    )
 
 
 def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str]]]]:
@@ -108,9 +184,14 @@ def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str
                 run.invalid(repayment.id, repayment.load_error)
                 continue
             if repayment.paid_date:
+                # A paid_date that is not a date must not pass for paid, silently.
+                try:
+                    parse_date(repayment.paid_date, "paid_date")
+                except ValueError as exc:
+                    run.invalid(repayment.id, str(exc))
                 continue
             stage = stage_for(days, t)
-            if stage is None or getattr(repayment, stage.flag):
+            if stage is None or _flagged_at_or_after(repayment, stage):
                 continue
             due.append(Due(repayment, stage, due_date, days))
 
@@ -147,7 +228,7 @@ def _notices_for(
         return []
     app = applications.get(repayment.application_id)
     if app is None or app.load_error:
-        run.invalid(repayment.id, f"application {repayment.application_id!r} does not exist")
+        run.invalid(repayment.id, f"application {quoted(repayment.application_id)} does not exist")
         return []
     context = {
         "amount": amount,
@@ -158,7 +239,7 @@ def _notices_for(
     }
     borrower_ids = app.borrower_id_list()
     if not borrower_ids and not item.stage.to_bdm:
-        run.invalid(repayment.id, f"application {app.id!r} has no borrowers")
+        run.invalid(repayment.id, f"application {quoted(app.id)} has no borrowers")
         return []
     people: list[Recipient] = []
     for borrower_id in borrower_ids:
@@ -170,23 +251,28 @@ def _notices_for(
 
     if item.stage.to_bdm:
         if not app.bd_id:
-            run.invalid(repayment.id, f"application {app.id!r} has no bd_id")
+            run.invalid(repayment.id, f"application {quoted(app.id)} has no bd_id")
             return []
         bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id)
         if isinstance(bdm, str):
             run.invalid(repayment.id, bdm)
             return []
         names = [p.name for p in people]
-        return [_notice(item, bdm, {**context, "borrower_names": names})]
-    return [_notice(item, person, context) for person in people]
+        notices = [_notice(run, item, bdm, {**context, "borrower_names": names})]
+    else:
+        notices = [_notice(run, item, person, context) for person in people]
+    return [notice for notice in notices if notice is not None]
 
 
-def _notice(item: Due, to: Recipient, context: dict[str, object]) -> Notice:
-    key = f"{KIND}#{item.repayment.id}#{item.due_date.isoformat()}#{item.stage.name}#{to.id}"
+def _notice(run: Run, item: Due, to: Recipient, context: dict[str, object]) -> Notice | None:
+    key = notice_key(item.repayment.id, item.due_date, item.stage.name, to.id)
+    part = run.part(key, item.repayment.id, (item.repayment.id, item.due_date, item.stage.name))
+    if part is None:
+        return None
     return Notice(
         kind=f"repayment_{item.stage.name}",
         recipient=to,
-        parts=[Part(key=key, item_id=item.repayment.id)],
+        parts=[part],
         compose=_composer(item.stage, to, context),
     )
 

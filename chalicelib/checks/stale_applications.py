@@ -20,6 +20,7 @@ from chalicelib.formatting import (
     parse_amount,
     parse_timestamp,
 )
+from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Staff
 
@@ -57,10 +58,17 @@ def collect(run: Run) -> list[Notice]:
                 continue
             try:
                 changed = parse_timestamp(app.stage_last_updated, "stage_last_updated")
+                local_day = changed.astimezone(run.settings.timezone).date()
             except ValueError as exc:
                 run.invalid(app.id, str(exc))
                 continue
-            days = (run.today - changed.astimezone(run.settings.timezone).date()).days
+            except OverflowError:
+                # Year 1 or 9999 with an offset has no local date.
+                run.invalid(
+                    app.id, f"stage_last_updated {quoted(app.stage_last_updated)} is out of range"
+                )
+                continue
+            days = (run.today - local_day).days
             if days < t.stale_after_days:
                 continue
             due.append((app, days, (days - t.stale_after_days) // t.stale_repeat_days))
@@ -79,8 +87,11 @@ def collect(run: Run) -> list[Notice]:
         if isinstance(bdm, str):
             run.invalid(app.id, bdm)
             continue
-        key = f"{KIND}#{app.id}#{app.stage}#{app.stage_last_updated}#{cycle}"
-        parts_by_bdm[bdm].append(Part(key=key, item_id=app.id, data=row_or_reason))
+        part = run.part(
+            f"{KIND}#{app.id}#{app.stage}#{app.stage_last_updated}#{cycle}", app.id, row_or_reason
+        )
+        if part is not None:
+            parts_by_bdm[bdm].append(part)
 
     return [
         Notice(kind=KIND, recipient=bdm, parts=parts, compose=_composer(bdm, run))
@@ -99,7 +110,7 @@ def _row(app: Application, days: int) -> StaleRow | str:
             return str(exc)
     return StaleRow(
         reference=app.reference_number,
-        stage=STAGE_LABELS[str(app.stage)],
+        stage=STAGE_LABELS.get(str(app.stage), str(app.stage)),
         days_in_stage=days,
         loan_amount=loan_amount,
         broker=app.broker_name or "—",

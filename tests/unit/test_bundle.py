@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Installed for tests and tools only (requirements-dev.txt), absent from the Lambda bundle.
-DEV_ONLY = ("click", "moto", "freezegun", "pytest", "cfnlint", "werkzeug", "responses")
+DEV_ONLY = ("click", "moto", "freezegun", "pytest", "cfnlint", "werkzeug", "responses", "django")
 
 
 def test_the_lambda_entry_point_imports_no_dev_only_package() -> None:

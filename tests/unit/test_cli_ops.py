@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,14 +10,24 @@ import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 
-from chalicelib import demo, ledger, preview
+from chalicelib import demo, ledger, preview, ses_events
 from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
 from chalicelib.models import Application, Notification, Repayment, Staff
 from chalicelib.runner import NOTICE_KINDS
 from tests import factories
-from tests.support import REGION, sent_emails, ses_error, ses_faults, subjects_by_recipient, utc
+from tests.support import (
+    FIXTURE_CONFIGURATION_SET,
+    REGION,
+    SuppressionList,
+    sent_emails,
+    ses_error,
+    ses_event,
+    ses_faults,
+    subjects_by_recipient,
+    utc,
+)
 
 BEN = "ben.lee@example.net"
 MIA = "mia.chen@example.net"
@@ -171,6 +182,58 @@ def test_history_needs_exactly_one_of_item_or_recipient(service: Settings, args:
 
     assert result.exit_code == 2
     assert "give exactly one of --item ID or --recipient EMAIL" in result.output
+
+
+def ses_reports(key: str, *names: str) -> None:
+    """SES's recorded events ``names`` about the message of ledger entry ``key``."""
+    entry = Notification.get(key, consistent_read=True)
+    stage = Settings.from_env(
+        {**dict(os.environ), "SES_CONFIGURATION_SET": FIXTURE_CONFIGURATION_SET}
+    )
+    for name in names:
+        event = ses_events.parse(
+            ses_event(
+                name,
+                token=entry.send_token,
+                message_id=entry.message_id or "ses-message",
+                address=entry.recipient_email,
+            )
+        )
+        ses_events.record_event(event, settings=stage, now=utc("2026-11-23 01:10"))
+
+
+def test_history_shows_what_ses_reported_about_each_message(
+    service: Settings, suppression_list: SuppressionList
+) -> None:
+    # Given Mia's reminder was sent, delivered and then complained of
+    two_borrowers_one_rejected()
+    ses_reports(MIA_UPCOMING, "send", "delivery", "complaint")
+
+    # When the operator looks at the repayment's history
+    shown = invoke("history", "--item", "rep-1").stdout
+
+    # Then the SES events are on Mia's entry
+    assert "    SES events: Send, Delivery, Complaint" in shown
+    assert "    delivered 2026-11-22 20:00:06 UTC" in shown
+    assert "    complained (marked as spam) 2026-11-23 01:14:39 UTC" in shown
+    assert shown.startswith("2 notice(s) for item rep-1")
+
+
+def test_history_of_a_recipient_shows_a_hard_bounce_and_the_suppressed_address(
+    service: Settings, suppression_list: SuppressionList
+) -> None:
+    two_borrowers_one_rejected()
+    ses_reports(MIA_UPCOMING, "bounce_permanent")
+
+    shown = invoke("history", "--recipient", "Mia.Chen@example.net").stdout
+    exact = invoke("history", "--recipient", MIA).stdout
+
+    assert f"{MIA} is suppressed (hard bounce) since 2026-11-22 20:00:08 UTC" in shown
+    assert "until the CRM changes the address" in shown
+    assert f"    after {MIA_UPCOMING}, SES message id " in shown
+    assert exact.startswith(f"1 notice(s) for recipient {MIA}, oldest first:")
+    assert "    bounced 2026-11-22 20:00:08 UTC: Permanent/General" in exact
+    assert exact.count("is suppressed") == 1
 
 
 # --- retry-failed ------------------------------------------------------------------------

@@ -240,13 +240,23 @@ def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
-def scheduled_functions(template: dict[str, Any]) -> list[str]:
-    """Logical ids of the functions an EventBridge schedule triggers."""
+def triggered_functions(template: dict[str, Any], *kinds: str) -> list[str]:
+    """Logical ids of the functions triggered by an event source of one of ``kinds``."""
     return sorted(
         name
         for name, fn in resources_of_type(template, "AWS::Serverless::Function").items()
-        if any(e["Type"] == "Schedule" for e in fn["Properties"].get("Events", {}).values())
+        if any(e["Type"] in kinds for e in fn["Properties"].get("Events", {}).values())
     )
+
+
+def scheduled_functions(template: dict[str, Any]) -> list[str]:
+    """Logical ids of the functions an EventBridge schedule triggers."""
+    return triggered_functions(template, "Schedule")
+
+
+def eventbridge_functions(template: dict[str, Any]) -> list[str]:
+    """Logical ids of the functions EventBridge invokes (asynchronously): schedules and rules."""
+    return triggered_functions(template, "Schedule", "CloudWatchEvent")
 
 
 def test_make_package_yields_one_template_that_cfn_lint_accepts(
@@ -316,14 +326,15 @@ def test_the_template_declares_the_six_tables_as_the_models_define_them(
     }
 
 
-def test_every_scheduled_function_retries_then_sends_the_event_to_the_dead_letter_queue(
+def test_every_eventbridge_function_retries_then_sends_the_event_to_the_dead_letter_queue(
     template: dict[str, Any],
 ) -> None:
     configs = resources_of_type(template, "AWS::Lambda::EventInvokeConfig")
 
     assert sorted(c["Properties"]["FunctionName"]["Ref"] for c in configs.values()) == (
-        scheduled_functions(template)
+        eventbridge_functions(template)
     )
+    assert "RecordSesEvents" in eventbridge_functions(template)
     for config in configs.values():
         properties = config["Properties"]
         assert properties["MaximumRetryAttempts"] == 2
@@ -364,7 +375,7 @@ def test_every_function_role_has_exactly_the_stage_policy_file(template: dict[st
         assert "ManagedPolicyArns" not in role["Properties"]
 
 
-def test_only_the_scheduled_roles_may_send_to_the_dead_letter_queue(
+def test_only_the_eventbridge_functions_roles_may_send_to_the_dead_letter_queue(
     template: dict[str, Any],
 ) -> None:
     [(name, policy)] = resources_of_type(template, "AWS::IAM::Policy").items()
@@ -379,7 +390,7 @@ def test_only_the_scheduled_roles_may_send_to_the_dead_letter_queue(
         }
     ]
     assert sorted(r["Ref"] for r in policy["Properties"]["Roles"]) == sorted(
-        functions[f]["Properties"]["Role"]["Fn::GetAtt"][0] for f in scheduled_functions(template)
+        functions[f]["Properties"]["Role"]["Fn::GetAtt"][0] for f in eventbridge_functions(template)
     )
 
 
@@ -466,3 +477,100 @@ def test_the_failed_notices_alarms_watch_the_metric_a_rejected_notice_emits(
     assert sorted(watched) == sorted(CHECKS)
     assert watched["note_reminders"] in emitted, emitted
     assert ("service", stage_service) in watched["note_reminders"][1]
+
+
+# --- SES events ------------------------------------------------------------------------------
+
+
+def test_each_stage_sends_through_its_own_ses_configuration_set() -> None:
+    sets = {s: stage_config(s)["environment_variables"]["SES_CONFIGURATION_SET"] for s in STAGES}
+
+    assert sets == {"dev": "loan-reminders-dev", "prod": "loan-reminders-prod"}
+
+
+def test_the_template_creates_the_configuration_set_publishing_to_eventbridge(
+    template: dict[str, Any],
+) -> None:
+    [(name, config_set)] = resources_of_type(template, "AWS::SES::ConfigurationSet").items()
+    [destination] = resources_of_type(
+        template, "AWS::SES::ConfigurationSetEventDestination"
+    ).values()
+
+    assert config_set["Properties"] == {
+        "Name": "loan-reminders-dev",
+        "SuppressionOptions": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
+    }
+    properties = destination["Properties"]
+    assert properties["ConfigurationSetName"] == {"Ref": name}
+    assert properties["EventDestination"]["Enabled"] is True
+    assert sorted(properties["EventDestination"]["MatchingEventTypes"]) == sorted(
+        ["send", "delivery", "bounce", "complaint", "reject", "deliveryDelay"]
+    )
+    assert properties["EventDestination"]["EventBridgeDestination"]["EventBusArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
+    }
+    assert template["Outputs"]["ConfigurationSetName"] == {"Value": {"Ref": name}}
+
+
+def test_the_ses_events_rule_matches_the_six_events_of_the_stages_configuration_set_only(
+    template: dict[str, Any],
+) -> None:
+    function = template["Resources"]["RecordSesEvents"]["Properties"]
+    [rule] = function["Events"].values()
+
+    assert function["FunctionName"] == "loan-reminders-dev-record_ses_events"
+    assert rule["Type"] == "CloudWatchEvent"
+    assert rule["Properties"]["Pattern"] == {
+        "source": ["aws.ses"],
+        "detail-type": [
+            "Email Sent",
+            "Email Delivered",
+            "Email Bounced",
+            "Email Complaint Received",
+            "Email Rejected",
+            "Email Delivery Delayed",
+        ],
+        "detail": {"mail": {"tags": {"ses:configuration-set": ["loan-reminders-dev"]}}},
+    }
+
+
+def test_alarms_watch_the_bounces_and_complaints_of_every_check(template: dict[str, Any]) -> None:
+    watched = sorted(
+        (a["MetricName"], a["Dimensions"][0]["Value"], a["Dimensions"][1]["Value"])
+        for a in alarms(template)
+        if a["MetricName"] in ("NoticesBounced", "NoticesComplained")
+    )
+
+    assert watched == sorted(
+        (metric, check, "loan-reminders-dev")
+        for metric in ("NoticesBounced", "NoticesComplained")
+        for check in CHECKS
+    )
+
+
+def test_a_stage_without_a_configuration_set_gets_no_ses_event_resources_or_grants() -> None:
+    stage = infra.load_stage("dev")
+    settings = Settings.from_env(
+        {
+            **{f"{t.name.upper()}_TABLE": f"x-{t.name}" for t in fields(Tables)},
+            "SENDER_EMAIL": "a@example.com",
+            "AWS_REGION": REGION,
+        }
+    )
+    bare = infra.Stage(
+        name="bare",
+        app_name=stage.app_name,
+        settings=settings,
+        service="bare",
+        policy_file=stage.policy_file,
+        autogen_policy=False,
+    )
+
+    template = infra.merge_template(bare, infra.app_functions(infra.load_app()))
+    policy = json.dumps(infra.policy_document(settings, "bare-"))
+
+    assert not [r for r in template["Resources"].values() if "SES" in r.get("Type", "")]
+    assert "ConfigurationSetName" not in template["Outputs"]
+    assert "send_token-index" not in policy
+    assert "configuration-set" not in policy
+    assert "PutSuppressedDestination" not in policy

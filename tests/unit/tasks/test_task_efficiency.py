@@ -75,14 +75,15 @@ def test_a_run_over_many_notes_queries_indexes_and_batches_lookups(
     assert (first.sent, again.sent, again.skipped) == (NOTES, 0, NOTES)
     assert len(sent_emails()) == NOTES
 
-    # And the first run read with 4 Queries (today and 3 catch-up days) and 5 batches:
+    # And the first run read with 4 Queries (today and 3 catch-up days) and 6 batches:
     # 2 of applications (120 ids), 1 of staff (12 ids), 2 of ledger entries (120 keys)
+    # and 1 of the recipients' suppression entries (12 addresses)
     ops = operations(first_calls)
     assert ops[("Query", "remind_date-index")] == 4
     assert batch_get_tables(first_calls) == {
         "test-applications": 2,
         "test-staff": 1,
-        "test-notifications": 2,
+        "test-notifications": 3,
     }
     # and wrote each notice twice (claim, then sent), one UpdateItem each; nothing else
     assert ops[("UpdateItem", "test-notifications")] == 2 * NOTES
@@ -91,4 +92,4 @@ def test_a_run_over_many_notes_queries_indexes_and_batches_lookups(
     # And the hourly rerun, with everything delivered, only reads: no write at all
     rerun = operations(again_calls)
     assert {op for op, _ in rerun} == {"Query", "BatchGetItem"}
-    assert sum(rerun.values()) == 4 + 5
+    assert sum(rerun.values()) == 4 + 6

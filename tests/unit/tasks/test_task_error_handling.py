@@ -17,6 +17,7 @@ from email.utils import getaddresses
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
@@ -34,7 +35,6 @@ from tests.support import (
     ses_faults,
     subjects_by_recipient,
     sydney,
-    timeout_error,
 )
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
@@ -126,6 +126,7 @@ def claim_left_by_another_run(
     ).save()
 
 
+# SES provably did not take the message: it answered 4xx, or was never reached.
 TRANSIENT_FAULTS: list[Any] = [
     pytest.param(
         lambda: ses_error("TooManyRequestsException", 429),
@@ -133,14 +134,15 @@ TRANSIENT_FAULTS: list[Any] = [
         id="throttled-429",
     ),
     pytest.param(
-        lambda: ses_error("InternalFailure", 500), "InternalFailure", id="internal-failure-500"
+        lambda: ses_error("SendingPausedException", 400),
+        "SendingPausedException",
+        id="sending-paused-400",
     ),
     pytest.param(
-        lambda: ses_error("ServiceUnavailable", 503),
-        "ServiceUnavailable",
-        id="service-unavailable-503",
+        lambda: EndpointConnectionError(endpoint_url="https://email.ap-southeast-2.amazonaws.com"),
+        "EndpointConnectionError",
+        id="connection-refused",
     ),
-    pytest.param(timeout_error, "ReadTimeoutError", id="read-timeout"),
 ]
 
 PERMANENT_FAULTS: list[Any] = [
@@ -246,9 +248,12 @@ def test_a_transient_failure_releases_every_part_of_a_stale_digest(
     f.application("app-2", reference_number="APP-1002", stage="formal_approval")
     f.application("app-3", reference_number="APP-1003", bd_id="bdm-2")
 
-    # When SES is unavailable for Brooke
+    # When SES throttles the send to Brooke
     with (
-        ses_faults(ses, lambda to: ses_error("ServiceUnavailable", 503) if to == BROOKE else None),
+        ses_faults(
+            ses,
+            lambda to: ses_error("TooManyRequestsException", 429) if to == BROOKE else None,
+        ),
         pytest.raises(DeliveryIncomplete) as raised,
     ):
         run("stale_applications", MONDAY, ses)
@@ -259,7 +264,7 @@ def test_a_transient_failure_releases_every_part_of_a_stale_digest(
     for app_id in ("app-1", "app-2"):
         [entry] = entries_for(app_id)
         assert entry.status == ledger.PENDING
-        assert "ServiceUnavailable" in (entry.last_error or "")
+        assert "TooManyRequestsException" in (entry.last_error or "")
 
     # When the next run goes through
     summary = run("stale_applications", sydney("2026-11-23 10:00"), ses)
@@ -369,7 +374,9 @@ def test_a_retry_after_a_partly_failed_run_sends_only_what_is_missing(
     # Given a run that failed transiently for Mia (so Lambda retries the same event)
     repayment_due_to_two_borrowers()
     with (
-        ses_faults(ses, lambda to: timeout_error() if to == MIA else None),
+        ses_faults(
+            ses, lambda to: ses_error("TooManyRequestsException", 429) if to == MIA else None
+        ),
         pytest.raises(DeliveryIncomplete),
     ):
         run("repayment_reminders", MONDAY, ses)
@@ -463,10 +470,12 @@ def test_an_unexpired_claim_of_another_run_is_skipped(service: Settings, ses: An
     assert not Repayment.get("rep-1").reminder_sent
 
 
-def test_an_expired_claim_is_marked_failed_as_interrupted_and_not_resent(
-    service: Settings, ses: Any
+def test_without_ses_events_an_expired_claim_is_marked_failed_as_interrupted_and_not_resent(
+    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a run claimed Mia's notice an hour ago and died (its lease has run out)
+    # Given no configuration set publishes SES events, so nothing can settle a claim
+    monkeypatch.delenv("SES_CONFIGURATION_SET")
+    # And a run claimed Mia's notice an hour ago and died (its lease has run out)
     repayment_due_to_two_borrowers()
     lease = MONDAY.astimezone(UTC) - timedelta(minutes=45)
     claim_left_by_another_run(REP1_MIA, lease_expires_at=lease, run_id="crashed-run")
@@ -489,10 +498,12 @@ def test_an_expired_claim_is_marked_failed_as_interrupted_and_not_resent(
     assert recipient_counts() == Counter({BEN: 1})
 
 
-def test_a_run_killed_after_ses_accepted_the_message_is_not_resent(
-    service: Settings, ses: Any
+def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_resent(
+    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a run that is killed right after SES accepted its first reminder
+    # Given no configuration set publishes SES events, so nothing can settle a claim
+    monkeypatch.delenv("SES_CONFIGURATION_SET")
+    # And a run that is killed right after SES accepted its first reminder
     note_for_author_and_bdm()
 
     def kill_after_sam(http_response: Any = None, parsed: Any = None, **_: Any) -> None:

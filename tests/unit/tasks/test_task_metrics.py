@@ -29,7 +29,16 @@ Output = Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 MONDAY = sydney("2026-11-23 12:00")
 BEN = "ben.lee@example.net"
 MIA = "mia.chen@example.net"
-COUNTS = ("ItemsRead", "NoticesSent", "NoticesFailed", "NoticesRetrying", "ItemsInvalid")
+COUNTS = (
+    "ItemsRead",
+    "NoticesSent",
+    "NoticesFailed",
+    "NoticesRetrying",
+    "NoticesUnknown",
+    "NoticesDeferred",
+    "NoticesSuppressed",
+    "ItemsInvalid",
+)
 
 
 @pytest.fixture
@@ -83,6 +92,9 @@ def test_a_run_prints_one_emf_document_with_the_check_dimension(
         "NoticesSent": "Count",
         "NoticesFailed": "Count",
         "NoticesRetrying": "Count",
+        "NoticesUnknown": "Count",
+        "NoticesDeferred": "Count",
+        "NoticesSuppressed": "Count",
         "ItemsInvalid": "Count",
         "RunDuration": "Milliseconds",
     }
@@ -92,6 +104,9 @@ def test_a_run_prints_one_emf_document_with_the_check_dimension(
         "NoticesSent": 2,
         "NoticesFailed": 0,
         "NoticesRetrying": 0,
+        "NoticesUnknown": 0,
+        "NoticesDeferred": 0,
+        "NoticesSuppressed": 0,
         "ItemsInvalid": 1,
     }
     assert metric(emf, "RunDuration") >= 0
@@ -133,6 +148,9 @@ def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
             "NoticesSent": 0,
             "NoticesFailed": 1,
             "NoticesRetrying": 1,
+            "NoticesUnknown": 0,
+            "NoticesDeferred": 0,
+            "NoticesSuppressed": 0,
             "ItemsInvalid": 0,
         }
     ]
@@ -183,6 +201,9 @@ def test_log_lines_mask_addresses_and_never_hold_an_email_body(
         ("<Mia.Chen+crm@mail.example.com.au>, x@y.io", "<M***@mail.example.com.au>, x***@y.io"),
         ('{"recipient_email":"a@b.co"}', '{"recipient_email":"a***@b.co"}'),
         ("no address @ here", "no address @ here"),
+        ("zoë.müller@exämple.net", "z***@exämple.net"),
+        ("'Élodie@example.net', ben@bücher.example", "'***@example.net', b***@bücher.example"),
+        ('{"to":"Łukasz@example.pl"}', '{"to":"Ł***@example.pl"}'),
     ],
 )
 def test_mask_addresses(text: str, masked: str) -> None:

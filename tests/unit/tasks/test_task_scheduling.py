@@ -62,7 +62,11 @@ def hourly(first: datetime, count: int) -> list[datetime]:
 
 
 def test_each_check_is_registered_as_an_hourly_utc_schedule() -> None:
-    sources = {source.name: source for source in app.app.event_sources}
+    sources = {
+        source.name: source
+        for source in app.app.event_sources
+        if isinstance(source, ScheduledEventConfig)
+    }
 
     assert set(sources) == {
         "check_stale_applications",
