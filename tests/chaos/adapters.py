@@ -1,29 +1,23 @@
 """Every place the soak touches the code under test, one small function each.
 
-The soak is written against the interfaces of issue 7 (``handle_scheduled(..., now=,
-remaining_ms=)``, ``EventTooOld``, the ``record_ses_events`` handler); where the code
-in front of it differs, this is the one file to change.
+The soak drives the code through its entry points: ``runner.handle_scheduled`` (with a
+Lambda context whose clock the time-budget fault controls), ``EventTooOld`` for events
+past the horizon, and the ``record_ses_events`` Chalice handler of app.py for SES events.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib import delivery, ledger, models, runner
+from chalicelib import delivery, models, runner
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
 
-
-class _NeverRaised(Exception):
-    """Stands in for an exception class the code does not define (yet)."""
-
-
 #: A replayed event older than the retry horizon (issue 7, class 5).
-EventTooOld: type[BaseException] = getattr(runner, "EventTooOld", _NeverRaised)
+EventTooOld: type[BaseException] = runner.EventTooOld
 #: A run that left notices for Lambda's retry.
 DeliveryIncomplete: type[BaseException] = delivery.DeliveryIncomplete
 
@@ -33,16 +27,14 @@ def invoke_scheduled(
 ) -> dict[str, Any]:
     """One invocation of a scheduled function with ``event``, its clock at ``now``.
 
-    Falls back to ``run_check`` for the event's time where ``handle_scheduled`` cannot
-    take the simulated clock (it would read the real one).
+    ``remaining_ms`` is the Lambda context's clock (the time budget fault shortens it).
     """
-    accepts = inspect.signature(runner.handle_scheduled).parameters
-    if "now" in accepts:
-        extra = {"remaining_ms": remaining_ms} if "remaining_ms" in accepts else {}
-        scheduled: Callable[..., dict[str, Any]] = runner.handle_scheduled
-        return scheduled(check, event, now=now, **extra)
-    summary = runner.run_check(check, at=runner.event_time(event), now=now)
-    return summary.as_dict()
+    context = LambdaContext(
+        aws_request_id=str(event.get("id", "")),
+        function_name=f"check_{check}",
+        remaining=remaining_ms,
+    )
+    return runner.handle_scheduled(check, event, context, now=now)  # type: ignore[arg-type]
 
 
 def ses_events_handler() -> Callable[[dict[str, Any], Any], Any] | None:
@@ -59,10 +51,11 @@ class LambdaContext:
 
     aws_request_id: str
     function_name: str = "record_ses_events"
+    remaining: Callable[[], int] | None = None
 
     def get_remaining_time_in_millis(self) -> int:
-        """Plenty: the SES event handler is not under test for its time budget."""
-        return 300_000
+        """The injected clock, or plenty (the SES event handler's budget is not under test)."""
+        return self.remaining() if self.remaining is not None else 300_000
 
 
 def invoke_ses_event(event: dict[str, Any]) -> None:
@@ -71,16 +64,6 @@ def invoke_ses_event(event: dict[str, Any]) -> None:
     if handler is None:
         raise LookupError("app.py has no record_ses_events function")
     handler(event, LambdaContext(aws_request_id=str(event.get("id", ""))))
-
-
-def failed_entries() -> Iterator[Any]:
-    """Ledger entries that failed permanently (what ``cli retry-failed`` lists)."""
-    return ledger.failed_entries()
-
-
-def requeue(entry: Any, now: datetime) -> bool:
-    """What ``cli retry-failed`` does to one entry: back to pending."""
-    return ledger.requeue(entry, now)
 
 
 def clients_in_use(settings: Settings) -> tuple[Any, list[Any]]:

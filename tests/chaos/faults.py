@@ -29,10 +29,10 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
-from tests.chaos.oracle import parse
+from tests.chaos.oracle import identities, parse
 
-# Every injected error message carries this, so the simulated operator can tell an
-# injected rejection from a real one when it re-queues failed notices.
+# Every injected error message carries this, so the soak can tell a failure recorded
+# for an injected rejection from any other.
 MARKER = "chaos: injected"
 LAMBDA_TIMEOUT_MS = 300_000
 
@@ -54,8 +54,9 @@ class FaultRates:
     ses_message_rejected: float = 0.01
     ses_account_paused: float = 0.01
     ses_lost_response: float = 0.05
-    ddb_throttling: float = 0.004
+    ddb_throttling: float = 0.01
     ddb_lost_response: float = 0.03
+    ddb_lost_read: float = 0.03
     crash_after_claim: float = 0.015
     crash_before_send: float = 0.015
     crash_after_send: float = 0.015
@@ -75,6 +76,7 @@ LABELS = {
     "ses_lost_response": "SES response lost after acceptance",
     "ddb_throttling": "DynamoDB throttling",
     "ddb_lost_response": "DynamoDB response lost after the write",
+    "ddb_lost_read": "DynamoDB read response lost",
     "crash_after_claim": "crash after claim",
     "crash_before_send": "crash between claim and send",
     "crash_after_send": "crash between send and record",
@@ -134,6 +136,7 @@ class Injector:
         self.rng = random.Random(0)
         self.injected: Counter[str] = Counter()
         self.accepted: list[dict[str, Any]] = []
+        self.rejected: list[dict[str, Any]] = []
         self.now = datetime.min.replace(tzinfo=UTC)
         self._instrumented: set[int] = set()
         self._budget_calls = -1
@@ -142,15 +145,15 @@ class Injector:
     def begin(self, rates: dict[str, float] | None, seed: int, now: datetime) -> None:
         """Arm the injector for one job (``rates`` None: no faults)."""
         self.rates, self.rng, self.now = rates, random.Random(seed), now
-        self.injected, self.accepted = Counter(), []
+        self.injected, self.accepted, self.rejected = Counter(), [], []
         short = self.rates is not None and self.rng.random() < self.rates.get(
             "short_time_budget", 0.0
         )
         self._budget_calls = self.rng.randint(0, 3) if short else -1
 
-    def end(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
-        """What this job injected and what SES accepted during it."""
-        result = dict(self.injected), self.accepted
+    def end(self) -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
+        """What this job injected, what SES accepted and what it rejected (injected)."""
+        result = dict(self.injected), self.accepted, self.rejected
         self.rates = None
         return result
 
@@ -192,13 +195,29 @@ class Injector:
         self._instrumented.add(id(client))
         client.meta.events.register("before-call.dynamodb", self._ddb_throttle)
         client.meta.events.register("before-send.dynamodb.UpdateItem", self._ddb_transport)
+        for read in ("Query", "BatchGetItem", "GetItem"):
+            client.meta.events.register(f"before-send.dynamodb.{read}", self._ddb_read)
 
     # -- SES -----------------------------------------------------------------------------
-    def _ses_error(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+    def _ses_error(
+        self, params: dict[str, Any] | None = None, **_: Any
+    ) -> tuple[AWSResponse, dict[str, Any]] | None:
         for fault, code, status in _SES_ERRORS:
             if self._draw(fault):
+                if fault == "ses_message_rejected":
+                    self._journal_rejection(params or {})
                 return error_answer(code, status)
         return None
+
+    def _journal_rejection(self, params: dict[str, Any]) -> None:
+        """Which notices a rejected message carried, and the send token of its claim."""
+        body = params.get("body")
+        request = json.loads(body) if isinstance(body, str | bytes | bytearray) and body else {}
+        raw = base64.b64decode(request["Content"]["Raw"]["Data"])
+        tags = {t["Name"]: t["Value"] for t in request.get("EmailTags") or []}
+        self.rejected.append(
+            {"identities": identities(parse(raw)), "send_token": tags.get("send_token")}
+        )
 
     def _ses_transport(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         if self._draw("crash_before_send"):
@@ -238,6 +257,12 @@ class Injector:
             )
             return error_answer(code, 400)
         return None
+
+    def _ddb_read(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        if not self._draw("ddb_lost_read"):
+            return None
+        self.http.send(request)  # answered, but the answer never arrives
+        raise ReadTimeoutError(endpoint_url=request.url)
 
     def _ddb_transport(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
         if self.rates is None:

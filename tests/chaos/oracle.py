@@ -107,9 +107,9 @@ def tally(
 
     A delivery of an identity that was not expected at all (a notice the rules do not
     send, such as a superseded reminder after a replay) is an extra delivery too: it is
-    counted as a duplicate and listed as unexpected. ``reported_failed`` are notices the
-    ledger reports failed because of an injected permanent rejection that the simulated
-    operator could not re-queue inside the notice's window: reported, so not lost.
+    counted as a duplicate and listed as unexpected. ``reported_failed`` are notices SES
+    refused permanently (an injected MessageRejected) that the ledger reports as
+    failed: expected but correctly failed, so counted in ``rejected``, not ``lost``.
     """
     wanted = set(expected)
     counts = Counter(delivered)

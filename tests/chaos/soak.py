@@ -43,8 +43,9 @@ from zoneinfo import ZoneInfo
 
 import boto3
 
+from chalicelib.config import Reliability
 from tests.chaos import crm, oracle
-from tests.chaos.faults import FaultRates
+from tests.chaos.faults import MARKER, FaultRates
 from tests.ddblocal import server as ddblocal
 
 REGION = "ap-southeast-2"
@@ -55,6 +56,7 @@ CONFIGURATION_SET = "loan-reminders-chaos"
 CHECKS = ("stale_applications", "note_reminders", "repayment_reminders")
 RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=3))  # Lambda's async retries
 DEFAULT_START = date(2026, 12, 1)
+SETTLE = timedelta(minutes=Reliability().settle_minutes)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Options:
     concurrency: float
     replays: float
     log_dir: Path | None
+    min_faulted: int = 0
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -86,9 +89,15 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--no-faults", action="store_true", help="the soak pass without faults")
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START)
     parser.add_argument(
-        "--concurrency", type=float, default=0.1, help="share of events delivered 2-3 times"
+        "--concurrency", type=float, default=0.2, help="share of events delivered 2-3 times"
     )
-    parser.add_argument("--replays", type=float, default=0.03, help="share of old events replayed")
+    parser.add_argument(
+        "--min-faulted",
+        type=int,
+        default=0,
+        help="fail unless at least this many invocations had a fault injected",
+    )
+    parser.add_argument("--replays", type=float, default=0.05, help="share of old events replayed")
     parser.add_argument("--log-dir", type=Path, help="where the workers' logs go (default: tmp)")
     args = parser.parse_args(argv)
     days = args.days or (math.ceil(args.invocations / 72) if args.invocations else 14)
@@ -103,6 +112,7 @@ def parse_args(argv: list[str] | None) -> Options:
         concurrency=args.concurrency,
         replays=args.replays,
         log_dir=args.log_dir,
+        min_faulted=args.min_faulted,
     )
 
 
@@ -226,7 +236,8 @@ class PassResult:
     checks: dict[str, CheckStats] = field(default_factory=lambda: defaultdict(CheckStats))
     ses_events: Counter[str] = field(default_factory=Counter)
     replays: Counter[str] = field(default_factory=Counter)
-    requeued: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    failed_tokens: set[str] = field(default_factory=set)
     messages: list[str] = field(default_factory=list)
     ledger: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -355,8 +366,6 @@ class Pass:
             at = self.start + timedelta(hours=hour)
             for check in CHECKS:
                 self.timeline.add(at, "invoke", {"check": check, "at": at, "attempt": 1})
-            if 7 <= at.astimezone(SYDNEY).hour < 20:
-                self.timeline.add(at + timedelta(minutes=30), "operator", {})
         clock = time.monotonic()
         workers = Workers(self.opts.workers, self.env, self.log_dir, self.name)
         self.result.seconds["start workers"] += time.monotonic() - clock
@@ -366,10 +375,6 @@ class Pass:
                 clock = time.monotonic()
                 if kind == "invoke":
                     self._invoke(workers, when, payload)
-                elif kind == "operator":
-                    result = workers.run([{"kind": "operator", "now": when.isoformat()}])[0]
-                    self.result.requeued += int(result.get("requeued", 0))
-                    self._note_error(result)
                 else:
                     self._ses_events(workers, when, payload)
                 self.result.seconds[kind] += time.monotonic() - clock
@@ -425,12 +430,22 @@ class Pass:
                 stats.dead_lettered += 1
 
     def _replay(self, workers: Workers, now: datetime, check: str, at: datetime) -> None:
-        """Re-drive an event from days ago, as from the dead-letter queue."""
-        old = scheduled_event(check, at - timedelta(days=self.rng.randint(2, 5)))
+        """Re-drive an old event, as from the dead-letter queue or by hand.
+
+        Half are days old (past the horizon: refused with ``EventTooOld``), half are
+        hours old (inside it: they run, and the ledger must keep them from re-sending).
+        """
+        horizon = timedelta(hours=Reliability().event_max_age_hours)
+        if self.rng.random() < 0.5:
+            age, label = timedelta(days=self.rng.randint(2, 5)), "beyond the horizon"
+        else:
+            age = timedelta(hours=self.rng.randint(1, int(horizon / timedelta(hours=1)) - 1))
+            label = "within the horizon"
+        old = scheduled_event(check, at - age)
         job = {"kind": "invoke", "check": check, "event": old, "now": now.isoformat()}
         result = workers.run([{**job, "rates": None, "seed": 0}])[0]
-        self.result.injected["replayed old event"] += 1
-        self.result.replays[result["outcome"]] += 1
+        self.result.injected[f"replayed old event ({label})"] += 1
+        self.result.replays[f"{label}: {result['outcome']}"] += 1
         self._count(check, result, faulted=True)
 
     def _count(self, check: str, result: dict[str, Any], *, faulted: bool) -> None:
@@ -445,6 +460,7 @@ class Pass:
         stats.refused += result["outcome"] == "refused"
         stats.errors += result["outcome"] == "error"
         self._note_error(result)
+        self.result.rejected.extend(result.get("rejected") or [])
         accepted = result.get("accepted") or []
         stats.accepted += len(accepted)
         for message in accepted:
@@ -463,21 +479,28 @@ class Pass:
             self.timeline.add(sent + timedelta(seconds=9), "ses", {"m": message, "t": "Delivery"})
             return
         rng, injected = self.rng, self.result.injected
+        # SES's contract with the ledger is the settling window: a Send event comes
+        # within it. "Late" is late inside that window (the next runs, Lambda's own
+        # retries at +1 and +3 minutes, may run first); Delivery may come hours later.
         if rng.random() < 0.2:
-            send = sent + timedelta(seconds=rng.uniform(3600, 6 * 3600))
-            injected["SES event hours late"] += 1
+            send = sent + timedelta(seconds=rng.uniform(0.3, 0.95) * SETTLE.total_seconds())
+            injected["SES Send event late (within the settling window)"] += 1
         else:
             send = sent + timedelta(seconds=rng.uniform(2, 120))
         delivery = send + timedelta(seconds=rng.uniform(1, 600))
-        if rng.random() < 0.15:
+        if rng.random() < 0.1:
+            delivery = send + timedelta(hours=rng.uniform(1, 6))
+            injected["SES Delivery event hours late"] += 1
+        elif rng.random() < 0.15:
             delivery = sent + (send - sent) * rng.random()
-            injected["SES event out of order (Delivery first)"] += 1
+            injected["SES events out of order (Delivery before Send)"] += 1
         self.timeline.add(send, "ses", {"m": message, "t": "Send"})
         self.timeline.add(delivery, "ses", {"m": message, "t": "Delivery"})
         if rng.random() < 0.1:
+            kind = rng.choice(("Send", "Delivery"))
             again = send + timedelta(seconds=rng.uniform(1, 7200))
-            self.timeline.add(again, "ses", {"m": message, "t": "Send"})
-            injected["SES event duplicated"] += 1
+            self.timeline.add(again, "ses", {"m": message, "t": kind})
+            injected[f"SES {kind} event duplicated"] += 1
 
     def _ses_events(self, workers: Workers, when: datetime, payload: dict[str, Any]) -> None:
         batch = [(when, payload)]
@@ -490,12 +513,15 @@ class Pass:
         self._note_error(result[0])
 
     def _ledger_statuses(self) -> Counter[str]:
-        """Ledger entries by status (failed ones by reason): the soak may Scan, a check not."""
+        """Ledger entries by status (failed ones by reason): the soak may Scan, a check not.
+
+        Also notes the send token of every entry failed by an injected rejection.
+        """
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         statuses: Counter[str] = Counter()
         pages = dynamodb.get_paginator("scan").paginate(
             TableName=self.env["NOTIFICATIONS_TABLE"],
-            ProjectionExpression="#s, failure_reason",
+            ProjectionExpression="#s, failure_reason, send_token",
             ExpressionAttributeNames={"#s": "status"},
         )
         for page in pages:
@@ -503,6 +529,9 @@ class Pass:
                 status = item["status"]["S"]
                 reason = item.get("failure_reason", {}).get("S")
                 statuses[f"{status} ({reason[:60]})" if reason else status] += 1
+                token = item.get("send_token", {}).get("S")
+                if status == "failed" and token and reason and MARKER in reason:
+                    self.result.failed_tokens.add(token)
         return statuses
 
 
@@ -514,12 +543,29 @@ def delivered(messages: list[str]) -> list[oracle.Identity]:
     return [ident for raw in messages for ident in oracle.identities(oracle.parse(raw))]
 
 
+def reported_failed(soak: PassResult) -> list[oracle.Identity]:
+    """Notices an injected MessageRejected refused, whose ledger entry says so at the end.
+
+    The rejected message's send token must be the one on a ``failed`` entry whose
+    reason is the injected rejection: the service recorded and reported the failure
+    (``retry-failed`` lists it, ``NoticesFailed`` counts it). A rejected notice whose
+    entry ended in any other state is not excused.
+    """
+    return [
+        ident
+        for rejection in soak.rejected
+        if rejection.get("send_token") in soak.failed_tokens
+        for ident in rejection["identities"]
+    ]
+
+
 def report(soak: PassResult, expected: list[oracle.Identity], opts: Options) -> oracle.Tally:
     """Print the tables and return the tally."""
     result = oracle.tally(
         expected,
         delivered(soak.messages),
         unknown=sum(n for k, n in soak.ledger.items() if k.split()[0] == "unknown"),
+        reported_failed=reported_failed(soak),
     )
     print(oracle.table(["fault", "injected"], sorted(soak.injected.items())))
     print()
@@ -566,10 +612,10 @@ def report(soak: PassResult, expected: list[oracle.Identity], opts: Options) -> 
                     else []
                 ),
                 *((f"replays: {outcome}", n) for outcome, n in sorted(soak.replays.items())),
-                ("failed notices re-queued by the operator", soak.requeued),
                 *((f"ledger at the end: {status}", n) for status, n in sorted(soak.ledger.items())),
                 ("messages SES accepted", len(soak.messages)),
                 ("delivered but not expected", result.unexpected),
+                ("expected, rejected by SES and reported failed", result.rejected),
             ],
         )
     )
@@ -619,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, spent in (("oracle", reference.seconds), ("soak", soak.seconds)):
         print(f"{name} pass: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(spent.items())))
+    if soak.faulted < opts.min_faulted:
+        print(f"too few faulted invocations: {soak.faulted} < --min-faulted {opts.min_faulted}")
     print(oracle.summary_line(soak.invocations, soak.faulted, result))
     sys.stdout.flush()
-    return 0 if result.passed else 1
+    return 0 if result.passed and soak.faulted >= opts.min_faulted else 1

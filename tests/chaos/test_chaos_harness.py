@@ -33,7 +33,7 @@ REPAYMENT = {
 
 
 def _raw(email: Email) -> bytes:
-    return to_mime(email, SENDER).as_bytes()
+    return to_mime(email, SENDER)
 
 
 def note_email() -> bytes:

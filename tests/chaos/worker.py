@@ -44,11 +44,11 @@ def main(conn: Connection, env: dict[str, str], log_path: str) -> None:
 
 
 def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
-    """Run one job: an invocation, a batch of SES events, or the operator's re-queue."""
+    """Run one job: an invocation or a batch of SES events."""
     from freezegun import freeze_time
 
     from tests.chaos import adapters
-    from tests.chaos.faults import MARKER, SimulatedCrash
+    from tests.chaos.faults import SimulatedCrash
 
     now = datetime.fromisoformat(job["now"])
     injector.begin(job.get("rates"), job.get("seed", 0), now)
@@ -64,14 +64,6 @@ def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
                 for when, event in job["events"]:
                     frozen.move_to(datetime.fromisoformat(when))
                     adapters.invoke_ses_event(event)
-        elif job["kind"] == "operator":
-            requeued = 0
-            with freeze_time(now):
-                for entry in list(adapters.failed_entries()):
-                    reason = f"{entry.failure_reason or ''} {entry.last_error or ''}"
-                    if MARKER in reason and adapters.requeue(entry, now):
-                        requeued += 1
-            result["requeued"] = requeued
     except SimulatedCrash as exc:
         result["outcome"] = "crashed"
         result["error"] = str(exc)
@@ -87,9 +79,10 @@ def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
         result["outcome"] = "error"
         result["error"] = f"{type(exc).__name__}: {exc}"[:300]
         traceback.print_exc()
-    injected, accepted = injector.end()
+    injected, accepted, rejected = injector.end()
     result["injected"] = injected
     result["accepted"] = accepted
+    result["rejected"] = rejected
     return result
 
 
