@@ -3,18 +3,51 @@
 DynamoDB is Amazon's DynamoDB Local (tests/ddblocal/server.py), SES is moto in server
 mode on 127.0.0.1, so several worker processes (simulated Lambda containers, started
 with ``spawn``) share one SES and one DynamoDB. Time is simulated: every invocation
-gets its clock (``now``) from the timeline, nothing sleeps.
+gets its clock (``now``) from the timeline, nothing sleeps. The code under test is
+driven only through its entry points: ``runner.handle_scheduled`` (a Lambda context
+whose remaining time the time-budget fault controls) and app.py's ``record_ses_events``
+handler for SES events (tests/chaos/adapters.py).
 
 Two passes over the same timeline, each on its own tables:
 
 1. the oracle pass, with no faults, one invocation per event: the notices it delivers
    are the expected set;
-2. the soak pass, with faults (see tests/chaos/faults.py), concurrent deliveries of one
-   event to 2-3 workers, old events replayed, Lambda's async retries (+1 and +3
-   minutes, then the dead-letter queue) and SES events that arrive late, twice or out
-   of order. A fault-free drain day follows, so late events and retries can settle.
+2. the soak pass, with faults (tests/chaos/faults.py: SES Throttling,
+   TooManyRequests, MessageRejected, AccountSendingPaused, SES responses lost after
+   acceptance, DynamoDB throttling, DynamoDB answers lost after the write applied or
+   the read answered, crashes after the claim, between claim and send, between send
+   and record and after the record, a Lambda context nearly out of time), concurrent
+   deliveries of one event to 2-3 worker processes, old events replayed (days old:
+   refused with ``EventTooOld``; hours old, inside the 24 h horizon: they run and must
+   not re-send), Lambda's async retries (+1 and +3 minutes, then the dead-letter queue)
+   and SES events (Send, Delivery) late, duplicated and out of order. A fault-free
+   drain day follows, so retries and the settling of ambiguous sends can finish.
 
-Each message SES accepted is mapped back to its notices by tests/chaos/oracle.py.
+SES's contract with the ledger is the settling window (``SETTLE_MINUTES``): a Send
+event comes within it. A "late" Send event is late inside the window (after Lambda's
+retries, say); a Delivery event may be hours late. A Send event later than the window
+is outside the guarantee: by design the notice is then due again and may go out twice.
+
+How the summary line counts (an identity is one notice: recipient, kind and item, read
+from each message SES accepted by tests/chaos/oracle.py, never from the ledger):
+
+- ``invocations``: every invocation of a scheduled function in the soak pass
+  (retries, concurrent copies and replays included; SES event deliveries are not);
+- ``faulted``: invocations into which at least one fault was injected, or that were
+  a concurrent copy or a replay;
+- ``expected``: the distinct identities the fault-free oracle pass delivered;
+- ``delivered once``: expected identities SES accepted exactly once in the soak;
+- ``duplicates``: every acceptance beyond the first of an expected identity, plus
+  every acceptance of an identity the oracle never delivered;
+- ``lost``: expected identities SES never accepted, except those reported failed:
+  an injected MessageRejected refused the message and the ledger entry carrying that
+  message's send token ends ``failed`` with that rejection as its reason (listed by
+  ``retry-failed``, counted in ``NoticesFailed``). Those are expected-but-failed,
+  shown in the table, and count neither as delivered nor as lost;
+- ``unknown``: ledger entries still ``unknown`` at the end of the drain day.
+
+The soak passes (exit 0) with 0 duplicates, 0 lost and 0 unknown, and at least
+``--min-faulted`` faulted invocations (``make chaos``: 1,000).
 """
 
 from __future__ import annotations
@@ -503,14 +536,36 @@ class Pass:
             injected[f"SES {kind} event duplicated"] += 1
 
     def _ses_events(self, workers: Workers, when: datetime, payload: dict[str, Any]) -> None:
+        """Deliver a batch of due SES events to record_ses_events (one worker).
+
+        Under faults the handler's own DynamoDB calls are faulted too; an event whose
+        invocation failed or died is delivered again a minute later, as EventBridge
+        retries a failed target.
+        """
         batch = [(when, payload)]
         while self.timeline.next_kind() == "ses" and len(batch) < 50:
             next_when, _, next_payload = self.timeline.pop()
             batch.append((next_when, next_payload))
-        events = [(t.isoformat(), ses_event(p["m"], p["t"], t)) for t, p in batch]
-        result = workers.run([{"kind": "ses_events", "now": when.isoformat(), "events": events}])
+        events = []
+        for at, item in batch:
+            item.setdefault("event", ses_event(item["m"], item["t"], at))
+            events.append((at.isoformat(), item["event"]))
+        faulted = self._faulted(when)
+        job = {
+            "kind": "ses_events",
+            "now": when.isoformat(),
+            "events": events,
+            "rates": self.rates if faulted else None,
+            "seed": self.rng.getrandbits(32),
+        }
+        result = workers.run([job])[0]
         self.result.ses_events.update(p["t"] for _, p in batch)
-        self._note_error(result[0])
+        self.result.injected.update(result.get("injected") or {})
+        for index in result.get("redeliver") or []:
+            at, item = batch[index]
+            self.timeline.add(at + timedelta(minutes=1), "ses", item)
+            self.result.injected["SES event redelivered after its handler failed"] += 1
+        self._note_error(result)
 
     def _ledger_statuses(self) -> Counter[str]:
         """Ledger entries by status (failed ones by reason): the soak may Scan, a check not.

@@ -132,6 +132,36 @@ def test_ledger_entries_left_unknown_fail_the_soak() -> None:
     assert oracle.tally(expected, expected).passed
 
 
+def test_a_rejected_notice_counts_as_failed_only_when_the_ledger_reports_it() -> None:
+    # Given two expected notices, both refused by an injected MessageRejected and never
+    # delivered; the ledger reports only the note's send token as failed by it
+    note, upcoming = (soak.delivered([raw().decode()]) for raw in (note_email, upcoming_email))
+    passed = soak.PassResult(
+        rejected=[
+            {"identities": note, "send_token": "t-note"},
+            {"identities": upcoming, "send_token": "t-upcoming"},
+        ],
+        failed_tokens={"t-note"},
+    )
+
+    # When the deliveries are tallied with the reported failures
+    result = oracle.tally([*note, *upcoming], [], reported_failed=soak.reported_failed(passed))
+
+    # Then the reported one is expected-but-failed, the other one is lost
+    assert (result.expected, result.once, result.rejected, result.lost) == (2, 0, 1, 1)
+    assert result.lost_ids == upcoming
+    assert not result.passed
+
+
+def test_a_reported_rejection_delivered_later_is_delivered_not_failed() -> None:
+    expected = soak.delivered([note_email().decode()])
+
+    result = oracle.tally(expected, expected, reported_failed=expected)
+
+    assert (result.once, result.rejected, result.lost) == (1, 0, 0)
+    assert result.passed
+
+
 @pytest.fixture
 def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """moto's SES in server mode on loopback, the sender verified; yields a SESv2 client."""
@@ -175,12 +205,37 @@ def test_a_lost_ses_response_is_a_message_ses_really_accepted(ses_server: Any) -
         _send(ses_server)
 
     # Then SES holds it, and the injector knows its id and tag for the SES events
-    injected, accepted = injector.end()
+    injected, accepted, rejected = injector.end()
     held = soak.accepted_messages()[before:]
     assert [m.id for m in held] == [a["message_id"] for a in accepted]
     assert accepted[0]["tags"]["send_token"] == ["token-1"]
     assert accepted[0]["destination"] == ["borrower03@example.net"]
     assert injected == {"SES response lost after acceptance": 1}
+    assert rejected == []
+
+
+def test_an_injected_rejection_is_journalled_with_its_notices_and_token(
+    ses_server: Any,
+) -> None:
+    # Given the injector set to reject every message
+    injector = _armed(ses_server, ses_message_rejected=1.0)
+    before = len(soak.accepted_messages())
+
+    # When a message is sent
+    with pytest.raises(ClientError, match="MessageRejected"):
+        _send(ses_server)
+
+    # Then SES holds nothing, and the injector knows which notice was refused, by token
+    injected, accepted, rejected = injector.end()
+    assert soak.accepted_messages()[before:] == []
+    assert accepted == []
+    assert rejected == [
+        {
+            "identities": [("borrower03@example.net", "repayment_upcoming", "LN-R01#09/12/2026")],
+            "send_token": "token-1",
+        }
+    ]
+    assert injected == {"SES MessageRejected": 1}
 
 
 def test_a_crash_before_send_reaches_no_one_and_an_error_answer_is_a_client_error(

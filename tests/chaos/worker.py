@@ -60,10 +60,19 @@ def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
             )
             result["summary"] = _counters(summary)
         elif job["kind"] == "ses_events":
+            # Each event is one invocation of record_ses_events; one that fails or dies
+            # is handed back for EventBridge to deliver again.
+            failed: list[int] = []
             with freeze_time(now) as frozen:
-                for when, event in job["events"]:
+                for index, (when, event) in enumerate(job["events"]):
                     frozen.move_to(datetime.fromisoformat(when))
-                    adapters.invoke_ses_event(event)
+                    try:
+                        adapters.invoke_ses_event(event)
+                    except (Exception, SimulatedCrash) as exc:
+                        failed.append(index)
+                        error = f"record_ses_events: {type(exc).__name__}: {exc}"
+                        result.setdefault("error", error[:300])
+            result["redeliver"] = failed
     except SimulatedCrash as exc:
         result["outcome"] = "crashed"
         result["error"] = str(exc)
