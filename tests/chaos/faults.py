@@ -61,6 +61,7 @@ class FaultRates:
     crash_before_send: float = 0.015
     crash_after_send: float = 0.015
     crash_after_record: float = 0.015
+    crash_in_ses_handler: float = 0.015
     short_time_budget: float = 0.03
 
     def as_dict(self) -> dict[str, float]:
@@ -81,6 +82,7 @@ LABELS = {
     "crash_before_send": "crash between claim and send",
     "crash_after_send": "crash between send and record",
     "crash_after_record": "crash after record",
+    "crash_in_ses_handler": "record_ses_events crashed after its ledger write",
     "short_time_budget": "Lambda time nearly used up",
 }
 
@@ -140,11 +142,14 @@ class Injector:
         self.now = datetime.min.replace(tzinfo=UTC)
         self._instrumented: set[int] = set()
         self._budget_calls = -1
+        self.kind = "invoke"
 
     # -- per job -------------------------------------------------------------------------
-    def begin(self, rates: dict[str, float] | None, seed: int, now: datetime) -> None:
-        """Arm the injector for one job (``rates`` None: no faults)."""
-        self.rates, self.rng, self.now = rates, random.Random(seed), now
+    def begin(
+        self, rates: dict[str, float] | None, seed: int, now: datetime, kind: str = "invoke"
+    ) -> None:
+        """Arm the injector for one job of ``kind`` (``rates`` None: no faults)."""
+        self.rates, self.rng, self.now, self.kind = rates, random.Random(seed), now, kind
         self.injected, self.accepted, self.rejected = Counter(), [], []
         short = self.rates is not None and self.rng.random() < self.rates.get(
             "short_time_budget", 0.0
@@ -268,8 +273,16 @@ class Injector:
         if self.rates is None:
             return None
         body = _json_body(request)
-        statuses = {v.get("S") for v in (body.get("ExpressionAttributeValues") or {}).values()}
         ledger = body.get("TableName") == self.table
+        if self.kind == "ses_events":
+            crash = ledger and self._draw("crash_in_ses_handler")
+            if not crash and not self._draw("ddb_lost_response"):
+                return None
+            self.http.send(request)
+            if crash:
+                raise SimulatedCrash("record_ses_events crashed after its ledger write")
+            raise ReadTimeoutError(endpoint_url=request.url)
+        statuses = {v.get("S") for v in (body.get("ExpressionAttributeValues") or {}).values()}
         crash_claim = ledger and "claimed" in statuses and self._draw("crash_after_claim")
         crash_record = (
             not crash_claim and ledger and "sent" in statuses and self._draw("crash_after_record")

@@ -51,7 +51,7 @@ def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
     from tests.chaos.faults import SimulatedCrash
 
     now = datetime.fromisoformat(job["now"])
-    injector.begin(job.get("rates"), job.get("seed", 0), now)
+    injector.begin(job.get("rates"), job.get("seed", 0), now, job["kind"])
     result: dict[str, Any] = {"outcome": "ok"}
     try:
         if job["kind"] == "invoke":
