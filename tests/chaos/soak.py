@@ -90,6 +90,7 @@ CHECKS = ("stale_applications", "note_reminders", "repayment_reminders")
 RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=3))  # Lambda's async retries
 DEFAULT_START = date(2026, 12, 1)
 SETTLE = timedelta(minutes=Reliability().settle_minutes)
+HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -468,12 +469,13 @@ class Pass:
         Half are days old (past the horizon: refused with ``EventTooOld``), half are
         hours old (inside it: they run, and the ledger must keep them from re-sending).
         """
-        horizon = timedelta(hours=Reliability().event_max_age_hours)
-        if self.rng.random() < 0.5:
+        # An event inside the horizon is one of this timeline's own (the service did
+        # not run before its start: an earlier event would be a first run, not a replay).
+        inside = min(Reliability().event_max_age_hours - 1, (at - self.start) // HOUR)
+        if inside < 1 or self.rng.random() < 0.5:
             age, label = timedelta(days=self.rng.randint(2, 5)), "beyond the horizon"
         else:
-            age = timedelta(hours=self.rng.randint(1, int(horizon / timedelta(hours=1)) - 1))
-            label = "within the horizon"
+            age, label = self.rng.randint(1, inside) * HOUR, "within the horizon"
         old = scheduled_event(check, at - age)
         job = {"kind": "invoke", "check": check, "event": old, "now": now.isoformat()}
         result = workers.run([{**job, "rates": None, "seed": 0}])[0]
