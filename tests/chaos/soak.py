@@ -722,8 +722,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, spent in (("oracle", reference.seconds), ("soak", soak.seconds)):
         print(f"{name} pass: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(spent.items())))
-    if soak.faulted < opts.min_faulted:
-        print(f"too few faulted invocations: {soak.faulted} < --min-faulted {opts.min_faulted}")
+    problems = harness_problems(soak, opts)
+    for problem in problems:
+        print(problem)
     print(oracle.summary_line(soak.invocations, soak.faulted, result))
     sys.stdout.flush()
-    return 0 if result.passed and soak.faulted >= opts.min_faulted else 1
+    return 0 if result.passed and not problems else 1
+
+
+def harness_problems(soak: PassResult, opts: Options) -> list[str]:
+    """What fails the soak besides the tally: too few faults, replays handled wrongly.
+
+    A replay older than the horizon must be refused (``EventTooOld``); one inside it
+    must run (and the tally proves it re-sent nothing).
+    """
+    problems = []
+    if soak.faulted < opts.min_faulted:
+        problems.append(
+            f"too few faulted invocations: {soak.faulted} < --min-faulted {opts.min_faulted}"
+        )
+    for outcome, count in sorted(soak.replays.items()):
+        beyond = outcome.startswith("beyond the horizon")
+        if beyond != outcome.endswith(": refused"):
+            problems.append(f"replays {outcome}: {count} (expected the opposite)")
+    return problems

@@ -162,6 +162,28 @@ def test_a_reported_rejection_delivered_later_is_delivered_not_failed() -> None:
     assert result.passed
 
 
+def test_a_replay_past_the_horizon_that_runs_or_a_recent_one_refused_fails_the_soak() -> None:
+    opts = soak.parse_args(["--days", "1"])
+    good = soak.PassResult(faulted=5)
+    good.replays.update({"beyond the horizon: refused": 2, "within the horizon: ok": 1})
+    bad = soak.PassResult(faulted=5)
+    bad.replays.update({"beyond the horizon: ok": 1, "within the horizon: refused": 1})
+
+    assert soak.harness_problems(good, opts) == []
+    assert soak.harness_problems(bad, opts) == [
+        "replays beyond the horizon: ok: 1 (expected the opposite)",
+        "replays within the horizon: refused: 1 (expected the opposite)",
+    ]
+
+
+def test_too_few_faulted_invocations_fail_the_soak() -> None:
+    opts = soak.parse_args(["--days", "1", "--min-faulted", "1000"])
+
+    problems = soak.harness_problems(soak.PassResult(faulted=999), opts)
+
+    assert problems == ["too few faulted invocations: 999 < --min-faulted 1000"]
+
+
 @pytest.fixture
 def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """moto's SES in server mode on loopback, the sender verified; yields a SESv2 client."""
