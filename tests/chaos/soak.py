@@ -106,6 +106,7 @@ class Options:
     replays: float
     log_dir: Path | None
     min_faulted: int = 0
+    fault_scale: float = 1.0
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -131,6 +132,9 @@ def parse_args(argv: list[str] | None) -> Options:
         default=0,
         help="fail unless at least this many invocations had a fault injected",
     )
+    parser.add_argument(
+        "--fault-scale", type=float, default=1.0, help="multiply every fault rate by this"
+    )
     parser.add_argument("--replays", type=float, default=0.05, help="share of old events replayed")
     parser.add_argument("--log-dir", type=Path, help="where the workers' logs go (default: tmp)")
     args = parser.parse_args(argv)
@@ -147,6 +151,7 @@ def parse_args(argv: list[str] | None) -> Options:
         replays=args.replays,
         log_dir=args.log_dir,
         min_faulted=args.min_faulted,
+        fault_scale=args.fault_scale,
     )
 
 
@@ -369,7 +374,14 @@ class Pass:
         self.env = {**env, **table_environment(name)}
         self.log_dir = log_dir
         self.rng = random.Random(f"{opts.seed}-{name}")
-        self.rates = FaultRates().as_dict() if faults else None
+        self.rates = (
+            {
+                name: min(1.0, rate * opts.fault_scale)
+                for name, rate in FaultRates().as_dict().items()
+            }
+            if faults
+            else None
+        )
         self.result = PassResult()
         self.timeline = Timeline()
         self.start = datetime.combine(opts.start, datetime.min.time(), SYDNEY)
