@@ -376,8 +376,8 @@ class Pass:
         self.rng = random.Random(f"{opts.seed}-{name}")
         self.rates = (
             {
-                name: min(1.0, rate * opts.fault_scale)
-                for name, rate in FaultRates().as_dict().items()
+                fault: min(1.0, rate * opts.fault_scale)
+                for fault, rate in FaultRates().as_dict().items()
             }
             if faults
             else None
