@@ -53,6 +53,7 @@ class FaultRates:
     ses_too_many_requests: float = 0.03
     ses_message_rejected: float = 0.01
     ses_account_paused: float = 0.01
+    ses_internal_failure: float = 0.02
     ses_lost_response: float = 0.05
     ddb_throttling: float = 0.01
     ddb_lost_response: float = 0.03
@@ -74,6 +75,7 @@ LABELS = {
     "ses_too_many_requests": "SES TooManyRequestsException",
     "ses_message_rejected": "SES MessageRejected",
     "ses_account_paused": "SES AccountSendingPausedException",
+    "ses_internal_failure": "SES 500 InternalFailure (not accepted, ambiguous)",
     "ses_lost_response": "SES response lost after acceptance",
     "ddb_throttling": "DynamoDB throttling",
     "ddb_lost_response": "DynamoDB response lost after the write",
@@ -91,6 +93,8 @@ _SES_ERRORS = (
     ("ses_too_many_requests", "TooManyRequestsException", 429),
     ("ses_message_rejected", "MessageRejected", 400),
     ("ses_account_paused", "AccountSendingPausedException", 400),
+    # A 5xx: SES did not accept it, but the sender cannot know that (ambiguous).
+    ("ses_internal_failure", "InternalFailure", 500),
 )
 
 

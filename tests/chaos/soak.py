@@ -13,15 +13,18 @@ Two passes over the same timeline, each on its own tables:
 1. the oracle pass, with no faults, one invocation per event: the notices it delivers
    are the expected set;
 2. the soak pass, with faults (tests/chaos/faults.py: SES Throttling,
-   TooManyRequests, MessageRejected, AccountSendingPaused, SES responses lost after
-   acceptance, DynamoDB throttling, DynamoDB answers lost after the write applied or
-   the read answered, crashes after the claim, between claim and send, between send
-   and record and after the record, a Lambda context nearly out of time), concurrent
-   deliveries of one event to 2-3 worker processes, old events replayed (days old:
-   refused with ``EventTooOld``; hours old, inside the 24 h horizon: they run and must
-   not re-send), Lambda's async retries (+1 and +3 minutes, then the dead-letter queue)
-   and SES events (Send, Delivery) late, duplicated and out of order. A fault-free
-   drain day follows, so retries and the settling of ambiguous sends can finish.
+   TooManyRequests, MessageRejected, AccountSendingPaused, a 500 that SES answered
+   without accepting (ambiguous to the sender), SES responses lost after acceptance,
+   DynamoDB throttling, DynamoDB answers lost after the write applied or the read
+   answered, crashes after the claim, between claim and send, between send and
+   record and after the record, a Lambda context nearly out of time, and the same
+   DynamoDB faults and crashes inside record_ses_events), concurrent deliveries of
+   one event to 2-3 worker processes, old events replayed (days old: refused with
+   ``EventTooOld``; hours old, inside the 24 h horizon: they run and must not
+   re-send), Lambda's async retries (+1 and +3 minutes, then the dead-letter queue),
+   EventBridge's redelivery of an SES event whose handler failed, and SES events
+   (Send, Delivery) late, duplicated and out of order. A fault-free drain day
+   follows, so retries and the settling of ambiguous sends can finish.
 
 SES's contract with the ledger is the settling window (``SETTLE_MINUTES``): a Send
 event comes within it. A "late" Send event is late inside the window (after Lambda's

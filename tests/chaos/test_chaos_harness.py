@@ -274,3 +274,19 @@ def test_a_crash_before_send_reaches_no_one_and_an_error_answer_is_a_client_erro
         _send(ses_server)
 
     assert soak.accepted_messages()[before:] == []
+
+
+def test_an_injected_internal_failure_is_a_500_that_ses_did_not_accept(ses_server: Any) -> None:
+    # Given the injector set to answer every send with SES's 500
+    injector = _armed(ses_server, ses_internal_failure=1.0)
+    before = len(soak.accepted_messages())
+
+    # When a message is sent
+    with pytest.raises(ClientError) as raised:
+        _send(ses_server)
+
+    # Then botocore reports a 500 InternalFailure, and SES holds nothing
+    assert raised.value.response["Error"]["Code"] == "InternalFailure"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert soak.accepted_messages()[before:] == []
+    assert injector.end()[0] == {"SES 500 InternalFailure (not accepted, ambiguous)": 1}
