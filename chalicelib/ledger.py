@@ -158,7 +158,7 @@ def mark_unknown(key: str, run_id: str, subject: str, error: str, now: datetime)
 
 def abandon(entry: Notification, now: datetime) -> bool:
     """Mark a claim whose lease expired as failed; False if its run finished meanwhile."""
-    return _update_if(
+    return update_if(
         entry,
         [
             Notification.status.set(FAILED),
@@ -235,7 +235,7 @@ def requeue(entry: Notification, now: datetime) -> bool:
     ``attempts`` and ``last_error`` are kept for the record; the failure marker and
     reason go. False when the entry is no longer failed (re-queued meanwhile).
     """
-    return _update_if(
+    return update_if(
         entry,
         [Notification.status.set(PENDING), Notification.updated_at.set(now), *_clear_failure()],
         Notification.status == FAILED,
@@ -282,7 +282,7 @@ def _conditional_update(
     return True, None
 
 
-def _update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:
+def update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:
     """Apply ``actions`` when ``condition`` holds; False (not an error) when it does not."""
     try:
         entry.update(actions=actions, condition=condition)
