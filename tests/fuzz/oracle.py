@@ -112,7 +112,7 @@ def injection_problems(sent: Sent) -> list[str]:
         problems.append(f"To holds {len(written_to)} addresses")
     elif decoded_to != written_to:
         problems.append("To decodes to other addresses than written")
-    elif not written_to[0].lower().endswith("@" + DOMAIN):
+    elif not written_to[0].lower().endswith(("@" + DOMAIN, "." + DOMAIN)):
         problems.append("To is not one of the CRM's addresses")
     if [d.lower() for d in sent.destinations] != [a.lower() for a in written_to[:1]]:
         problems.append(f"SES was asked to deliver to {len(sent.destinations)} other addresses")

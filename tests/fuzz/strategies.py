@@ -228,18 +228,34 @@ def person(draw: st.DrawFn, pid: str, table: str, unsendable: bool = True) -> Pe
         address = draw(st.sampled_from(UNSENDABLE_EMAILS)).replace("{id}", pid)
         raw["email"] = s(address)
         return Person(pid, [Item(table, raw, True)], "unsendable", address)
-    return Person(pid, [Item(table, raw, hostile)], "ok", address)
+    odd = draw(st.sampled_from(("", "", "", "+tag", "quote", "upper", "idn")))
+    if odd == "+tag":
+        address = f"{pid}+tag@{DOMAIN}"
+    elif odd == "quote":
+        address = f"o'{pid}@{DOMAIN}"
+    elif odd == "upper":
+        address = f"{pid.upper()}@{DOMAIN.upper()}"
+    elif odd == "idn":
+        address = f"{pid}@bücher-ünïcödé.{DOMAIN}"
+    raw["email"] = s(address)
+    return Person(pid, [Item(table, raw, hostile or bool(odd))], "ok", address)
 
 
 def expect_person(expect: Expect, who: Person, referrer: str, prefix: str, mark: str) -> None:
     """Add what a notice to ``who`` about ``referrer`` must lead to."""
     if who.outcome == "ok":
-        expect.emails.append((who.address, prefix, mark))
+        expect.emails.append((delivered(who.address), prefix, mark))
     elif who.outcome == "unsendable":
         expect.failed.append(who.address)
     else:
         expect.reports.append(referrer)
         expect.silent.append(who.address)
+
+
+def delivered(address: str) -> str:
+    """The address SES is asked to deliver to: an internationalised domain in ASCII."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.encode('idna').decode('ascii')}"
 
 
 def long_id(base: str) -> str:
@@ -249,7 +265,15 @@ def long_id(base: str) -> str:
 
 # --- stale applications ------------------------------------------------------------------
 
-GOOD_AMOUNTS = ("750000", "0.01", "-0", "999999999999.99", "1E-130", "12345.675")
+GOOD_AMOUNTS = (
+    "750000",
+    "0.01",
+    "-0",
+    "999999999999.99",
+    "1E-130",
+    "12345.675",
+    "0.12345678901234567890123456789012345678",
+)
 ABSURD_AMOUNTS = ("1e26", "-9.99E+125", "1E+125", "123456789012345678901234567890", "1e15")
 NOT_NUMBERS = (s("NaN"), s("Infinity"), s("-Infinity"), s("1e26"), {"BOOL": True}, {"NULL": True})
 BAD_TIMESTAMPS = (
@@ -373,7 +397,7 @@ def note_case(draw: st.DrawFn, case: int) -> Case:
         st.sampled_from(
             ["valid"] * 8
             + ["note_type", "dangling_app", "huge_app", "unreadable_app", "nobody", "long_id"]
-            + ["broken_ledger", "sent_ledger"]
+            + ["broken_ledger", "sent_ledger", "ledger_state", "same_person"]
         )
     )
     note_id = long_id(f"c{case}-note") if variant == "long_id" else f"c{case}-note"
@@ -406,7 +430,50 @@ def note_case(draw: st.DrawFn, case: int) -> Case:
     prefix = "Note Reminder: "
     if with_app:
         raw["application_id"] = s(app_id)
-    if variant in ("valid", "broken_ledger", "sent_ledger"):
+    if variant == "same_person":
+        # The author is also the application's BDM (same id, or same address in
+        # another case): each person is reminded once.
+        author = Person(f"c{case}-author", [], "ok", f"c{case}-author@{DOMAIN}")
+        author.items = [
+            Item(
+                "staff", {"id": s(author.id), "name": s(title), "email": s(author.address)}, hostile
+            )
+        ]
+        raw["created_by"] = s(author.id)
+        raw["application_id"] = s(app_id)
+        with_app = True
+        if draw(st.booleans()):
+            app["bd_id"] = s(author.id)
+            bdm = Person(author.id, [], "ok", author.address)
+        else:
+            twin = f"c{case}-twin"
+            bdm = Person(twin, [], "ok", author.address.upper())
+            bdm.items = [Item("staff", {"id": s(twin), "email": s(bdm.address)}, False)]
+            app["bd_id"] = s(twin)
+        expect.emails.append((author.address, prefix, mark))
+    elif variant == "ledger_state":
+        # A readable entry for the author's notice: sent or failed is done; pending,
+        # an unknown outcome past the settling window, or a claim whose lease and
+        # window ran out are due again.
+        author = Person(f"c{case}-author", [], "ok", f"c{case}-author@{DOMAIN}")
+        author.items = [Item("staff", {"id": s(author.id), "email": s(author.address)}, False)]
+        raw["created_by"] = s(author.id)
+        key = f"note_reminders#{note_id}#{remind.isoformat()}#{author.id}"
+        status = draw(st.sampled_from(("sent", "failed", "pending", "unknown", "claimed")))
+        long_ago = "2026-11-22T00:30:00.000000+0000"
+        overrides: dict[str, Any] = {"status": s(status), "updated_at": s(long_ago)}
+        if status == "claimed":
+            overrides |= {"claimed_at": s(long_ago), "lease_expires_at": s(long_ago)}
+        items.append(
+            Item("notifications", ledger_entry(key, note_id, author.address, overrides), False)
+        )
+        if status in ("sent", "failed"):
+            expect.silent.append(author.address)
+        else:
+            expect.emails.append((author.address, prefix, mark))
+        if with_app:
+            expect_person(expect, bdm, note_id, prefix, mark)
+    elif variant in ("valid", "broken_ledger", "sent_ledger"):
         if variant != "valid":
             # The author is healthy; the ledger already holds an entry for their notice.
             author = Person(f"c{case}-author", [], "ok", f"c{case}-author@{DOMAIN}")
@@ -488,7 +555,7 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
             ["valid"] * 8
             + ["absurd_amount", "amount_type", "missing_amount", "flag_type", "bad_paid"]
             + ["no_app_id", "dangling_app", "huge_app", "unreadable_app", "no_borrowers"]
-            + ["long_id", "paid", "flagged", "between"]
+            + ["long_id", "paid", "flagged", "between", "listed_twice"]
         )
     )
     rep_id = long_id(f"c{case}-rep") if variant == "long_id" else f"c{case}-rep"
@@ -533,6 +600,16 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
             expect_person(expect, bdm, rep_id, subject, "")
         else:
             expect.silent.append(bdm.address)
+    elif variant == "listed_twice":
+        # The same borrower listed twice: one notice each, once.
+        app["borrower_ids"] = {"L": [s(borrowers[0].id), s(borrowers[0].id)]}
+        borrowers = borrowers[:1]
+        if to_bdm:
+            if borrowers[0].outcome in ("bad", "missing"):
+                expect.reports.append(rep_id)
+            expect_person(expect, bdm, rep_id, subject, "")
+        else:
+            expect_person(expect, borrowers[0], rep_id, subject, "")
     elif variant in ("paid", "flagged", "between"):
         if variant == "paid":
             raw["paid_date"] = s((TODAY - timedelta(days=20)).isoformat())
@@ -569,10 +646,15 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
             raw["application_id"] = s(f"{app_id}-" + "x" * 3000)
             with_app = False
         elif variant == "unreadable_app":
-            app["borrower_ids"] = draw(st.sampled_from((s("bor-1"), n("3"), {"SS": ["a"]})))
+            app["borrower_ids"] = draw(
+                st.sampled_from(
+                    (s("bor-1"), n("3"), {"SS": ["a"]}, {"L": [n("1")]}, {"L": [{"M": {}}]})
+                )
+            )
         expect.reports.append(rep_id)
         expect.silent.extend(everyone)
-    items = [Item("repayments", raw, variant not in ("valid", "paid", "flagged", "between"))]
+    benign = ("valid", "paid", "flagged", "between")
+    items = [Item("repayments", raw, variant not in benign)]
     if with_app:
         items.append(Item("applications", app, variant == "unreadable_app" or ref_hostile))
         items.extend(item for b in borrowers for item in b.items)
@@ -580,7 +662,70 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
     return Case(f"repayment:{variant}", items, expect)
 
 
-CASES = (stale_case, note_case, repayment_case)
+@st.composite
+def stale_digest_case(draw: st.DrawFn, case: int) -> Case:
+    """Two to four stale applications of one BDM, some of them broken: one digest."""
+    bdm = draw(person(f"c{case}-bdm", "staff", unsendable=False))
+    items: list[Item] = []
+    expect = Expect()
+    good: list[str] = []
+    for k in range(draw(st.integers(min_value=2, max_value=4))):
+        app_id = f"c{case}-app{k}"
+        mark = f"{marker(case)}{k}"
+        reference, hostile = draw(label_text())
+        raw: dict[str, Any] = {
+            "id": s(app_id),
+            "reference_number": s(f"{mark} {reference}"),
+            "stage": s(draw(st.sampled_from(ACTIVE_STAGES))),
+            "stage_last_updated": s(
+                f"{TODAY - timedelta(days=draw(st.integers(15, 90)))}T09:00:00+10:00"
+            ),
+            "loan_amount": n(draw(st.sampled_from(GOOD_AMOUNTS))),
+            "bd_id": s(bdm.id),
+        }
+        broken = draw(st.sampled_from((False, False, False, True)))
+        if broken:
+            raw["loan_amount"] = n(draw(st.sampled_from(ABSURD_AMOUNTS)))
+            expect.reports.append(app_id)
+        elif bdm.outcome == "ok":
+            good.append(mark)
+        else:
+            expect.reports.append(app_id)
+        items.append(Item("applications", raw, broken or hostile))
+    prefix = "Stale Application Alert: "
+    if len(good) == 1:
+        expect.emails.append((delivered(bdm.address), prefix, good[0]))
+    elif good:
+        expect.emails.append((delivered(bdm.address), f"{prefix}{len(good)} applications", ""))
+    return Case("stale:digest", [*items, *bdm.items], expect)
+
+
+@st.composite
+def key_collision_case(draw: st.DrawFn, case: int) -> Case:
+    """Two notes whose ids, joined with "#" as they are, would give one ledger key."""
+    remind = (TODAY - timedelta(days=draw(st.integers(min_value=0, max_value=3)))).isoformat()
+    x, y = f"c{case}-x#{remind}#c{case}-y", f"c{case}-y"
+    items = [
+        Item("staff", {"id": s(x), "email": s(f"c{case}-x@{DOMAIN}")}, True),
+        Item("staff", {"id": s(y), "email": s(f"c{case}-y@{DOMAIN}")}, False),
+    ]
+    expect = Expect()
+    for k, (note_id, author) in enumerate(
+        ((f"c{case}-n", x), (f"c{case}-n#{remind}#c{case}-x", y))
+    ):
+        mark = f"{marker(case)}{k}"
+        raw = {
+            "id": s(note_id),
+            "title": s(mark),
+            "remind_date": s(remind),
+            "created_by": s(author),
+        }
+        items.append(Item("notes", raw, k == 1))
+        expect.emails.append((f"{author.split('#')[0]}@{DOMAIN}", "Note Reminder: ", mark))
+    return Case("note:key_collision", items, expect)
+
+
+CASES = (stale_case, stale_digest_case, note_case, note_case, repayment_case, key_collision_case)
 
 
 @st.composite
