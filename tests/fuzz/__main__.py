@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     for example in tally.examples:
         print(f"  e.g. {example}")
     print(f"time: {time.perf_counter() - started:.1f} s")
+    others = {
+        "valid notices missed": tally.missed,
+        "unexpected messages": tally.unexpected,
+        "reports repeated": tally.duplicate_reports,
+        "valid items reported as bad": tally.false_reports,
+    }
+    if any(others.values()):
+        print("FAILED also: " + ", ".join(f"{v} {k}" for k, v in others.items() if v))
     print(final_line(tally))
     return 1 if tally.failures else 0
 

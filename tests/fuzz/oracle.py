@@ -271,8 +271,8 @@ def judge(
         else:
             actual.pop(found)
     tally.unexpected = len(actual)
-    for to, subject in actual[:3]:
-        tally.note(f"unexpected: {subject[:60]!r} to {to}")
+    for address, subject in actual[:3]:
+        tally.note(f"unexpected: {subject[:60]!r} to {address}")
 
     # Reports: every bad item once by its (shortened) id with a reason, and nothing else.
     reported = [(entry["item_id"], entry["reason"]) for s in summaries for entry in s.invalid_items]

@@ -731,4 +731,4 @@ CASES = (stale_case, stale_digest_case, note_case, note_case, repayment_case, ke
 @st.composite
 def worlds(draw: st.DrawFn, cases: int) -> list[Case]:
     """A CRM world of ``cases`` independent cases of the three checks."""
-    return [draw(st.sampled_from(CASES).flatmap(lambda make, i=i: make(i))) for i in range(cases)]
+    return [draw(draw(st.sampled_from(CASES))(i)) for i in range(cases)]
