@@ -12,7 +12,7 @@ from typing import Any
 
 import boto3
 from freezegun import freeze_time
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
@@ -110,6 +110,8 @@ def explore(items: int, seed_value: int, cases: int = 60, batch: int = 8) -> Tal
                 phases=[Phase.generate],
                 suppress_health_check=list(HealthCheck),
                 print_blob=False,
+                # A world holds megabytes of text: never print one.
+                verbosity=Verbosity.quiet,
             )
             @seed(seed_value * 100_003 + round_number)
             @given(worlds(cases))

@@ -459,15 +459,29 @@ def note_case(draw: st.DrawFn, case: int) -> Case:
         author.items = [Item("staff", {"id": s(author.id), "email": s(author.address)}, False)]
         raw["created_by"] = s(author.id)
         key = f"note_reminders#{note_id}#{remind.isoformat()}#{author.id}"
-        status = draw(st.sampled_from(("sent", "failed", "pending", "unknown", "claimed")))
-        long_ago = "2026-11-22T00:30:00.000000+0000"
-        overrides: dict[str, Any] = {"status": s(status), "updated_at": s(long_ago)}
+        status, recent = draw(
+            st.sampled_from(
+                (
+                    ("sent", False),
+                    ("failed", False),
+                    ("pending", False),
+                    ("unknown", False),
+                    ("claimed", False),
+                    ("unknown", True),
+                    ("claimed", True),
+                )
+            )
+        )
+        # Recent: a claim of a live run, or an outcome SES's events may still settle.
+        when = "2026-11-23T00:55:00.000000+0000" if recent else "2026-11-22T00:30:00.000000+0000"
+        lease = "2026-11-23T01:10:00.000000+0000" if recent else when
+        overrides: dict[str, Any] = {"status": s(status), "updated_at": s(when)}
         if status == "claimed":
-            overrides |= {"claimed_at": s(long_ago), "lease_expires_at": s(long_ago)}
+            overrides |= {"claimed_at": s(when), "lease_expires_at": s(lease)}
         items.append(
             Item("notifications", ledger_entry(key, note_id, author.address, overrides), False)
         )
-        if status in ("sent", "failed"):
+        if status in ("sent", "failed") or recent:
             expect.silent.append(author.address)
         else:
             expect.emails.append((author.address, prefix, mark))
@@ -555,7 +569,7 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
             ["valid"] * 8
             + ["absurd_amount", "amount_type", "missing_amount", "flag_type", "bad_paid"]
             + ["no_app_id", "dangling_app", "huge_app", "unreadable_app", "no_borrowers"]
-            + ["long_id", "paid", "flagged", "between", "listed_twice"]
+            + ["long_id", "paid", "flagged", "between", "listed_twice", "crowd", "broken_ledger"]
         )
     )
     rep_id = long_id(f"c{case}-rep") if variant == "long_id" else f"c{case}-rep"
@@ -600,6 +614,43 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
             expect_person(expect, bdm, rep_id, subject, "")
         else:
             expect.silent.append(bdm.address)
+    elif variant == "broken_ledger":
+        # An unreadable ledger entry for the first borrower's notice (or the BDM's):
+        # reported, and never sent over; everyone else still gets theirs.
+        stage = ("upcoming", "overdue_3_day", "overdue_7_day", "overdue_10_day")[window]
+        pid = f"c{case}-first"
+        first = Person(pid, [], "ok", f"{pid}@{DOMAIN}")
+        raw_first = {"id": s(pid), "email": s(first.address)}
+        first.items = [Item("staff" if to_bdm else "borrowers", raw_first, False)]
+        if to_bdm:
+            bdm = first
+            app["bd_id"] = s(pid)
+        else:
+            borrowers[0] = first
+            app["borrower_ids"] = {"L": [s(b.id) for b in borrowers]}
+        key = f"repayment_reminders#{rep_id}#{due}#{stage}#{first.id}"
+        overrides = {"kind": s(f"repayment_{stage}"), **draw(st.sampled_from(BROKEN_LEDGER))}
+        ledger = Item("notifications", ledger_entry(key, rep_id, first.address, overrides), True)
+        expect.reports.append(key)
+        expect.silent.append(first.address)
+        for b in borrowers:
+            if to_bdm and b.outcome in ("bad", "missing"):
+                expect.reports.append(rep_id)
+            elif not to_bdm and b is not first:
+                expect_person(expect, b, rep_id, subject, "")
+    elif variant == "crowd":
+        # 150 borrower ids, all but the drawn ones dangling: more keys than one
+        # BatchGetItem takes; the dangling ones are reported (once per id).
+        ghosts = [s(f"c{case}-ghost{k}") for k in range(150)]
+        app["borrower_ids"] = {"L": [*ghosts[:75], *(s(b.id) for b in borrowers), *ghosts[75:]]}
+        expect.reports.append(rep_id)
+        for b in borrowers:
+            if to_bdm:
+                expect.silent.append(b.address)
+            else:
+                expect_person(expect, b, rep_id, subject, "")
+        if to_bdm:
+            expect_person(expect, bdm, rep_id, subject, "")
     elif variant == "listed_twice":
         # The same borrower listed twice: one notice each, once.
         app["borrower_ids"] = {"L": [s(borrowers[0].id), s(borrowers[0].id)]}
@@ -655,6 +706,8 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
         expect.silent.extend(everyone)
     benign = ("valid", "paid", "flagged", "between")
     items = [Item("repayments", raw, variant not in benign)]
+    if variant == "broken_ledger":
+        items.append(ledger)
     if with_app:
         items.append(Item("applications", app, variant == "unreadable_app" or ref_hostile))
         items.extend(item for b in borrowers for item in b.items)
@@ -725,7 +778,15 @@ def key_collision_case(draw: st.DrawFn, case: int) -> Case:
     return Case("note:key_collision", items, expect)
 
 
-CASES = (stale_case, stale_digest_case, note_case, note_case, repayment_case, key_collision_case)
+CASES = (
+    stale_case,
+    stale_digest_case,
+    note_case,
+    note_case,
+    repayment_case,
+    repayment_case,
+    key_collision_case,
+)
 
 
 @st.composite
