@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         "unexpected messages": tally.unexpected,
         "reports repeated": tally.duplicate_reports,
         "valid items reported as bad": tally.false_reports,
+        "reports not shortened": tally.untruncated,
     }
     if any(others.values()):
         print("FAILED also: " + ", ".join(f"{v} {k}" for k, v in others.items() if v))

@@ -100,8 +100,8 @@ def explore(items: int, seed_value: int, cases: int = 60, batch: int = 8) -> Tal
     with environment():
         while total.hostile < items:
             left = items - total.hostile
-            # About two hostile items per case; never more worlds than needed per round.
-            examples = max(1, min(batch, math.ceil(left / (cases * 1.5))))
+            # Over two hostile items per case on average; no more worlds than needed.
+            examples = max(1, min(batch, math.ceil(left / (cases * 2))))
 
             @settings(
                 max_examples=examples,
@@ -142,6 +142,7 @@ def table(tally: Tally) -> str:
         ("unreported bad items", tally.unreported),
         ("reported more than once", tally.duplicate_reports),
         ("valid items reported as bad", tally.false_reports),
+        ("reports not shortened", tally.untruncated),
         ("header injections", tally.injections),
         ("unsafe messages", tally.unsafe),
     ]

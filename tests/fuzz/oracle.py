@@ -26,6 +26,9 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "chalicelib" / "templates"
 # The only top-level headers a notice may carry, in this order.
 TOP_LEVEL_HEADERS = ["from", "to", "subject", "mime-version", "content-type"]
 MAX_LINE = 998
+# How long a reported id and reason may be (the shortened text and an ellipsis).
+REPORTED_ID_CHARS = 100
+REPORTED_REASON_CHARS = 300
 VOID_TAGS = frozenset({"meta", "br", "img", "hr", "input", "link", "col", "area", "base", "wbr"})
 
 
@@ -179,6 +182,7 @@ class Tally:
     unreported: int = 0
     duplicate_reports: int = 0
     false_reports: int = 0
+    untruncated: int = 0
     injections: int = 0
     unsafe: int = 0
     hostile_by_table: Counter[str] = field(default_factory=Counter)
@@ -209,6 +213,7 @@ class Tally:
             + self.unreported
             + self.duplicate_reports
             + self.false_reports
+            + self.untruncated
             + self.injections
             + self.unsafe
         )
@@ -218,7 +223,7 @@ def _matches(reported: str, item_id: str) -> bool:
     """The id as reported: itself, or a prefix of it ending in an ellipsis."""
     if reported == item_id:
         return True
-    return reported.endswith("…") and len(reported) <= 101 and item_id.startswith(reported[:-1])
+    return reported.endswith("…") and item_id.startswith(reported[:-1])
 
 
 def judge(
@@ -284,6 +289,13 @@ def judge(
         else:
             tally.unreported += 1
             tally.note(f"unreported: {item_id[:60]!r}")
+    for r, reason in reported:
+        # Reports are for people and logs: a 2 KB id or a page-long reason is shortened.
+        if len(r) > REPORTED_ID_CHARS + 1 or len(reason) > REPORTED_REASON_CHARS + 1:
+            tally.untruncated += 1
+            tally.note(
+                f"report not shortened: {len(r)}-character id, {len(reason)}-character reason"
+            )
     for (r, reason), count in Counter(reported).items():
         if count > 1:
             tally.duplicate_reports += count - 1

@@ -397,7 +397,8 @@ def note_case(draw: st.DrawFn, case: int) -> Case:
         st.sampled_from(
             ["valid"] * 8
             + ["note_type", "dangling_app", "huge_app", "unreadable_app", "nobody", "long_id"]
-            + ["broken_ledger", "sent_ledger", "ledger_state", "same_person"]
+            + ["broken_ledger"] * 2
+            + ["sent_ledger", "ledger_state", "same_person"]
         )
     )
     note_id = long_id(f"c{case}-note") if variant == "long_id" else f"c{case}-note"
@@ -569,7 +570,8 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
             ["valid"] * 8
             + ["absurd_amount", "amount_type", "missing_amount", "flag_type", "bad_paid"]
             + ["no_app_id", "dangling_app", "huge_app", "unreadable_app", "no_borrowers"]
-            + ["long_id", "paid", "flagged", "between", "listed_twice", "crowd", "broken_ledger"]
+            + ["long_id", "paid", "flagged", "between", "listed_twice", "crowd"]
+            + ["broken_ledger"] * 2
         )
     )
     rep_id = long_id(f"c{case}-rep") if variant == "long_id" else f"c{case}-rep"

@@ -8,13 +8,14 @@ wrong DynamoDB types, oversized ids and absurd numbers at the three checks.
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from chalicelib.mailer import Email, Recipient, render, to_mime
 from tests.fuzz.harness import explore, final_line
-from tests.fuzz.oracle import Sent, Tally, injection_problems, judge, safety_problems
+from tests.fuzz.oracle import Sent, injection_problems, judge, safety_problems
 from tests.fuzz.strategies import Case, Expect, Item
 from tests.support import SENDER
 
@@ -134,23 +135,26 @@ def test_the_oracle_counts_raw_html_8_bit_text_and_long_lines_as_unsafe(make: An
     assert tally.unsafe == 1
 
 
-def test_the_oracle_counts_missed_notices_and_unreported_or_repeated_reports() -> None:
-    # Given a case that expects a notice to Sam, a report of note-1 and a failed address
+def test_the_oracle_counts_missed_notices_and_unreported_repeated_or_unshortened_reports() -> None:
+    # Given a case that expects a notice to Sam, reports of note-1 and of a long-id note,
+    # and a failed address
+    long_id = "note-" + "é" * 1000
     case = Case(
         "note:valid",
         [Item("notes", {"id": {"S": "note-1"}}, True)],
-        Expect(emails=[(SAM, "Note Reminder: ", "ZQ")], reports=["note-1"], failed=[SAM]),
+        Expect(emails=[(SAM, "Note Reminder: ", "ZQ")], reports=["note-1", long_id], failed=[SAM]),
     )
-    # And runs that sent nothing, reported note-2 twice, and recorded no failure
-    summary = type("Summary", (), {"invalid_items": [{"item_id": "note-2", "reason": "r"}] * 2})
+    # And runs that sent nothing, reported note-2 twice, the long id in full, and
+    # recorded no failure
+    reports = [{"item_id": "note-2", "reason": "r"}] * 2 + [{"item_id": long_id, "reason": "r"}]
+    summary = SimpleNamespace(invalid_items=reports)
 
     # When the oracle judges them
     tally = judge([case], [summary], ["note_reminders: KeyError"], [], set())
 
     # Then each broken promise is counted
     assert (tally.crashes, tally.missed, tally.unreported) == (1, 1, 2)
-    assert (tally.duplicate_reports, tally.false_reports) == (1, 1)
+    assert (tally.duplicate_reports, tally.false_reports, tally.untruncated) == (1, 1, 1)
     assert final_line(tally) == (
         "fuzz: 1 hostile items, 1 crashes, 2 unreported, 0 header injections, 0 unsafe messages"
     )
-    assert isinstance(tally, Tally)
