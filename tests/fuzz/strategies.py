@@ -121,7 +121,7 @@ class Expect:
     reports: list[str] = field(default_factory=list)
     # Addresses whose notice must be recorded as failed (it cannot be built) and not sent.
     failed: list[str] = field(default_factory=list)
-    # Addresses that must get nothing at all.
+    # Addresses that must get nothing at all (any message is unexpected; named in reports).
     silent: list[str] = field(default_factory=list)
 
 
