@@ -37,6 +37,18 @@ CLAIM_LEASE = timedelta(minutes=15)
 INTERRUPTED = "interrupted after claiming: SES may or may not have delivered it"
 
 
+def notice_key(*parts: object) -> str:
+    """The ledger key of a notice: its parts joined by ``#``, each part escaped.
+
+    CRM ids are arbitrary strings. Joined as they are, note ``n`` to staff
+    ``x#2026-11-23#y`` and note ``n#2026-11-23#x`` to staff ``y`` would share a key,
+    and the second notice would be skipped as already sent. ``%`` and ``#`` inside a
+    part are percent-encoded, so parts without them (every id the CRM issues) keep
+    the keys the ledger already holds.
+    """
+    return "#".join(str(part).replace("%", "%25").replace("#", "%23") for part in parts)
+
+
 @dataclass(frozen=True)
 class Claim:
     """What the ledger records about a notice when a run claims it."""
