@@ -24,14 +24,11 @@ from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
+from tests.factories import BEN, BROOKE, SAM
 from tests.support import REGION, run, sent_emails, ses_faults, subjects_by_recipient, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
-BEN = "ben.lee@example.net"
-MIA = "mia.chen@example.net"
-BROOKE = "brooke.davis@lender.example.com.au"
-SAM = "sam.author@lender.example.com.au"
 MONDAY = sydney("2026-11-23 09:00")
 UPCOMING = "Upcoming Repayment Reminder"
 
