@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATE   ?=
+FUZZ_ARGS ?=
 STAGE  ?= dev
 
-.PHONY: install test bench lint demo demo-reset clean
+.PHONY: install test bench fuzz lint demo demo-reset clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,11 @@ bench: install
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only \
 		--benchmark-columns=min,mean,max,rounds --benchmark-sort=name \
 		--benchmark-json=.benchmarks/latest.json $(BENCH_ARGS)
+
+## Hostile CRM worlds (hypothesis, moto) through the three checks; at least 10,000 hostile items.
+## FUZZ_ARGS="--items N --seed S --cases C" changes the size, the seed and the cases per world.
+fuzz: install
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
 ## ruff (lint + format) and mypy --strict on chalicelib and crm_mirror.
 lint: install

@@ -34,7 +34,9 @@ MAX_AMOUNT = Decimal("1e15")
 TERMINAL_STAGES = frozenset({"settled", "closed", "declined", "withdrawn"})
 ACTIVE_STAGES: tuple[str, ...] = tuple(s for s in STAGE_LABELS if s not in TERMINAL_STAGES)
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# A domain label of letters and digits (any script: an internationalised domain is sent
+# in its ASCII form, see mailer.address_spec) with inner hyphens.
+_LABEL = r"[^\W_](?:[^\W_]|-)*(?<!-)"
 _EMAIL = re.compile(rf"[^@\s<>(),;:\"\[\]\\]+@{_LABEL}(?:\.{_LABEL})+")
 # Characters no CRM text may carry into an email: C0 controls (NUL, tab, CR, LF, FS...),
 # DEL, C1 controls (NEL...), bidi marks, embeddings, overrides and isolates (they can

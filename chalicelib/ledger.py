@@ -37,6 +37,18 @@ CLAIM_LEASE = timedelta(minutes=15)
 INTERRUPTED = "interrupted after claiming: SES may or may not have delivered it"
 
 
+def notice_key(*parts: object) -> str:
+    """The ledger key of a notice: its parts joined by ``#``, each part escaped.
+
+    CRM ids are arbitrary strings. Joined as they are, note ``n`` to staff
+    ``x#2026-11-23#y`` and note ``n#2026-11-23#x`` to staff ``y`` would share a key,
+    and the second notice would be skipped as already sent. ``%`` and ``#`` inside a
+    part are percent-encoded, so parts without them (every id the CRM issues) keep
+    the keys the ledger already holds.
+    """
+    return "#".join(str(part).replace("%", "%25").replace("#", "%23") for part in parts)
+
+
 @dataclass(frozen=True)
 class Claim:
     """What the ledger records about a notice when a run claims it."""
@@ -158,7 +170,7 @@ def mark_unknown(key: str, run_id: str, subject: str, error: str, now: datetime)
 
 def abandon(entry: Notification, now: datetime) -> bool:
     """Mark a claim whose lease expired as failed; False if its run finished meanwhile."""
-    return _update_if(
+    return update_if(
         entry,
         [
             Notification.status.set(FAILED),
@@ -235,7 +247,7 @@ def requeue(entry: Notification, now: datetime) -> bool:
     ``attempts`` and ``last_error`` are kept for the record; the failure marker and
     reason go. False when the entry is no longer failed (re-queued meanwhile).
     """
-    return _update_if(
+    return update_if(
         entry,
         [Notification.status.set(PENDING), Notification.updated_at.set(now), *_clear_failure()],
         Notification.status == FAILED,
@@ -282,7 +294,7 @@ def _conditional_update(
     return True, None
 
 
-def _update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:
+def update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:
     """Apply ``actions`` when ``condition`` holds; False (not an error) when it does not."""
     try:
         entry.update(actions=actions, condition=condition)

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
@@ -248,14 +247,14 @@ def _apply(event: SesEvent, key: str, now: datetime, outcome: Outcome) -> Notifi
     record = _record_actions(event, now)
     fresh = (Notification.send_token == event.token) & ~Notification.ses_events.contains(event.type)
     if event.type == REJECT:
-        if not _update_if(entry, _reject_actions(event, now) + record, fresh):
+        if not ledger.update_if(entry, _reject_actions(event, now) + record, fresh):
             return None
         outcome.rejected.append(key)
-    elif event.type in ACCEPTED and _update_if(
+    elif event.type in ACCEPTED and ledger.update_if(
         entry, _settle_actions(event, now) + record, fresh & _settleable()
     ):
         outcome.settled.append(key)
-    elif _update_if(entry, record, fresh):
+    elif ledger.update_if(entry, record, fresh):
         outcome.recorded.append(key)
     else:
         return None
@@ -316,16 +315,6 @@ def _record_actions(event: SesEvent, now: datetime) -> list[Action]:
             Notification.rejected_reason.set(str(event.reject_reason)[:1000]),
         ]
     return actions
-
-
-def _update_if(entry: Notification, actions: list[Action], condition: Condition) -> bool:
-    try:
-        entry.update(actions=actions, condition=condition)
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 def _suppress(

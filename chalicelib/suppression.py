@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
+from chalicelib import ledger
 from chalicelib.models import Notification
 
 KIND = "suppression"
@@ -85,12 +85,6 @@ def record(
         actions.append(Notification.suppressed_by.set(source_key))
     if message_id is not None:
         actions.append(Notification.message_id.set(message_id))
-    try:
-        Notification(id=key(address)).update(
-            actions=actions, condition=Notification.id.does_not_exist()
-        )
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return ledger.update_if(
+        Notification(id=key(address)), actions, Notification.id.does_not_exist()
+    )

@@ -14,6 +14,12 @@ import boto3
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
 from tests.support import REGION
 
+# The usual cast's addresses (see crm()), for assertions on who was mailed.
+BROOKE = "brooke.davis@lender.example.com.au"  # BDM bdm-1
+SAM = "sam.author@lender.example.com.au"  # note author staff-2
+BEN = "ben.lee@example.net"  # borrower bor-1
+MIA = "mia.chen@example.net"  # borrower bor-2
+
 
 def _save(model: Any, values: dict[str, Any]) -> Any:
     item = model(**{k: v for k, v in values.items() if v is not None})
@@ -24,15 +30,13 @@ def _save(model: Any, values: dict[str, Any]) -> Any:
 def staff(
     id: str = "bdm-1",
     name: str | None = "Brooke Davis",
-    email: str | None = "brooke.davis@lender.example.com.au",
+    email: str | None = BROOKE,
 ) -> Staff:
     """A CRM user (BDM or note author)."""
     return _save(Staff, {"id": id, "name": name, "email": email})
 
 
-def borrower(
-    id: str = "bor-1", name: str | None = "Ben Lee", email: str | None = "ben.lee@example.net"
-) -> Borrower:
+def borrower(id: str = "bor-1", name: str | None = "Ben Lee", email: str | None = BEN) -> Borrower:
     """A borrower."""
     return _save(Borrower, {"id": id, "name": name, "email": email})
 
@@ -90,7 +94,7 @@ def crm(bdm: bool = True, author: bool = True, borrowers: int = 1) -> None:
     if bdm:
         staff()
     if author:
-        staff("staff-2", "Sam Author", "sam.author@lender.example.com.au")
+        staff("staff-2", "Sam Author", SAM)
     names = ["Ben Lee", "Mia Chen", "Ava Nguyen"]
     for n in range(borrowers):
         borrower(f"bor-{n + 1}", names[n], f"{names[n].lower().replace(' ', '.')}@example.net")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from chalicelib import ledger
 from chalicelib.delivery import Notice, Part, Run, deliver
 from chalicelib.formatting import au_date, one_line, parse_date
 from chalicelib.limits import quoted
@@ -81,7 +82,8 @@ def _notices_for(
         if recipient.id in seen or recipient.email.lower() in seen:
             continue
         seen.update({recipient.id, recipient.email.lower()})
-        part = run.part(f"{KIND}#{note.id}#{remind_date.isoformat()}#{recipient.id}", note.id)
+        key = ledger.notice_key(KIND, note.id, remind_date.isoformat(), recipient.id)
+        part = run.part(key, note.id)
         if part is None:
             continue
         notices.append(

@@ -98,7 +98,7 @@ FLAGS: dict[str, str] = dict(
 
 def notice_key(repayment_id: str, due_date: date, stage: str, recipient_id: str) -> str:
     """The ledger key of one repayment notice to one recipient."""
-    return f"{KIND}#{repayment_id}#{due_date.isoformat()}#{stage}#{recipient_id}"
+    return ledger.notice_key(KIND, repayment_id, due_date.isoformat(), stage, recipient_id)
 
 
 def run(run: Run) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from chalicelib import ledger
 from chalicelib.delivery import Notice, Part, Run, deliver
 from chalicelib.formatting import (
     ACTIVE_STAGES,
@@ -87,9 +88,8 @@ def collect(run: Run) -> list[Notice]:
         if isinstance(bdm, str):
             run.invalid(app.id, bdm)
             continue
-        part = run.part(
-            f"{KIND}#{app.id}#{app.stage}#{app.stage_last_updated}#{cycle}", app.id, row_or_reason
-        )
+        key = ledger.notice_key(KIND, app.id, app.stage, app.stage_last_updated, cycle)
+        part = run.part(key, app.id, row_or_reason)
         if part is not None:
             parts_by_bdm[bdm].append(part)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-LOCAL_ONLY = {"test_dynamodb_local_server.py"}
+# Real DynamoDB only: the server itself, and races moto cannot apply atomically.
+LOCAL_ONLY = {"test_dynamodb_local_server.py", "test_concurrency.py"}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -26,6 +26,7 @@ from chalicelib.models import Notification, Repayment
 from chalicelib.runner import EventTooOld, handle_scheduled, run_check
 from tests import factories as f
 from tests.aws_recorder import another_actor
+from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
     lost_responses,
@@ -39,10 +40,6 @@ from tests.support import (
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
-BEN = "ben.lee@example.net"
-MIA = "mia.chen@example.net"
-BROOKE = "brooke.davis@lender.example.com.au"
-SAM = "sam.author@lender.example.com.au"
 
 MONDAY = sydney("2026-11-23 09:00")
 NOTE1_SAM = "note_reminders#note-1#2026-11-23#staff-2"

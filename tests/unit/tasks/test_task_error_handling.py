@@ -26,6 +26,7 @@ from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
+from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
     SENDER,
@@ -39,10 +40,6 @@ from tests.support import (
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
-BEN = "ben.lee@example.net"
-MIA = "mia.chen@example.net"
-BROOKE = "brooke.davis@lender.example.com.au"
-SAM = "sam.author@lender.example.com.au"
 BLAKE = "blake.hart@lender.example.com.au"
 
 MONDAY = sydney("2026-11-23 09:00")

@@ -24,14 +24,11 @@ from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
+from tests.factories import BEN, BROOKE, SAM
 from tests.support import REGION, run, sent_emails, ses_faults, subjects_by_recipient, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
-BEN = "ben.lee@example.net"
-MIA = "mia.chen@example.net"
-BROOKE = "brooke.davis@lender.example.com.au"
-SAM = "sam.author@lender.example.com.au"
 MONDAY = sydney("2026-11-23 09:00")
 UPCOMING = "Upcoming Repayment Reminder"
 
@@ -380,3 +377,46 @@ def test_an_item_whose_ledger_key_would_be_over_the_limit_is_reported_with_its_i
         BROOKE: ["Note Reminder: Call the valuer", "Stale Application Alert: APP-1001"],
         BEN: [UPCOMING],
     }
+
+
+# --- found by `make fuzz` ----------------------------------------------------------------
+
+
+def test_ids_holding_the_key_separator_cannot_make_two_notices_share_a_ledger_key(
+    service: Settings, ses: Any
+) -> None:
+    # Given note "n" by staff "x#2026-11-23#y" and note "n#2026-11-23#x" by staff "y":
+    # joined with "#" as they are, both notices would have one ledger key
+    f.staff("x#2026-11-23#y", "Xavier", "xavier@lender.example.com.au")
+    f.staff("y", "Yvonne", "yvonne@lender.example.com.au")
+    f.note("n", title="First", application_id=None, created_by="x#2026-11-23#y")
+    f.note("n#2026-11-23#x", title="Second", application_id=None, created_by="y")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then each author gets their own reminder: neither is skipped as already sent
+    assert subjects_by_recipient() == {
+        "xavier@lender.example.com.au": ["Note Reminder: First"],
+        "yvonne@lender.example.com.au": ["Note Reminder: Second"],
+    }
+    assert (summary.sent, summary.skipped) == (2, 0)
+    # And ids without "#" or "%" keep the keys the ledger already holds
+    assert Notification.get("note_reminders#n#2026-11-23#x%232026-11-23%23y").status == "sent"
+    assert Notification.get("note_reminders#n%232026-11-23%23x#2026-11-23#y").status == "sent"
+
+
+def test_a_borrower_at_an_internationalised_domain_is_reminded(service: Settings, ses: Any) -> None:
+    # Given Ben's address is at an internationalised (non-ASCII) domain
+    f.crm(borrowers=0)
+    f.borrower(email="ben@bücher.example")
+    f.application()
+    f.repayment()
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then it is not reported as invalid: SES gets the domain in its ASCII form
+    assert summary.invalid_items == []
+    assert destinations() == [["ben@xn--bcher-kva.example"]]
+    assert subjects_by_recipient() == {"ben@xn--bcher-kva.example": [UPCOMING]}

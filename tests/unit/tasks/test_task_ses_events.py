@@ -21,6 +21,7 @@ from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
 from chalicelib.ses_events import Outcome, record_event
 from tests import factories as f
+from tests.factories import BEN, BROOKE, SAM
 from tests.support import (
     FIXTURE_CONFIGURATION_SET,
     REGION,
@@ -39,9 +40,6 @@ MONDAY = sydney("2026-11-23 12:00")
 NOW = utc("2026-11-22 20:30")
 TOKEN = "9b0e1c2d3f4a5b6c7d8e9f0a1b2c3d4e"
 KEY = "repayment_upcoming#rep-1#2026-11-30#upcoming#bor-1"
-BEN = "ben.lee@example.net"
-SAM = "sam.author@lender.example.com.au"
-BROOKE = "brooke.davis@lender.example.com.au"
 NOTE1_SAM = "note_reminders#note-1#2026-11-23#staff-2"
 NOTE1_BROOKE = "note_reminders#note-1#2026-11-23#bdm-1"
 
