@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from chalicelib.checks.repayment_reminders import stage_for
+from chalicelib.checks.repayment_reminders import tier_for
 from chalicelib.checks.stale_applications import StaleRow
 from chalicelib.config import Thresholds
 from chalicelib.formatting import au_date, money
@@ -73,8 +73,8 @@ def sample(kind: str, thresholds: Thresholds | None = None) -> Email:
     repayment_days = _repayment_days(t)
     if kind in repayment_days:
         days = repayment_days[kind]
-        stage = stage_for(days, t)
-        assert stage is not None  # every day above is inside its kind's window
+        tier = tier_for(days, t)
+        assert tier is not None  # every day above is inside its kind's window
         context: dict[str, Any] = {
             "amount": money(2_980.15),
             "due_date": au_date(SAMPLE_DAY - timedelta(days=days)),
@@ -82,7 +82,7 @@ def sample(kind: str, thresholds: Thresholds | None = None) -> Email:
             "days_overdue": days,
             "days_until_due": -days,
         }
-        if stage.to_bdm:
+        if tier.to_bdm:
             context["borrower_names"] = ["Emma Wilson", "Noah Wilson"]
-        return render(kind, BDM if stage.to_bdm else BORROWER, stage.subject, context)
+        return render(kind, BDM if tier.to_bdm else BORROWER, tier.subject_for(t), context)
     raise ValueError(f"unknown email kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from enum import Enum
 
 from pynamodb.exceptions import UpdateError
 
@@ -27,52 +28,88 @@ from chalicelib.observability import logger
 KIND = "repayment_reminders"
 
 
+class Audience(Enum):
+    """Who a tier's notice goes to."""
+
+    BORROWERS = "borrowers"  # one notice to each of the application's borrowers
+    BDM = "bdm"  # one notice to the application's BDM, naming the borrowers
+
+
 @dataclass(frozen=True)
-class Stage:
-    """One kind of repayment notice and the repayment flag that records it."""
+class Tier:
+    """One kind of repayment notice: when it is due, who gets it, how, and its flag.
+
+    ``starts`` and ``ends`` give the window in days overdue (negative: before the due
+    date), both inclusive, from the thresholds; ``subject`` may name them.
+    """
 
     name: str
     flag: str
     template: str
     subject: str
-    to_bdm: bool
+    audience: Audience
+    starts: Callable[[Thresholds], int]
+    ends: Callable[[Thresholds], int]
+
+    def window(self, t: Thresholds) -> range:
+        """The days overdue on which this tier's notice is due."""
+        return range(self.starts(t), self.ends(t) + 1)
+
+    def subject_for(self, t: Thresholds) -> str:
+        """The subject, with the thresholds it names filled in."""
+        return self.subject.format(t=t)
+
+    @property
+    def to_bdm(self) -> bool:
+        """True when the notice goes to the BDM rather than the borrowers."""
+        return self.audience is Audience.BDM
 
 
-def stage_for(days_overdue: int, t: Thresholds) -> Stage | None:
-    """The notice due at ``days_overdue`` (negative: days before the due date), if any."""
-    if -t.upcoming_days <= days_overdue <= 0:
-        return Stage(
-            "upcoming",
-            "reminder_sent",
-            "repayment_upcoming",
-            "Upcoming Repayment Reminder",
-            to_bdm=False,
-        )
-    if t.overdue_days <= days_overdue < t.urgent_days:
-        return Stage(
-            "overdue_3_day",
-            "overdue_3_day_sent",
-            "repayment_overdue",
-            "OVERDUE Repayment Notice",
-            to_bdm=False,
-        )
-    if t.urgent_days <= days_overdue < t.escalation_days:
-        return Stage(
-            "overdue_7_day",
-            "overdue_7_day_sent",
-            "repayment_urgent",
-            f"URGENT: {t.urgent_days} Days OVERDUE Repayment",
-            to_bdm=False,
-        )
-    if t.escalation_days <= days_overdue <= t.escalation_until_days:
-        return Stage(
-            "overdue_10_day",
-            "overdue_10_day_sent",
-            "repayment_escalation",
-            f"ESCALATION: {t.escalation_days} Days Overdue Repayment",
-            to_bdm=True,
-        )
-    return None
+# Mildest first: a borrower's notice is never sent after a later one (see _drop_superseded).
+# The windows do not overlap, so at most one tier is due per repayment and day.
+TIERS: tuple[Tier, ...] = (
+    Tier(
+        "upcoming",
+        "reminder_sent",
+        "repayment_upcoming",
+        "Upcoming Repayment Reminder",
+        Audience.BORROWERS,
+        starts=lambda t: -t.upcoming_days,
+        ends=lambda t: 0,
+    ),
+    Tier(
+        "overdue_3_day",
+        "overdue_3_day_sent",
+        "repayment_overdue",
+        "OVERDUE Repayment Notice",
+        Audience.BORROWERS,
+        starts=lambda t: t.overdue_days,
+        ends=lambda t: t.urgent_days - 1,
+    ),
+    Tier(
+        "overdue_7_day",
+        "overdue_7_day_sent",
+        "repayment_urgent",
+        "URGENT: {t.urgent_days} Days OVERDUE Repayment",
+        Audience.BORROWERS,
+        starts=lambda t: t.urgent_days,
+        ends=lambda t: t.escalation_days - 1,
+    ),
+    Tier(
+        "overdue_10_day",
+        "overdue_10_day_sent",
+        "repayment_escalation",
+        "ESCALATION: {t.escalation_days} Days Overdue Repayment",
+        Audience.BDM,
+        starts=lambda t: t.escalation_days,
+        ends=lambda t: t.escalation_until_days,
+    ),
+)
+
+
+def tier_for(days_overdue: int, t: Thresholds) -> Tier | None:
+    """The tier due at ``days_overdue`` (negative: days before the due date), if any."""
+    return next((tier for tier in TIERS if days_overdue in tier.window(t)), None)
 
 
 @dataclass(frozen=True)
@@ -80,25 +117,32 @@ class Due:
     """An unpaid repayment with a notice due today."""
 
     repayment: Repayment
-    stage: Stage
+    tier: Tier
     due_date: date
     days_overdue: int
 
 
-# Borrower-facing severity, mildest first: a notice is never sent after a later one.
-SEVERITY: tuple[str, ...] = ("upcoming", "overdue_3_day", "overdue_7_day", "overdue_10_day")
-FLAGS: dict[str, str] = dict(
-    zip(
-        SEVERITY,
-        ("reminder_sent", "overdue_3_day_sent", "overdue_7_day_sent", "overdue_10_day_sent"),
-        strict=True,
-    )
-)
+@dataclass(frozen=True)
+class NoticeOf:
+    """What a repayment notice's ledger part is about (``Part.data``)."""
+
+    repayment_id: str
+    due_date: date
+    tier: Tier
 
 
-def notice_key(repayment_id: str, due_date: date, stage: str, recipient_id: str) -> str:
+@dataclass(frozen=True)
+class FlagWrite:
+    """The flag a repayment gets once every one of its notices (``keys``) is sent."""
+
+    repayment: Repayment
+    flag: str
+    keys: list[str]
+
+
+def notice_key(repayment_id: str, due_date: date, tier: str, recipient_id: str) -> str:
     """The ledger key of one repayment notice to one recipient."""
-    return ledger.notice_key(KIND, repayment_id, due_date.isoformat(), stage, recipient_id)
+    return ledger.notice_key(KIND, repayment_id, due_date.isoformat(), tier, recipient_id)
 
 
 def run(run: Run) -> None:
@@ -111,9 +155,9 @@ def run(run: Run) -> None:
     # them again, or two interleaved runs could each leave the flag for the other.
     held = [key for key, status in outcome.items() if status == ledger.CLAIMED]
     outcome.update({key: entry.status for key, entry in ledger.lookup(held).items()})
-    for repayment, flag, keys in flags:
-        if keys and all(outcome.get(key) == ledger.SENT for key in keys):
-            _set_flag(run, repayment, flag)
+    for write in flags:
+        if write.keys and all(outcome.get(key) == ledger.SENT for key in write.keys):
+            _set_flag(run, write.repayment, write.flag)
 
 
 def _set_flag(run: Run, repayment: Repayment, flag: str) -> None:
@@ -142,11 +186,11 @@ def _drop_superseded(run: Run, notices: list[Notice]) -> list[Notice]:
     later: dict[str, list[str]] = {}
     for notice in notices:
         part = notice.parts[0]
-        repayment_id, due_date, stage = part.data
-        position = SEVERITY.index(stage)
+        about: NoticeOf = part.data
+        position = TIERS.index(about.tier)
         later[part.key] = [
-            notice_key(repayment_id, due_date, severer, notice.recipient.id)
-            for severer in SEVERITY[position + 1 :]
+            notice_key(about.repayment_id, about.due_date, severer.name, notice.recipient.id)
+            for severer in TIERS[position + 1 :]
         ]
     found = ledger.lookup(key for keys in later.values() for key in keys)
     kept = []
@@ -163,16 +207,12 @@ def _drop_superseded(run: Run, notices: list[Notice]) -> list[Notice]:
     return kept
 
 
-def _flagged_at_or_after(repayment: Repayment, stage: Stage) -> bool:
+def _flagged_at_or_after(repayment: Repayment, tier: Tier) -> bool:
     """True when this notice or a more severe one was already delivered."""
-    names = SEVERITY[SEVERITY.index(stage.name) :]
-    return any(
-        getattr(repayment, f"{name}_sent" if name != "upcoming" else "reminder_sent")
-        for name in names
-    )
+    return any(getattr(repayment, later.flag) for later in TIERS[TIERS.index(tier) :])
 
 
-def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str]]]]:
+def collect(run: Run) -> tuple[list[Notice], list[FlagWrite]]:
     """Build the due notices and, per repayment, the flag its notices will set."""
     t = run.settings.thresholds
     due: list[Due] = []
@@ -190,10 +230,10 @@ def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str
                 except ValueError as exc:
                     run.invalid(repayment.id, str(exc))
                 continue
-            stage = stage_for(days, t)
-            if stage is None or _flagged_at_or_after(repayment, stage):
+            tier = tier_for(days, t)
+            if tier is None or _flagged_at_or_after(repayment, tier):
                 continue
-            due.append(Due(repayment, stage, due_date, days))
+            due.append(Due(repayment, tier, due_date, days))
 
     applications = run.fetch(Application, (d.repayment.application_id for d in due))
     readable = [a for a in applications.values() if not a.load_error]
@@ -201,11 +241,13 @@ def collect(run: Run) -> tuple[list[Notice], list[tuple[Repayment, str, list[str
     bdms = run.fetch(Staff, (a.bd_id for a in readable))
 
     notices: list[Notice] = []
-    flags: list[tuple[Repayment, str, list[str]]] = []
+    flags: list[FlagWrite] = []
     for item in due:
         made = _notices_for(run, item, applications, borrowers, bdms)
         notices.extend(made)
-        flags.append((item.repayment, item.stage.flag, [p.key for n in made for p in n.parts]))
+        flags.append(
+            FlagWrite(item.repayment, item.tier.flag, [p.key for n in made for p in n.parts])
+        )
     return notices, flags
 
 
@@ -238,7 +280,7 @@ def _notices_for(
         "days_until_due": -item.days_overdue,
     }
     borrower_ids = app.borrower_id_list()
-    if not borrower_ids and not item.stage.to_bdm:
+    if not borrower_ids and not item.tier.to_bdm:
         run.invalid(repayment.id, f"application {quoted(app.id)} has no borrowers")
         return []
     people: list[Recipient] = []
@@ -249,7 +291,7 @@ def _notices_for(
         else:
             people.append(found)
 
-    if item.stage.to_bdm:
+    if item.tier.to_bdm:
         if not app.bd_id:
             run.invalid(repayment.id, f"application {quoted(app.id)} has no bd_id")
             return []
@@ -265,22 +307,22 @@ def _notices_for(
 
 
 def _notice(run: Run, item: Due, to: Recipient, context: dict[str, object]) -> Notice | None:
-    key = notice_key(item.repayment.id, item.due_date, item.stage.name, to.id)
-    part = run.part(key, item.repayment.id, (item.repayment.id, item.due_date, item.stage.name))
+    key = notice_key(item.repayment.id, item.due_date, item.tier.name, to.id)
+    part = run.part(key, item.repayment.id, NoticeOf(item.repayment.id, item.due_date, item.tier))
     if part is None:
         return None
     return Notice(
-        kind=f"repayment_{item.stage.name}",
+        kind=f"repayment_{item.tier.name}",
         recipient=to,
         parts=[part],
-        compose=_composer(item.stage, to, context),
+        compose=_composer(item.tier, run.settings.thresholds, to, context),
     )
 
 
 def _composer(
-    stage: Stage, to: Recipient, context: dict[str, object]
+    tier: Tier, t: Thresholds, to: Recipient, context: dict[str, object]
 ) -> Callable[[Sequence[Part]], Email]:
     def compose(parts: Sequence[Part]) -> Email:
-        return render(stage.template, to, stage.subject, context)
+        return render(tier.template, to, tier.subject_for(t), context)
 
     return compose

@@ -1,0 +1,50 @@
+"""The repayment notice tiers: one table, windows that never overlap, subjects that say the days."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.checks.repayment_reminders import TIERS, Audience, tier_for
+from chalicelib.config import Thresholds
+
+CUSTOM = Thresholds(upcoming_days=5, overdue_days=2, urgent_days=6, escalation_days=12)
+
+
+@pytest.mark.parametrize("t", [Thresholds(), CUSTOM], ids=["defaults", "custom"])
+def test_at_most_one_tier_is_due_on_any_day(t: Thresholds) -> None:
+    for days in range(-30, 31):
+        due = [tier.name for tier in TIERS if days in tier.window(t)]
+        assert len(due) <= 1, (days, due)
+
+
+def test_the_default_windows_are_the_documented_days() -> None:
+    t = Thresholds()
+
+    windows = {tier.name: (tier.window(t)[0], tier.window(t)[-1]) for tier in TIERS}
+
+    assert windows == {
+        "upcoming": (-7, 0),
+        "overdue_3_day": (3, 6),
+        "overdue_7_day": (7, 9),
+        "overdue_10_day": (10, 17),
+    }
+    assert [tier_for(d, t) for d in (1, 2, 18)] == [None, None, None]
+
+
+def test_only_the_escalation_goes_to_the_bdm_and_subjects_name_the_configured_days() -> None:
+    assert [tier.audience for tier in TIERS] == [Audience.BORROWERS] * 3 + [Audience.BDM]
+    assert [tier.subject_for(CUSTOM) for tier in TIERS[2:]] == [
+        "URGENT: 6 Days OVERDUE Repayment",
+        "ESCALATION: 12 Days Overdue Repayment",
+    ]
+
+
+def test_tiers_run_mildest_first_each_with_its_own_flag() -> None:
+    assert [tier.flag for tier in TIERS] == [
+        "reminder_sent",
+        "overdue_3_day_sent",
+        "overdue_7_day_sent",
+        "overdue_10_day_sent",
+    ]
+    t = Thresholds()
+    assert [tier.window(t)[0] for tier in TIERS] == sorted(tier.window(t)[0] for tier in TIERS)
