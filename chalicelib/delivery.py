@@ -23,7 +23,7 @@ from chalicelib.mailer import (
     Recipient,
     TransientSendError,
 )
-from chalicelib.models import UNREADABLE, CrmModel, Notification
+from chalicelib.models import UNREADABLE, Borrower, CrmModel, Notification, Staff
 from chalicelib.observability import logger, mask_addresses
 
 _M = TypeVar("_M", bound=CrmModel)
@@ -158,19 +158,28 @@ class Run:
             return None
         return Part(key=key, item_id=item_id, data=data)
 
-    def recipient(self, person: Any, role: str, person_id: str) -> Recipient | str:
-        """A Recipient for a staff member or borrower, or why one cannot be made."""
+    def recipient(
+        self, person: Staff | Borrower | None, role: str, person_id: str, *, for_item: str
+    ) -> Recipient | None:
+        """A Recipient for a staff member or borrower; ``None`` when none can be made.
+
+        Why not (missing, unreadable, no valid address) is reported against
+        ``for_item``, the CRM item whose notice it was for.
+        """
+        shown = f"{role} {quoted(person_id)}"
         if person is None:
-            return f"{role} {quoted(person_id)} does not exist"
-        if person.load_error:
-            return f"{role} {quoted(person_id)}: {person.load_error}"
-        if not valid_email(person.email) or len(person.email) > EMAIL_CHARS:
-            return f"{role} {quoted(person_id)} has no valid email address"
-        return Recipient(
-            id=person.id,
-            name=(person.name or "").strip() or person.email,
-            email=person.email.strip(),
-        )
+            self.invalid(for_item, f"{shown} does not exist")
+        elif person.load_error:
+            self.invalid(for_item, f"{shown}: {person.load_error}")
+        elif not valid_email(person.email) or len(person.email) > EMAIL_CHARS:
+            self.invalid(for_item, f"{shown} has no valid email address")
+        else:
+            return Recipient(
+                id=person.id,
+                name=(person.name or "").strip() or person.email,
+                email=person.email.strip(),
+            )
+        return None
 
 
 @dataclass(frozen=True)

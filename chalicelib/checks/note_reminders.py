@@ -75,9 +75,8 @@ def _notices_for(
     for person_id, role in wanted:
         if not person_id:
             continue
-        recipient = run.recipient(staff.get(person_id), role, person_id)
-        if isinstance(recipient, str):
-            run.invalid(note.id, recipient)
+        recipient = run.recipient(staff.get(person_id), role, person_id, for_item=note.id)
+        if recipient is None:
             continue
         if recipient.id in seen or recipient.email.lower() in seen:
             continue

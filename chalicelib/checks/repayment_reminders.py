@@ -285,19 +285,18 @@ def _notices_for(
         return []
     people: list[Recipient] = []
     for borrower_id in borrower_ids:
-        found = run.recipient(borrowers.get(borrower_id), "borrower", borrower_id)
-        if isinstance(found, str):
-            run.invalid(repayment.id, found)
-        else:
+        found = run.recipient(
+            borrowers.get(borrower_id), "borrower", borrower_id, for_item=repayment.id
+        )
+        if found is not None:
             people.append(found)
 
     if item.tier.to_bdm:
         if not app.bd_id:
             run.invalid(repayment.id, f"application {quoted(app.id)} has no bd_id")
             return []
-        bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id)
-        if isinstance(bdm, str):
-            run.invalid(repayment.id, bdm)
+        bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id, for_item=repayment.id)
+        if bdm is None:
             return []
         names = [p.name for p in people]
         notices = [_notice(run, item, bdm, {**context, "borrower_names": names})]

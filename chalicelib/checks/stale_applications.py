@@ -77,19 +77,17 @@ def collect(run: Run) -> list[Notice]:
     bdms = run.fetch(Staff, (app.bd_id for app, _, _ in due))
     parts_by_bdm: dict[Recipient, list[Part]] = defaultdict(list)
     for app, days, cycle in due:
-        row_or_reason = _row(app, days)
-        if isinstance(row_or_reason, str):
-            run.invalid(app.id, row_or_reason)
+        row = _row(run, app, days)
+        if row is None:
             continue
         if not app.bd_id:
             run.invalid(app.id, "bd_id is missing")
             continue
-        bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id)
-        if isinstance(bdm, str):
-            run.invalid(app.id, bdm)
+        bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id, for_item=app.id)
+        if bdm is None:
             continue
         key = ledger.notice_key(KIND, app.id, app.stage, app.stage_last_updated, cycle)
-        part = run.part(key, app.id, row_or_reason)
+        part = run.part(key, app.id, row)
         if part is not None:
             parts_by_bdm[bdm].append(part)
 
@@ -99,15 +97,18 @@ def collect(run: Run) -> list[Notice]:
     ]
 
 
-def _row(app: Application, days: int) -> StaleRow | str:
+def _row(run: Run, app: Application, days: int) -> StaleRow | None:
+    """The application's row in its BDM's digest; ``None`` (reported) when it has none."""
     if not app.reference_number:
-        return "reference_number is missing"
+        run.invalid(app.id, "reference_number is missing")
+        return None
     loan_amount = "Not recorded"
     if app.loan_amount is not None:
         try:
             loan_amount = money(parse_amount(app.loan_amount, "loan_amount"))
         except ValueError as exc:
-            return str(exc)
+            run.invalid(app.id, str(exc))
+            return None
     return StaleRow(
         reference=app.reference_number,
         stage=STAGE_LABELS.get(str(app.stage), str(app.stage)),
