@@ -30,8 +30,9 @@ import boto3
 
 from chalicelib import models
 from chalicelib.config import Settings
-from chalicelib.delivery import DeliveryIncomplete, RunSummary
+from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.observability import logger
+from chalicelib.run import RunSummary
 from chalicelib.runner import CHECKS, run_check
 from chalicelib.seed import seed
 

@@ -19,9 +19,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from chalicelib import models
 from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
 from chalicelib.config import Settings
-from chalicelib.delivery import DeliveryIncomplete, Run, RunSummary
+from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.mailer import Mailer
 from chalicelib.observability import logger, publish_run, run_metrics
+from chalicelib.run import Run, RunSummary
 
 CHECKS: dict[str, Callable[[Run], None]] = {
     "stale_applications": stale_applications.run,

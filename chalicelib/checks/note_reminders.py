@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from chalicelib import ledger
-from chalicelib.delivery import Notice, Part, Run, deliver
+from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, one_line, parse_date
 from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Note, Staff
+from chalicelib.run import Part, Run
 
 KIND = "note_reminders"
 

@@ -18,12 +18,13 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib import ledger
 from chalicelib.config import Thresholds
-from chalicelib.delivery import Notice, Part, Run, deliver
+from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, money, parse_amount, parse_date
 from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Borrower, Repayment, Staff
 from chalicelib.observability import logger
+from chalicelib.run import Part, Run
 
 KIND = "repayment_reminders"
 

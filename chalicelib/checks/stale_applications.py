@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from chalicelib import ledger
-from chalicelib.delivery import Notice, Part, Run, deliver
+from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import (
     ACTIVE_STAGES,
     STAGE_LABELS,
@@ -24,6 +24,7 @@ from chalicelib.formatting import (
 from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Staff
+from chalicelib.run import Part, Run
 
 KIND = "stale_applications"
 
