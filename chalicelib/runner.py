@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import time as clock
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -82,30 +83,14 @@ def run_check(
         run_id=uuid.uuid4().hex,
         dry_run=dry_run,
     )
-    start = settings.windows.start_for(check)
-    if not ignore_window and not in_window(local, start, settings.windows.end):
+    if not ignore_window and not _in_business_hours(check, local, settings):
         summary.acted = False
-        logger.info(
-            "outside business hours, nothing to do",
-            extra={
-                "check": check,
-                "local_time": local.isoformat(),
-                "window": f"{start:%H:%M}-{settings.windows.end:%H:%M}",
-            },
-        )
         return summary
-
-    started = clock.perf_counter()
-    try:
+    with _metered(summary, enabled=emit_metrics and not dry_run):
         models.bind(settings)
         run = Run(
             settings=settings,
-            mailer=mailer
-            or Mailer(
-                settings.sender_email,
-                settings.region,
-                configuration_set=settings.ses_configuration_set,
-            ),
+            mailer=mailer or _mailer(settings),
             run_id=summary.run_id,
             now=now.astimezone(UTC),
             today=local.date(),
@@ -115,10 +100,43 @@ def run_check(
         )
         CHECKS[check](run)
         logger.info("run summary", extra={"summary": summary.for_log()})
+    if summary.retrying:
+        raise DeliveryIncomplete(summary)
+    return summary
+
+
+def _in_business_hours(check: str, local: datetime, settings: Settings) -> bool:
+    """The business-hours gate: False (logged) outside ``check``'s window."""
+    start, end = settings.windows.start_for(check), settings.windows.end
+    if in_window(local, start, end):
+        return True
+    logger.info(
+        "outside business hours, nothing to do",
+        extra={
+            "check": check,
+            "local_time": local.isoformat(),
+            "window": f"{start:%H:%M}-{end:%H:%M}",
+        },
+    )
+    return False
+
+
+def _mailer(settings: Settings) -> Mailer:
+    return Mailer(
+        settings.sender_email, settings.region, configuration_set=settings.ses_configuration_set
+    )
+
+
+@contextmanager
+def _metered(summary: RunSummary, *, enabled: bool) -> Iterator[None]:
+    """Publish the run's counts and duration as one EMF document when it ends, also on error."""
+    started = clock.perf_counter()
+    try:
+        yield
     finally:
-        if emit_metrics and not dry_run:
+        if enabled:
             publish_run(
-                run_metrics(check),
+                run_metrics(summary.check),
                 items_read=summary.items_read,
                 sent=summary.sent,
                 failed=summary.failed,
@@ -129,9 +147,6 @@ def run_check(
                 invalid=summary.invalid,
                 duration_ms=round((clock.perf_counter() - started) * 1000, 1),
             )
-    if summary.retrying:
-        raise DeliveryIncomplete(summary)
-    return summary
 
 
 def event_time(event: Mapping[str, Any]) -> datetime:
