@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
@@ -60,52 +61,64 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
     would claim is rendered and listed in ``summary.would_send`` instead, and
     nothing is written or sent.
     """
-    summary = run.summary
     existing = ledger.lookup(part.key for notice in notices for part in notice.parts)
     blocked = suppression.suppressed({notice.recipient.email for notice in notices})
     outcome: dict[str, str] = {}
     for notice in notices:
         if notice.recipient.email in blocked:
             _hold_for_suppression(run, notice, blocked[notice.recipient.email], outcome)
-            continue
-        if not run.dry_run and run.out_of_time():
-            summary.notices_due += len(notice.parts)
-            summary.deferred += len(notice.parts)
-            outcome.update({part.key: ledger.PENDING for part in notice.parts})
-            continue
-        claimed: list[Part] = []
-        token = uuid.uuid4().hex
-        for part in notice.parts:
-            summary.notices_due += 1
-            entry = existing.get(part.key)
-            current = ledger.state(entry, run.now, run.settle)
-            if run.dry_run:
-                if current == ledger.PENDING:
-                    claimed.append(part)
-                else:
-                    outcome[part.key] = current
-                    summary.skipped += 1
-            elif current == ledger.PENDING:
-                if _claim(run, notice, part, token):
-                    claimed.append(part)
-                else:
-                    outcome[part.key] = ledger.CLAIMED
-                    summary.skipped += 1
-            elif current == ledger.ABANDONED and entry is not None:
-                outcome[part.key] = _abandon(run, part, entry)
-            elif current == UNREADABLE and entry is not None:
-                # It may record a notice that went out: report it, never send over it.
-                run.invalid(part.key, entry.load_error or UNREADABLE)
-                outcome[part.key] = UNREADABLE
-            else:
-                outcome[part.key] = entry.status if entry is not None else ledger.CLAIMED
-                summary.skipped += 1
-        if claimed and run.dry_run:
-            _preview(run, notice, claimed)
-        elif claimed:
-            attempts = max((_attempts(existing.get(part.key)) for part in claimed), default=1)
-            outcome.update(_send(run, notice, claimed, token, attempts))
+        elif not run.dry_run and run.out_of_time():
+            _defer(run, notice, outcome)
+        else:
+            token = uuid.uuid4().hex
+            taken = [p for p in notice.parts if _take(run, notice, p, existing, token, outcome)]
+            if taken and run.dry_run:
+                _preview(run, notice, taken)
+            elif taken:
+                attempts = max(_attempts(existing.get(part.key)) for part in taken)
+                outcome.update(_send(run, notice, taken, token, attempts))
     return outcome
+
+
+def _take(
+    run: Run,
+    notice: Notice,
+    part: Part,
+    existing: dict[str, Notification],
+    token: str,
+    outcome: dict[str, str],
+) -> bool:
+    """Decide one part from its ledger entry: True when this run sends it (or would).
+
+    Otherwise its status goes into ``outcome``: done, held by another run, abandoned
+    by a dead one (recorded failed), or unreadable (reported).
+    """
+    run.summary.notices_due += 1
+    entry = existing.get(part.key)
+    current = ledger.state(entry, run.now, run.settle)
+    if current == ledger.PENDING and (run.dry_run or _claim(run, notice, part, token)):
+        return True
+    if current == ledger.PENDING:
+        outcome[part.key] = ledger.CLAIMED
+    elif current == ledger.ABANDONED and entry is not None and not run.dry_run:
+        outcome[part.key] = _abandon(run, part, entry)
+        return False
+    elif current == UNREADABLE and entry is not None:
+        # It may record a notice that went out: report it, never send over it.
+        run.invalid(part.key, entry.load_error or UNREADABLE)
+        outcome[part.key] = UNREADABLE
+        return False
+    else:
+        outcome[part.key] = entry.status if entry is not None else ledger.CLAIMED
+    run.summary.skipped += 1
+    return False
+
+
+def _defer(run: Run, notice: Notice, outcome: dict[str, str]) -> None:
+    """Leave a notice due for the next run: too little Lambda time is left to send it."""
+    run.summary.notices_due += len(notice.parts)
+    run.summary.deferred += len(notice.parts)
+    outcome.update({part.key: ledger.PENDING for part in notice.parts})
 
 
 def _hold_for_suppression(run: Run, notice: Notice, reason: str, outcome: dict[str, str]) -> None:
@@ -195,59 +208,62 @@ def _send(
     run: Run, notice: Notice, parts: Sequence[Part], token: str, attempts: int
 ) -> dict[str, str]:
     """Send one claimed notice and record the outcome on each of its parts."""
-    summary = run.summary
-    keys = [part.key for part in parts]
     subject = ""
     try:
         email = notice.compose(parts)
         subject = email.subject
         message_id = run.mailer.send(email, token)
     except PermanentSendError as exc:
-        summary.failed += len(parts)
-        logger.error(
-            "notice rejected permanently",
-            extra={"check": summary.check, "keys": keys, "reason": exc.reason},
-        )
-        return _record(run, parts, ledger.FAILED, subject, exc.reason)
+        run.summary.failed += len(parts)
+        logger.error("notice rejected permanently", extra=_about(run, parts, exc.reason))
+        return _record(run, parts, ledger.FAILED, exc.reason, subject=subject)
     except AmbiguousSendError as exc:
-        # SES may have delivered it: its Send event settles the entry, and without
-        # one the notice is due again after the settling window.
-        status = ledger.UNKNOWN if run.settle is not None else ledger.FAILED
-        reason = f"outcome unknown, SES may have accepted it: {exc.reason}"
-        if status == ledger.FAILED:
-            summary.failed += len(parts)
-        else:
-            summary.unknown += len(parts)
-        logger.warning(
-            "notice outcome unknown", extra={"check": summary.check, "keys": keys, "reason": reason}
-        )
-        return _record(run, parts, status, subject, reason)
+        return _record(run, parts, *_ambiguous(run, parts, exc), subject=subject)
     # Anything else (throttling, a template bug) must not strand the claims or stop
     # the other notices: release, count as retrying, and the run raises at the end.
-    # A notice that keeps failing is given up on, so it cannot fail every run forever.
     except Exception as exc:
-        reason = exc.reason if isinstance(exc, TransientSendError) else repr(exc)
-        limit = run.settings.reliability.max_transient_attempts
-        logger.warning(
-            "notice not sent",
-            extra={"check": summary.check, "keys": keys, "reason": reason, "attempts": attempts},
-            exc_info=not isinstance(exc, TransientSendError),
-        )
-        if attempts >= limit:
-            summary.failed += len(parts)
-            return _record(
-                run, parts, ledger.FAILED, subject, f"gave up after {attempts} attempts: {reason}"
-            )
-        summary.retrying += len(parts)
-        summary.errors.append(reason)
-        return _record(run, parts, ledger.PENDING, subject, reason)
-    summary.sent += len(parts)
-    summary.emails_sent += 1
-    return _record(run, parts, ledger.SENT, subject, message_id)
+        return _record(run, parts, *_not_sent(run, parts, exc, attempts), subject=subject)
+    run.summary.sent += len(parts)
+    run.summary.emails_sent += 1
+    return _record(run, parts, ledger.SENT, message_id, subject=subject)
+
+
+def _about(run: Run, parts: Sequence[Part], reason: str, **more: Any) -> dict[str, Any]:
+    return {"check": run.summary.check, "keys": [p.key for p in parts], "reason": reason, **more}
+
+
+def _ambiguous(run: Run, parts: Sequence[Part], exc: AmbiguousSendError) -> tuple[str, str]:
+    """SES may have delivered it: ``unknown`` (settled by its Send event or due again
+    after the settling window), or ``failed`` for an operator when no events come."""
+    reason = f"outcome unknown, SES may have accepted it: {exc.reason}"
+    logger.warning("notice outcome unknown", extra=_about(run, parts, reason))
+    if run.settle is None:
+        run.summary.failed += len(parts)
+        return ledger.FAILED, reason
+    run.summary.unknown += len(parts)
+    return ledger.UNKNOWN, reason
+
+
+def _not_sent(run: Run, parts: Sequence[Part], exc: Exception, attempts: int) -> tuple[str, str]:
+    """SES did not take it: released for the next run, or given up on after too many
+    attempts, so a notice that keeps failing cannot fail every run forever."""
+    transient = isinstance(exc, TransientSendError)
+    reason = exc.reason if isinstance(exc, TransientSendError) else repr(exc)
+    logger.warning(
+        "notice not sent",
+        extra=_about(run, parts, reason, attempts=attempts),
+        exc_info=not transient,
+    )
+    if attempts >= run.settings.reliability.max_transient_attempts:
+        run.summary.failed += len(parts)
+        return ledger.FAILED, f"gave up after {attempts} attempts: {reason}"
+    run.summary.retrying += len(parts)
+    run.summary.errors.append(reason)
+    return ledger.PENDING, reason
 
 
 def _record(
-    run: Run, parts: Sequence[Part], status: str, subject: str, detail: str
+    run: Run, parts: Sequence[Part], status: str, detail: str, *, subject: str
 ) -> dict[str, str]:
     """Write each part's outcome; a write that fails is logged and left for SES's events.
 
