@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -93,43 +94,23 @@ class Settings:
         """Build settings from environment variables, failing with the variable's name."""
         env = os.environ if environ is None else environ
         tables = Tables(
-            applications=_required(env, "APPLICATIONS_TABLE"),
-            notes=_required(env, "NOTES_TABLE"),
-            repayments=_required(env, "REPAYMENTS_TABLE"),
-            staff=_required(env, "STAFF_TABLE"),
-            borrowers=_required(env, "BORROWERS_TABLE"),
-            notifications=_required(env, "NOTIFICATIONS_TABLE"),
-        )
-        defaults = Thresholds()
-        thresholds = Thresholds(
             **{
-                name: _int(env, name.upper(), getattr(defaults, name))
-                for name in Thresholds.__dataclass_fields__
+                name: _required(env, f"{name.upper()}_TABLE")
+                for name in Tables.__dataclass_fields__
             }
         )
+        thresholds = _numbers(env, Thresholds)
         _check_thresholds(thresholds)
-        window_defaults = Windows()
-        windows = Windows(
-            stale_applications_start=_time(
-                env, "STALE_APPLICATIONS_START", window_defaults.stale_applications_start
-            ),
-            note_reminders_start=_time(
-                env, "NOTE_REMINDERS_START", window_defaults.note_reminders_start
-            ),
-            repayment_reminders_start=_time(
-                env, "REPAYMENT_REMINDERS_START", window_defaults.repayment_reminders_start
-            ),
-            end=_time(env, "BUSINESS_DAY_END", window_defaults.end),
-        )
-        reliability_defaults = Reliability()
-        reliability = Reliability(
-            **{
-                name: _int(env, name.upper(), getattr(reliability_defaults, name), _unit(name))
-                for name in Reliability.__dataclass_fields__
-            }
-        )
+        reliability = _numbers(env, Reliability)
         if reliability.max_transient_attempts < 1:
             raise ConfigError("MAX_TRANSIENT_ATTEMPTS must be at least 1")
+        defaults = Windows()
+        windows = Windows(
+            **{
+                name: _time(env, _WINDOW_VARIABLES.get(name, name.upper()), getattr(defaults, name))
+                for name in Windows.__dataclass_fields__
+            }
+        )
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         if not region:
             raise ConfigError("AWS_REGION (or AWS_DEFAULT_REGION) is not set")
@@ -144,6 +125,22 @@ class Settings:
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
             ses_configuration_set=env.get("SES_CONFIGURATION_SET", "").strip() or None,
         )
+
+
+# Each setting's variable is its field's name in upper case, except these.
+_WINDOW_VARIABLES = {"end": "BUSINESS_DAY_END"}
+_N = TypeVar("_N", Thresholds, Reliability)
+
+
+def _numbers(env: Mapping[str, str], kind: type[_N]) -> _N:
+    """A dataclass of whole numbers, each from its upper-cased variable or its default."""
+    defaults = kind()
+    return kind(
+        **{
+            name: _int(env, name.upper(), getattr(defaults, name), _unit(name))
+            for name in kind.__dataclass_fields__
+        }
+    )
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -171,7 +168,7 @@ def _int(env: Mapping[str, str], name: str, default: int, unit: str = "days") ->
 def _unit(name: str) -> str:
     """``settle_minutes`` -> ``minutes``; a count without a unit is of attempts."""
     unit = name.rsplit("_", 1)[-1]
-    return unit if unit in ("hours", "minutes", "seconds") else "attempts"
+    return unit if unit in ("days", "hours", "minutes", "seconds") else "attempts"
 
 
 def _time(env: Mapping[str, str], name: str, default: time) -> time:
