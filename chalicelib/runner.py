@@ -71,10 +71,7 @@ def run_check(
     document when it ends, also when it raises. ``remaining_ms`` (the Lambda
     context's clock) makes the run stop claiming before its time runs out.
     """
-    if check not in CHECKS:
-        raise ValueError(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
-    if at.tzinfo is None or now.tzinfo is None:
-        raise ValueError("'at' and 'now' must be timezone-aware")
+    _check_inputs(check, at, now)
     settings = settings or Settings.from_env()
     local = at.astimezone(settings.timezone)
     summary = RunSummary(
@@ -103,6 +100,13 @@ def run_check(
     if summary.retrying:
         raise DeliveryIncomplete(summary)
     return summary
+
+
+def _check_inputs(check: str, at: datetime, now: datetime) -> None:
+    if check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
+    if at.tzinfo is None or now.tzinfo is None:
+        raise ValueError("'at' and 'now' must be timezone-aware")
 
 
 def _in_business_hours(check: str, local: datetime, settings: Settings) -> bool:

@@ -284,14 +284,10 @@ def _notices_for(
     if not borrower_ids and not item.tier.to_bdm:
         run.invalid(repayment.id, f"application {quoted(app.id)} has no borrowers")
         return []
-    people: list[Recipient] = []
-    for borrower_id in borrower_ids:
-        found = run.recipient(
-            borrowers.get(borrower_id), "borrower", borrower_id, for_item=repayment.id
-        )
-        if found is not None:
-            people.append(found)
-
+    found = (
+        run.recipient(borrowers.get(b), "borrower", b, for_item=repayment.id) for b in borrower_ids
+    )
+    people = [person for person in found if person is not None]
     if item.tier.to_bdm:
         if not app.bd_id:
             run.invalid(repayment.id, f"application {quoted(app.id)} has no bd_id")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from chalicelib import ledger
 from chalicelib.delivery import Notice, deliver
@@ -46,39 +46,13 @@ def run(run: Run) -> None:
 
 
 def collect(run: Run) -> list[Notice]:
-    """Query every active stage for applications unchanged long enough to alert."""
-    t = run.settings.thresholds
-    # ISO strings with different UTC offsets do not sort exactly by instant; two
-    # days of slack covers every offset and the exact test happens in Python.
-    upper = (run.today - timedelta(days=t.stale_after_days - 2)).isoformat()
-    due: list[tuple[Application, int, int]] = []
-    for stage in ACTIVE_STAGES:
-        for app in Application.by_stage.query(stage, Application.stage_last_updated < upper):
-            run.summary.items_read += 1
-            if app.load_error:
-                run.invalid(app.id, app.load_error)
-                continue
-            try:
-                changed = parse_timestamp(app.stage_last_updated, "stage_last_updated")
-                local_day = changed.astimezone(run.settings.timezone).date()
-            except ValueError as exc:
-                run.invalid(app.id, str(exc))
-                continue
-            except OverflowError:
-                # Year 1 or 9999 with an offset has no local date.
-                run.invalid(
-                    app.id, f"stage_last_updated {quoted(app.stage_last_updated)} is out of range"
-                )
-                continue
-            days = (run.today - local_day).days
-            if days < t.stale_after_days:
-                continue
-            due.append((app, days, (days - t.stale_after_days) // t.stale_repeat_days))
-
-    bdms = run.fetch(Staff, (app.bd_id for app, _, _ in due))
+    """One digest per BDM of their applications unchanged long enough to alert."""
+    due = _stale(run)
+    bdms = run.fetch(Staff, (stale.app.bd_id for stale in due))
     parts_by_bdm: dict[Recipient, list[Part]] = defaultdict(list)
-    for app, days, cycle in due:
-        row = _row(run, app, days)
+    for stale in due:
+        app = stale.app
+        row = _row(run, app, stale.days)
         if row is None:
             continue
         if not app.bd_id:
@@ -87,15 +61,58 @@ def collect(run: Run) -> list[Notice]:
         bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id, for_item=app.id)
         if bdm is None:
             continue
-        key = ledger.notice_key(KIND, app.id, app.stage, app.stage_last_updated, cycle)
+        key = ledger.notice_key(KIND, app.id, app.stage, app.stage_last_updated, stale.cycle)
         part = run.part(key, app.id, row)
         if part is not None:
             parts_by_bdm[bdm].append(part)
-
     return [
         Notice(kind=KIND, recipient=bdm, parts=parts, compose=_composer(bdm, run))
         for bdm, parts in parts_by_bdm.items()
     ]
+
+
+@dataclass(frozen=True)
+class Stale:
+    """An application stale for ``days``, in its ``cycle``-th alert period (0 first)."""
+
+    app: Application
+    days: int
+    cycle: int
+
+
+def _stale(run: Run) -> list[Stale]:
+    """Query every active stage for applications unchanged long enough to alert."""
+    t = run.settings.thresholds
+    # ISO strings with different UTC offsets do not sort exactly by instant; two
+    # days of slack covers every offset and the exact test happens in Python.
+    upper = (run.today - timedelta(days=t.stale_after_days - 2)).isoformat()
+    due: list[Stale] = []
+    for stage in ACTIVE_STAGES:
+        for app in Application.by_stage.query(stage, Application.stage_last_updated < upper):
+            run.summary.items_read += 1
+            local_day = _changed_on(run, app)
+            if local_day is None:
+                continue
+            days = (run.today - local_day).days
+            if days >= t.stale_after_days:
+                due.append(Stale(app, days, (days - t.stale_after_days) // t.stale_repeat_days))
+    return due
+
+
+def _changed_on(run: Run, app: Application) -> date | None:
+    """The business date of the application's last stage change; None (reported) if unusable."""
+    if app.load_error:
+        run.invalid(app.id, app.load_error)
+        return None
+    try:
+        changed = parse_timestamp(app.stage_last_updated, "stage_last_updated")
+        return changed.astimezone(run.settings.timezone).date()
+    except ValueError as exc:
+        run.invalid(app.id, str(exc))
+    except OverflowError:
+        # Year 1 or 9999 with an offset has no local date.
+        run.invalid(app.id, f"stage_last_updated {quoted(app.stage_last_updated)} is out of range")
+    return None
 
 
 def _row(run: Run, app: Application, days: int) -> StaleRow | None:
