@@ -27,8 +27,9 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from pynamodb.indexes import Index
 
-from chalicelib import infra, models, seed, ses_events
+from chalicelib import models, ses_events
 from chalicelib.config import Settings, Tables
+from ops import infra, seed
 from tests.aws_recorder import AwsCall
 from tests.support import SYDNEY, SuppressionList, run, ses_event, sydney
 

@@ -22,5 +22,5 @@ def test_the_lambda_entry_point_imports_no_dev_only_package() -> None:
 
     # Then nothing from the dev requirements (or the operator-only modules) is loaded
     assert loaded.isdisjoint(DEV_ONLY), sorted(loaded & set(DEV_ONLY))
-    assert "chalicelib.cli" not in json.loads(result.stdout)
+    assert "ops.cli" not in json.loads(result.stdout)
     assert {"pynamodb", "jinja2", "aws_lambda_powertools", "chalicelib"} <= loaded

@@ -20,10 +20,11 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from chalicelib import infra, models
-from chalicelib.cli import cli, stage_environment
+from chalicelib import models
 from chalicelib.config import Settings, Tables, Thresholds
 from chalicelib.runner import CHECKS
+from ops import infra
+from ops.cli import cli, stage_environment
 from tests import factories as f
 from tests.support import REGION, run, ses_error, ses_faults, sydney
 

@@ -25,6 +25,7 @@ from chalicelib.formatting import (
 )
 from chalicelib.mailer import Recipient, render
 from chalicelib.runner import event_time, run_check
+from ops.provisioning import provision
 from tests.support import REGION
 
 BASE_ENV = {
@@ -349,7 +350,7 @@ def test_provision_creates_all_six_tables_with_their_indexes(aws: None, settings
     assert boto3.client("dynamodb", region_name=REGION).list_tables()["TableNames"] == []
 
     # When the tables are provisioned
-    report = models.provision(settings)
+    report = provision(settings)
 
     # Then every table exists with the key schema and indexes the checks query
     assert sorted(report) == sorted((name, "created") for name in EXPECTED_TABLES)
@@ -368,20 +369,20 @@ def test_provision_creates_all_six_tables_with_their_indexes(aws: None, settings
 
 
 def test_provision_is_idempotent(aws: None, settings: Settings) -> None:
-    models.provision(settings)
+    provision(settings)
     models.Staff(id="bdm-1", name="Brooke Davis", email="brooke@example.com").save()
 
-    second = models.provision(settings)
+    second = provision(settings)
 
     assert sorted(second) == sorted((name, "exists") for name in EXPECTED_TABLES)
     assert models.Staff.get("bdm-1").name == "Brooke Davis"
 
 
 def test_provision_creates_only_the_missing_tables(aws: None, settings: Settings) -> None:
-    models.provision(settings)
+    provision(settings)
     boto3.client("dynamodb", region_name=REGION).delete_table(TableName="test-notes")
 
-    report = dict(models.provision(settings))
+    report = dict(provision(settings))
 
     assert report["test-notes"] == "created"
     assert [name for name, outcome in report.items() if outcome == "exists"] == [

@@ -4,10 +4,10 @@ Two things are derived here from the same sources of truth, the PynamoDB models
 (tables, keys, indexes) and ``.chalice/config.json`` (stages, table names, sender):
 
 * each stage's least-privilege IAM policy, written to ``.chalice/policy-<stage>.json``
-  (``python -m chalicelib.cli policy``), which Chalice attaches to every function
+  (``python -m ops.cli policy``), which Chalice attaches to every function
   because the stage sets ``autogen_policy: false``;
 * the template that ``chalice package --merge-template`` merges into its SAM output
-  (``python -m chalicelib.cli --stage STAGE template``): the six DynamoDB tables, an
+  (``python -m ops.cli --stage STAGE template``): the six DynamoDB tables, an
   ``AWS::Lambda::EventInvokeConfig`` per EventBridge-triggered function (retries,
   maximum event age, failures to an SQS dead-letter queue), the SES configuration set
   that publishes its events to EventBridge, and the CloudWatch alarms.

@@ -1,4 +1,4 @@
-"""Operator commands: ``python -m chalicelib.cli [--stage STAGE | --embedded] COMMAND``.
+"""Operator commands: ``python -m ops.cli [--stage STAGE | --embedded] COMMAND``.
 
 Exit codes: 0 done; 1 the command ran and something failed (a notice, a record,
 an AWS call), with a one-line ``Error:`` message; 2 bad arguments or settings.
@@ -24,6 +24,7 @@ from chalicelib import models, suppression
 from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
+from ops import provisioning
 
 CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
 
@@ -104,7 +105,7 @@ def cli(ctx: click.Context, stage: str | None, embedded: bool, state: Path, verb
     _log_to_stderr(ctx, verbose)
     ctx.obj = Options(embedded=embedded, state=state)
     if embedded and ctx.invoked_subcommand not in LOCAL_COMMANDS:
-        from chalicelib.demo import embedded_aws
+        from ops.demo import embedded_aws
 
         ctx.with_resource(embedded_aws(state))
 
@@ -150,7 +151,7 @@ def date_option(help: str) -> Callable[[FC], FC]:
 @cli.command()
 def provision() -> None:
     """Create every missing table (CRM tables and the ledger) with its indexes."""
-    for table, status in models.provision(load_settings()):
+    for table, status in provisioning.provision(load_settings()):
         click.echo(f"{table}: {'already exists' if status == 'exists' else status}")
 
 
@@ -160,7 +161,7 @@ def provision() -> None:
 @click.pass_obj
 def seed(options: Options, day: datetime | None, yes: bool) -> None:
     """Write the demo CRM data set (staff, borrowers, applications, notes, repayments)."""
-    from chalicelib.seed import seed as seed_tables
+    from ops.seed import seed as seed_tables
 
     settings = bound_settings()
     business_day = day.date() if day else datetime.now(settings.timezone).date()
@@ -199,7 +200,7 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
     so is every table write that failed; the rest is still imported and the exit
     code is 1.
     """
-    from chalicelib.crm_import import (
+    from ops.crm_import import (
         KIND_ORDER,
         SKIP_REASONS,
         SOURCES,
@@ -340,7 +341,7 @@ def _sent(summary: Any) -> str:
 
 
 def _write_outbox(business_date: str) -> None:
-    from chalicelib.demo import captured, write_outbox
+    from ops.demo import captured, write_outbox
 
     folder = OUTBOX / business_date
     written = write_outbox(captured(), folder)
@@ -348,7 +349,7 @@ def _write_outbox(business_date: str) -> None:
 
 
 def _preview_kinds() -> list[str]:
-    from chalicelib.preview import KINDS
+    from ops.preview import KINDS
 
     return list(KINDS)
 
@@ -367,7 +368,7 @@ def preview(kind: str, out: Path | None) -> None:
     KIND is stale_applications, note_reminder, repayment_upcoming,
     repayment_overdue, repayment_urgent or repayment_escalation.
     """
-    from chalicelib.preview import sample
+    from ops.preview import sample
 
     email = sample(kind)
     path = out or Path(f"preview-{kind}.html")
@@ -515,7 +516,7 @@ def _add_infra_commands(group: click.Group) -> None:
     """Register ``policy`` and ``template``: files generated from the models and the config."""
 
     def stages(ctx: click.Context, *, required: bool) -> list[str]:
-        from chalicelib import infra
+        from ops import infra
 
         stage = ctx.find_root().params.get("stage")
         if stage:
@@ -525,7 +526,7 @@ def _add_infra_commands(group: click.Group) -> None:
         return infra.stage_names()
 
     def load(stage: str) -> Any:
-        from chalicelib import infra
+        from ops import infra
 
         try:
             return infra.load_stage(stage)
@@ -537,7 +538,7 @@ def _add_infra_commands(group: click.Group) -> None:
     @click.pass_context
     def policy(ctx: click.Context, check: bool) -> None:
         """Write .chalice/policy-<stage>.json (every stage, or --stage) from models and config."""
-        from chalicelib import infra
+        from ops import infra
 
         stale = []
         for name in stages(ctx, required=False):
@@ -569,7 +570,7 @@ def _add_infra_commands(group: click.Group) -> None:
     @click.pass_context
     def template(ctx: click.Context, output: Path) -> None:
         """Write the stage's tables, invoke configs, dead-letter queue and alarms (JSON)."""
-        from chalicelib import infra
+        from ops import infra
 
         stage = load(stages(ctx, required=True)[0])
         document = infra.merge_template(stage, infra.app_functions(infra.load_app()))
