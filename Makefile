@@ -49,7 +49,8 @@ clean: demo-reset
 	rm -rf $(VENV) node_modules dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # ---- Deploying: AWS credentials in the environment; the region defaults to Sydney ----
-REGION      ?= ap-southeast-2
+# The default region is written once, in ops/stages.py.
+REGION      ?= $(shell $(BIN)/python -c 'from ops.stages import REGION; print(REGION)')
 PACKAGE_DIR ?= dist/$(STAGE)
 WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
 

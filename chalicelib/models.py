@@ -303,16 +303,9 @@ class Notification(Model):
         return broken
 
 
-ALL_MODELS: tuple[type[Model], ...] = (
-    Application,
-    Note,
-    Repayment,
-    Staff,
-    Borrower,
-    Notification,
-)
-
-_TABLE_SETTING: dict[type[Model], str] = {
+# Every model and the settings field (``Settings.tables``) that names its table: the one
+# table map (bind() here; the IAM policy and the CloudFormation tables in ops.infra).
+TABLE_FIELDS: dict[type[Model], str] = {
     Application: "applications",
     Note: "notes",
     Repayment: "repayments",
@@ -320,11 +313,12 @@ _TABLE_SETTING: dict[type[Model], str] = {
     Borrower: "borrowers",
     Notification: "notifications",
 }
+ALL_MODELS: tuple[type[Model], ...] = tuple(TABLE_FIELDS)
 
 
 def bind(settings: Settings) -> None:
     """Point every model at the stage's table names and region."""
-    for model, attr in _TABLE_SETTING.items():
+    for model, attr in TABLE_FIELDS.items():
         table_name = getattr(settings.tables, attr)
         wanted = (table_name, settings.region, settings.dynamodb_endpoint)
         if (model.Meta.table_name, model.Meta.region, model.Meta.host) == wanted:

@@ -6,7 +6,6 @@ an AWS call), with a one-line ``Error:`` message; 2 bad arguments or settings.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -25,20 +24,7 @@ from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
 from ops import provisioning
-
-CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
-
-
-def stage_environment(stage: str, config: Path = CHALICE_CONFIG) -> dict[str, str]:
-    """The environment variables ``.chalice/config.json`` gives a stage's functions."""
-    data = json.loads(config.read_text())
-    if stage not in data.get("stages", {}):
-        known = ", ".join(sorted(data.get("stages", {})))
-        raise click.BadParameter(f"unknown stage {stage!r} (known: {known})", param_hint="--stage")
-    env = dict(data.get("environment_variables", {}))
-    env.update(data["stages"][stage].get("environment_variables", {}))
-    return {k: str(v) for k, v in env.items()}
-
+from ops.stages import StageError, stage_environment, stage_names
 
 # Commands that need no AWS at all, so --embedded does not start one for them.
 LOCAL_COMMANDS = frozenset({"preview", "policy", "template"})
@@ -101,7 +87,10 @@ def cli(ctx: click.Context, stage: str | None, embedded: bool, state: Path, verb
         raise click.UsageError("--state only applies with --embedded")
     if stage:
         # AWS credentials and region still come from the operator's own environment.
-        os.environ.update(stage_environment(stage))
+        try:
+            os.environ.update(stage_environment(stage))
+        except StageError as exc:
+            raise click.BadParameter(str(exc), param_hint="--stage") from exc
     _log_to_stderr(ctx, verbose)
     ctx.obj = Options(embedded=embedded, state=state)
     if embedded and ctx.invoked_subcommand not in LOCAL_COMMANDS:
@@ -516,21 +505,19 @@ def _add_infra_commands(group: click.Group) -> None:
     """Register ``policy`` and ``template``: files generated from the models and the config."""
 
     def stages(ctx: click.Context, *, required: bool) -> list[str]:
-        from ops import infra
-
         stage = ctx.find_root().params.get("stage")
         if stage:
             return [str(stage)]
         if required:
             raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
-        return infra.stage_names()
+        return stage_names()
 
     def load(stage: str) -> Any:
         from ops import infra
 
         try:
             return infra.load_stage(stage)
-        except (infra.InfraError, ConfigError) as exc:
+        except (StageError, infra.InfraError, ConfigError) as exc:
             raise click.ClickException(f"stage {stage}: {exc}") from exc
 
     @group.command()

@@ -35,8 +35,8 @@ from chalicelib.observability import logger
 from chalicelib.runner import CHECKS, run_check
 from ops.provisioning import provision
 from ops.seed import seed
+from ops.stages import REGION
 
-REGION = "ap-southeast-2"
 SENDER = "reminders@lender.example.com.au"
 DEMO_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "demo",

@@ -24,8 +24,8 @@ from moto import mock_aws
 import app
 from chalicelib.config import Settings
 from chalicelib.observability import logger
-from ops.cli import stage_environment
 from ops.provisioning import provision
+from ops.stages import CHALICE_CONFIG, stage_environment
 from tests.ddblocal import server as ddblocal
 from tests.support import REGION, SENDER, SUPPRESSION_LIST, SuppressionList, ses_client
 
@@ -147,8 +147,6 @@ def service(tables: Settings, ses: Any) -> Settings:
     """Tables and a verified sender: everything a check needs."""
     return tables
 
-
-CHALICE_CONFIG = Path(app.__file__).resolve().parent / ".chalice" / "config.json"
 
 # The dev stage as `.chalice/config.json` defines it (chalice's test Client applies it).
 DEV_ENV = stage_environment("dev")

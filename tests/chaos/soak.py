@@ -81,11 +81,11 @@ import boto3
 
 from chalicelib.config import Reliability
 from ops.provisioning import provision
+from ops.stages import REGION
 from tests.chaos import crm, oracle
 from tests.chaos.faults import MARKER, FaultRates
 from tests.ddblocal import server as ddblocal
 
-REGION = "ap-southeast-2"
 ACCOUNT = "123456789012"
 SYDNEY = ZoneInfo("Australia/Sydney")
 SENDER = "reminders@lender.example.com.au"

@@ -36,7 +36,7 @@ BASE_ENV = {
     "BORROWERS_TABLE": "u-borrowers",
     "NOTIFICATIONS_TABLE": "u-notifications",
     "SENDER_EMAIL": "reminders@lender.example.com.au",
-    "AWS_REGION": "ap-southeast-2",
+    "AWS_REGION": REGION,
 }
 
 BROOKE = Recipient(id="bdm-1", name="Brooke Davis", email="brooke.davis@lender.example.com.au")
@@ -214,7 +214,7 @@ def test_settings_from_env_uses_the_documented_defaults() -> None:
         notifications="u-notifications",
     )
     assert settings.sender_email == "reminders@lender.example.com.au"
-    assert settings.region == "ap-southeast-2"
+    assert settings.region == REGION
     assert settings.timezone == ZoneInfo("Australia/Sydney")
     assert settings.thresholds == Thresholds(
         stale_after_days=14,
