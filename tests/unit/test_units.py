@@ -320,7 +320,7 @@ def test_settings_errors_name_the_variable(changes: dict[str, str | None], messa
         Settings.from_env(env)
 
 
-# --- models.provision ----------------------------------------------------------------------
+# --- ops.provisioning.provision ------------------------------------------------------------
 
 EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "test-applications": {
