@@ -16,9 +16,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-## The whole suite, with branch coverage of chalicelib enforced at 90%.
+## The whole suite, with branch coverage of chalicelib and ops enforced at 90%.
 test: install
-	$(BIN)/python -m pytest --cov=chalicelib --cov-branch --cov-report=term --cov-fail-under=90
+	$(BIN)/python -m pytest --cov=chalicelib --cov=ops --cov-branch --cov-report=term --cov-fail-under=90
 
 ## Time and peak memory of each check over a 300-application CRM (not part of `make test`).
 bench: install
@@ -31,7 +31,7 @@ bench: install
 fuzz: install
 	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
-## ruff (lint + format) and mypy --strict on chalicelib and crm_mirror.
+## ruff (lint + format) and mypy --strict on chalicelib, ops and crm_mirror.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,7 +39,7 @@ lint: install
 
 ## Run the three checks for DATE (default: today in Sydney) on an embedded AWS.
 demo: install
-	$(BIN)/python -m chalicelib.demo $(if $(DATE),--date $(DATE))
+	$(BIN)/python -m ops.demo $(if $(DATE),--date $(DATE))
 
 ## Forget the demo's embedded AWS state and outbox.
 demo-reset:
@@ -49,7 +49,8 @@ clean: demo-reset
 	rm -rf $(VENV) node_modules dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # ---- Deploying: AWS credentials in the environment; the region defaults to Sydney ----
-REGION      ?= ap-southeast-2
+# The default region is written once, in ops/stages.py.
+REGION      ?= $(shell $(BIN)/python -c 'from ops.stages import REGION; print(REGION)')
 PACKAGE_DIR ?= dist/$(STAGE)
 WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
 
@@ -57,13 +58,13 @@ WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
 
 ## Regenerate .chalice/policy-<stage>.json from the models and .chalice/config.json.
 policy: install
-	$(BIN)/python -m chalicelib.cli policy
+	$(BIN)/python -m ops.cli policy
 
 ## One SAM template for STAGE in PACKAGE_DIR: functions, roles, tables, retries, DLQ, alarms.
 package: install
-	$(BIN)/python -m chalicelib.cli --stage $(STAGE) policy --check
+	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_DIR)-merge.json
-	$(BIN)/python -m chalicelib.cli --stage $(STAGE) template --output $(PACKAGE_DIR)-merge.json
+	$(BIN)/python -m ops.cli --stage $(STAGE) template --output $(PACKAGE_DIR)-merge.json
 	$(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(PACKAGE_DIR)-merge.json $(PACKAGE_DIR)
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
@@ -71,8 +72,8 @@ package: install
 
 ## Create STAGE's missing tables with their indexes, then deploy it with Chalice.
 deploy: install
-	$(BIN)/python -m chalicelib.cli --stage $(STAGE) policy --check
-	$(WITH_REGION) $(BIN)/python -m chalicelib.cli --stage $(STAGE) provision
+	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
+	$(WITH_REGION) $(BIN)/python -m ops.cli --stage $(STAGE) provision
 	$(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)
 
 # ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----

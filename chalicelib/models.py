@@ -7,10 +7,8 @@ here, so creating a table from its model creates its indexes too.
 
 from __future__ import annotations
 
-import time
 from typing import Any, TypeVar
 
-import boto3
 from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
@@ -305,16 +303,9 @@ class Notification(Model):
         return broken
 
 
-ALL_MODELS: tuple[type[Model], ...] = (
-    Application,
-    Note,
-    Repayment,
-    Staff,
-    Borrower,
-    Notification,
-)
-
-_TABLE_SETTING: dict[type[Model], str] = {
+# Every model and the settings field (``Settings.tables``) that names its table: the one
+# table map (bind() here; the IAM policy and the CloudFormation tables in ops.infra).
+TABLE_FIELDS: dict[type[Model], str] = {
     Application: "applications",
     Note: "notes",
     Repayment: "repayments",
@@ -322,83 +313,15 @@ _TABLE_SETTING: dict[type[Model], str] = {
     Borrower: "borrowers",
     Notification: "notifications",
 }
+ALL_MODELS: tuple[type[Model], ...] = tuple(TABLE_FIELDS)
 
 
 def bind(settings: Settings) -> None:
     """Point every model at the stage's table names and region."""
-    for model, attr in _TABLE_SETTING.items():
+    for model, attr in TABLE_FIELDS.items():
         table_name = getattr(settings.tables, attr)
         wanted = (table_name, settings.region, settings.dynamodb_endpoint)
         if (model.Meta.table_name, model.Meta.region, model.Meta.host) == wanted:
             continue  # keep the cached connection (and its HTTP pool) of a warm container
         model.Meta.table_name, model.Meta.region, model.Meta.host = wanted
         model._connection = None
-
-
-def provision(settings: Settings, poll_seconds: float = 5.0) -> list[tuple[str, str]]:
-    """Create every missing table with its indexes, and missing indexes on existing tables.
-
-    Returns ``(table, what)`` rows: ``created``, ``exists``, or ``index <name> added``.
-    The CRM's tables usually exist already; the checks need their indexes, so any
-    the CRM lacks are added one at a time (DynamoDB backfills each before the next).
-    """
-    bind(settings)
-    report: list[tuple[str, str]] = []
-    for model in ALL_MODELS:
-        name = model.Meta.table_name
-        if not model.exists():
-            model.create_table(wait=True)
-            report.append((name, "created"))
-            continue
-        added = _add_missing_indexes(model, settings, poll_seconds)
-        report.extend((name, f"index {index} added") for index in added)
-        if not added:
-            report.append((name, "exists"))
-    return report
-
-
-def _add_missing_indexes(model: type[Model], settings: Settings, poll_seconds: float) -> list[str]:
-    described = model.describe_table()
-    present = {index["IndexName"] for index in described.get("GlobalSecondaryIndexes", [])}
-    schema = model._get_schema()
-    types = {a["AttributeName"]: a["AttributeType"] for a in schema["attribute_definitions"]}
-    client = boto3.client(
-        "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint
-    )
-    added = []
-    for index in schema["global_secondary_indexes"]:
-        if index["index_name"] in present:
-            continue
-        keys = sorted(index["key_schema"], key=lambda k: k["KeyType"] != "HASH")
-        client.update_table(
-            TableName=model.Meta.table_name,
-            AttributeDefinitions=[
-                {"AttributeName": k["AttributeName"], "AttributeType": types[k["AttributeName"]]}
-                for k in keys
-            ],
-            GlobalSecondaryIndexUpdates=[
-                {
-                    "Create": {
-                        "IndexName": index["index_name"],
-                        "KeySchema": [
-                            {"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]}
-                            for k in keys
-                        ],
-                        "Projection": dict(index["projection"]),
-                    }
-                }
-            ],
-        )
-        _wait_for_index(client, model.Meta.table_name, index["index_name"], poll_seconds)
-        added.append(index["index_name"])
-    return added
-
-
-def _wait_for_index(client: Any, table: str, index: str, poll_seconds: float) -> None:
-    # A table takes one index creation at a time; a large table backfills for minutes.
-    while True:
-        indexes = client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
-        status = next((i.get("IndexStatus") for i in indexes if i["IndexName"] == index), None)
-        if status in (None, "ACTIVE"):
-            return
-        time.sleep(poll_seconds)

@@ -18,6 +18,28 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 SERVICE = "loan-reminders"
 NAMESPACE = "LoanReminders"
+# The dimensions of every document: the check, and the stage's service name.
+CHECK_DIMENSION = "check"
+SERVICE_DIMENSION = "service"
+
+# Metric names (the alarms of ops.infra watch some of them): a run's counts ...
+ITEMS_READ = "ItemsRead"
+NOTICES_SENT = "NoticesSent"
+NOTICES_FAILED = "NoticesFailed"
+NOTICES_RETRYING = "NoticesRetrying"
+NOTICES_UNKNOWN = "NoticesUnknown"
+NOTICES_DEFERRED = "NoticesDeferred"
+NOTICES_SUPPRESSED = "NoticesSuppressed"
+ITEMS_INVALID = "ItemsInvalid"
+RUN_DURATION = "RunDuration"
+# ... and what SES's events did to the ledger (chalicelib.ses_events).
+NOTICES_SETTLED = "NoticesSettled"
+NOTICES_DELIVERED = "NoticesDelivered"
+NOTICES_DELAYED = "NoticesDelayed"
+NOTICES_BOUNCED = "NoticesBounced"
+NOTICES_SOFT_BOUNCED = "NoticesSoftBounced"
+NOTICES_COMPLAINED = "NoticesComplained"
+NOTICES_REJECTED = "NoticesRejected"
 
 # local part (its first character kept) @ domain, non-ASCII ones included; the local
 # part stops at whitespace and at the delimiters around an address in JSON or prose.
@@ -50,7 +72,7 @@ logger = Logger(service=service_name(), json_serializer=_masked_json)
 def run_metrics(check: str) -> EphemeralMetrics:
     """A fresh EMF metric set for one run of ``check`` (not shared with other runs)."""
     metrics = EphemeralMetrics(namespace=NAMESPACE, service=service_name())
-    metrics.add_dimension(name="check", value=check)
+    metrics.add_dimension(name=CHECK_DIMENSION, value=check)
     return metrics
 
 
@@ -68,15 +90,19 @@ def publish_run(
     duration_ms: float,
 ) -> None:
     """Add one run's counts and duration and print them as one EMF document."""
-    metrics.add_metric(name="ItemsRead", unit=MetricUnit.Count, value=items_read)
-    metrics.add_metric(name="NoticesSent", unit=MetricUnit.Count, value=sent)
-    metrics.add_metric(name="NoticesFailed", unit=MetricUnit.Count, value=failed)
-    metrics.add_metric(name="NoticesRetrying", unit=MetricUnit.Count, value=retrying)
-    metrics.add_metric(name="NoticesUnknown", unit=MetricUnit.Count, value=unknown)
-    metrics.add_metric(name="NoticesDeferred", unit=MetricUnit.Count, value=deferred)
-    metrics.add_metric(name="NoticesSuppressed", unit=MetricUnit.Count, value=suppressed)
-    metrics.add_metric(name="ItemsInvalid", unit=MetricUnit.Count, value=invalid)
-    metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+    counts = {
+        ITEMS_READ: items_read,
+        NOTICES_SENT: sent,
+        NOTICES_FAILED: failed,
+        NOTICES_RETRYING: retrying,
+        NOTICES_UNKNOWN: unknown,
+        NOTICES_DEFERRED: deferred,
+        NOTICES_SUPPRESSED: suppressed,
+        ITEMS_INVALID: invalid,
+    }
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.add_metric(name=RUN_DURATION, unit=MetricUnit.Milliseconds, value=duration_ms)
     metrics.flush_metrics()
 
 

@@ -1,7 +1,7 @@
 """Run a check for a moment in time: the business-hours gate, the run, its summary.
 
 Scheduled runs take their moment from the EventBridge event; manual runs (the
-``run_check`` function and ``python -m chalicelib.cli run``) from a business date.
+``run_check`` function and ``python -m ops.cli run``) from a business date.
 """
 
 from __future__ import annotations

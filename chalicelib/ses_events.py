@@ -33,6 +33,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib import ledger, models, suppression
+from chalicelib import observability as metric
 from chalicelib.config import Settings
 from chalicelib.mailer import SEND_TAG, ses_client
 from chalicelib.models import Notification
@@ -343,13 +344,13 @@ def check_of(kind: str) -> str:
 def _metrics(event: SesEvent, key: str, outcome: Outcome) -> dict[str, int]:
     counted: dict[str, int] = {}
     if key in outcome.settled:
-        counted["NoticesSettled"] = 1
+        counted[metric.NOTICES_SETTLED] = 1
     name = {
-        DELIVERY: "NoticesDelivered",
-        DELIVERY_DELAY: "NoticesDelayed",
-        COMPLAINT: "NoticesComplained",
-        REJECT: "NoticesRejected",
-        BOUNCE: "NoticesBounced" if event.suppression_reason else "NoticesSoftBounced",
+        DELIVERY: metric.NOTICES_DELIVERED,
+        DELIVERY_DELAY: metric.NOTICES_DELAYED,
+        COMPLAINT: metric.NOTICES_COMPLAINED,
+        REJECT: metric.NOTICES_REJECTED,
+        BOUNCE: metric.NOTICES_BOUNCED if event.suppression_reason else metric.NOTICES_SOFT_BOUNCED,
     }.get(event.type)
     if name is not None:
         counted[name] = 1

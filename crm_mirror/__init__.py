@@ -3,5 +3,5 @@
 Install it into the CRM (``INSTALLED_APPS += ["crm_mirror"]``): every save and
 delete of a user, BDM, borrower, application (and its borrowers), note or
 repayment is written to DynamoDB after its transaction commits, through the same
-mapping as ``cli import`` (:mod:`chalicelib.crm_import`). See :mod:`crm_mirror.sync`.
+mapping as ``cli import`` (:mod:`ops.crm_import`). See :mod:`crm_mirror.sync`.
 """

@@ -3,7 +3,7 @@
 Each change is serialized the way ``manage.py dumpdata`` writes it (Django's
 ``json`` serializer) together with the records its items depend on (a BDM's
 user, a borrower's user, an application's BDM and broker), and then mapped and
-written by :mod:`chalicelib.crm_import`, exactly as ``cli import`` does: so a
+written by :mod:`ops.crm_import`, exactly as ``cli import`` does: so a
 repayment's ``*_sent`` flags are never cleared, and ids follow the import's id
 spaces (``user-<pk>``, ``bdm-<pk>``). A change that affects other items is
 followed: a BDM's applications (their ``bd_id``), a user's BDM and borrower
@@ -40,7 +40,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_save, pre_delete
 
-from chalicelib.crm_import import (
+from ops.crm_import import (
     APPLICATION,
     BDM,
     BORROWER,

@@ -22,10 +22,10 @@ from chalice.test import Client
 from moto import mock_aws
 
 import app
-from chalicelib import models
-from chalicelib.cli import stage_environment
 from chalicelib.config import Settings
 from chalicelib.observability import logger
+from ops.provisioning import provision
+from ops.stages import CHALICE_CONFIG, stage_environment
 from tests.ddblocal import server as ddblocal
 from tests.support import REGION, SENDER, SUPPRESSION_LIST, SuppressionList, ses_client
 
@@ -131,7 +131,7 @@ def settings() -> Settings:
 @pytest.fixture
 def tables(aws: None, settings: Settings) -> Settings:
     """The CRM tables and the ledger, created from the models with their indexes."""
-    models.provision(settings)
+    provision(settings)
     return settings
 
 
@@ -148,8 +148,6 @@ def service(tables: Settings, ses: Any) -> Settings:
     return tables
 
 
-CHALICE_CONFIG = Path(app.__file__).resolve().parent / ".chalice" / "config.json"
-
 # The dev stage as `.chalice/config.json` defines it (chalice's test Client applies it).
 DEV_ENV = stage_environment("dev")
 
@@ -158,7 +156,7 @@ DEV_ENV = stage_environment("dev")
 def dev_stage(aws: None) -> Settings:
     """The dev stage's tables (names from .chalice/config.json) and its verified sender."""
     settings = Settings.from_env({**os.environ, **DEV_ENV})
-    models.provision(settings)
+    provision(settings)
     boto3.client("ses", region_name=REGION).verify_email_identity(
         EmailAddress=DEV_ENV["SENDER_EMAIL"]
     )

@@ -27,7 +27,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.models import botocore_stubber
 from moto.ses.models import ses_backends
 
-REGION = "ap-southeast-2"
+from ops.stages import REGION
+
 SYDNEY = ZoneInfo("Australia/Sydney")
 SENDER = "reminders@lender.example.com.au"
 SES_EVENTS = Path(__file__).parent / "fixtures" / "ses_events"
@@ -169,7 +170,7 @@ def lost_responses(
 
 def timeout_error() -> ReadTimeoutError:
     """What botocore raises when SES does not answer in time."""
-    return ReadTimeoutError(endpoint_url="https://email.ap-southeast-2.amazonaws.com")
+    return ReadTimeoutError(endpoint_url=f"https://email.{REGION}.amazonaws.com")
 
 
 def run(

@@ -27,14 +27,16 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from pynamodb.indexes import Index
 
-from chalicelib import infra, models, seed, ses_events
+from chalicelib import models, ses_events
 from chalicelib.config import Settings, Tables
+from ops import infra, seed
+from ops.stages import stage_names
 from tests.aws_recorder import AwsCall
 from tests.support import SYDNEY, SuppressionList, run, ses_event, sydney
 
 Policy = dict[str, Any]
 VARIABLES = {"${aws:PrincipalAccount}": DEFAULT_ACCOUNT_ID}
-STAGES = {name: infra.load_stage(name) for name in infra.stage_names()}
+STAGES = {name: infra.load_stage(name) for name in stage_names()}
 AUDIT_DAY = "2026-11-23"
 # The configuration set of the test stage here, so its runs and SES events are audited
 # as a deployed stage's are.
@@ -203,7 +205,7 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
     dynamodb = f"arn:aws:dynamodb:{region}:{account}:table/"
     allowed: set[str] = set()
     for model in models.ALL_MODELS:
-        table = dynamodb + getattr(settings.tables, infra.TABLE_FIELDS[model])
+        table = dynamodb + getattr(settings.tables, models.TABLE_FIELDS[model])
         allowed.add(table)
         allowed.update(f"{table}/index/{name}" for name in indexes_of(model))
     address = settings.sender_email

@@ -80,11 +80,12 @@ from zoneinfo import ZoneInfo
 import boto3
 
 from chalicelib.config import Reliability
+from ops.provisioning import provision
+from ops.stages import REGION
 from tests.chaos import crm, oracle
 from tests.chaos.faults import MARKER, FaultRates
 from tests.ddblocal import server as ddblocal
 
-REGION = "ap-southeast-2"
 ACCOUNT = "123456789012"
 SYDNEY = ZoneInfo("Australia/Sydney")
 SENDER = "reminders@lender.example.com.au"
@@ -397,11 +398,10 @@ class Pass:
 
     def prepare(self) -> None:
         """Create this pass's tables and seed its CRM."""
-        from chalicelib import models
         from chalicelib.config import Settings
 
         os.environ.update(self.env)
-        models.provision(Settings.from_env(), poll_seconds=0.2)
+        provision(Settings.from_env(), poll_seconds=0.2)
         crm.seed(self.opts.start, self.opts.days, SYDNEY)
 
     def run(self) -> PassResult:

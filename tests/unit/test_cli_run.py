@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 
-from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
 from chalicelib.models import Notification, Repayment
+from ops.cli import cli
 from tests import factories
 from tests.support import REGION, sent_emails, ses_error, ses_faults, subjects_by_recipient, utc
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from ops.cli import cli
 from tests.support import run, sent_emails, subjects_by_recipient, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.integration]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import demo
+from ops import demo
 
 
 def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(

@@ -25,6 +25,7 @@ from chalicelib.formatting import (
 )
 from chalicelib.mailer import Recipient, render
 from chalicelib.runner import event_time, run_check
+from ops.provisioning import provision
 from tests.support import REGION
 
 BASE_ENV = {
@@ -35,7 +36,7 @@ BASE_ENV = {
     "BORROWERS_TABLE": "u-borrowers",
     "NOTIFICATIONS_TABLE": "u-notifications",
     "SENDER_EMAIL": "reminders@lender.example.com.au",
-    "AWS_REGION": "ap-southeast-2",
+    "AWS_REGION": REGION,
 }
 
 BROOKE = Recipient(id="bdm-1", name="Brooke Davis", email="brooke.davis@lender.example.com.au")
@@ -213,7 +214,7 @@ def test_settings_from_env_uses_the_documented_defaults() -> None:
         notifications="u-notifications",
     )
     assert settings.sender_email == "reminders@lender.example.com.au"
-    assert settings.region == "ap-southeast-2"
+    assert settings.region == REGION
     assert settings.timezone == ZoneInfo("Australia/Sydney")
     assert settings.thresholds == Thresholds(
         stale_after_days=14,
@@ -319,7 +320,7 @@ def test_settings_errors_name_the_variable(changes: dict[str, str | None], messa
         Settings.from_env(env)
 
 
-# --- models.provision ----------------------------------------------------------------------
+# --- ops.provisioning.provision ------------------------------------------------------------
 
 EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "test-applications": {
@@ -349,7 +350,7 @@ def test_provision_creates_all_six_tables_with_their_indexes(aws: None, settings
     assert boto3.client("dynamodb", region_name=REGION).list_tables()["TableNames"] == []
 
     # When the tables are provisioned
-    report = models.provision(settings)
+    report = provision(settings)
 
     # Then every table exists with the key schema and indexes the checks query
     assert sorted(report) == sorted((name, "created") for name in EXPECTED_TABLES)
@@ -368,20 +369,20 @@ def test_provision_creates_all_six_tables_with_their_indexes(aws: None, settings
 
 
 def test_provision_is_idempotent(aws: None, settings: Settings) -> None:
-    models.provision(settings)
+    provision(settings)
     models.Staff(id="bdm-1", name="Brooke Davis", email="brooke@example.com").save()
 
-    second = models.provision(settings)
+    second = provision(settings)
 
     assert sorted(second) == sorted((name, "exists") for name in EXPECTED_TABLES)
     assert models.Staff.get("bdm-1").name == "Brooke Davis"
 
 
 def test_provision_creates_only_the_missing_tables(aws: None, settings: Settings) -> None:
-    models.provision(settings)
+    provision(settings)
     boto3.client("dynamodb", region_name=REGION).delete_table(TableName="test-notes")
 
-    report = dict(models.provision(settings))
+    report = dict(provision(settings))
 
     assert report["test-notes"] == "created"
     assert [name for name, outcome in report.items() if outcome == "exists"] == [

@@ -136,7 +136,7 @@ TRANSIENT_FAULTS: list[Any] = [
         id="sending-paused-400",
     ),
     pytest.param(
-        lambda: EndpointConnectionError(endpoint_url="https://email.ap-southeast-2.amazonaws.com"),
+        lambda: EndpointConnectionError(endpoint_url=f"https://email.{REGION}.amazonaws.com"),
         "EndpointConnectionError",
         id="connection-refused",
     ),

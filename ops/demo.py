@@ -3,7 +3,7 @@
 A run on empty CRM tables seeds a realistic data set; the embedded tables (CRM
 items and the delivery ledger) are saved to ``.demo/state.json`` after every run
 and loaded before the next, so running the demo again for the same date sends
-nothing new. ``python -m chalicelib.cli --embedded ...`` works on the same state.
+nothing new. ``python -m ops.cli --embedded ...`` works on the same state.
 Every email SES accepted is written to the outbox as ``.eml`` and ``.html`` with
 an ``index.html`` to open in a browser.
 """
@@ -34,9 +34,10 @@ from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.observability import logger
 from chalicelib.run import RunSummary
 from chalicelib.runner import CHECKS, run_check
-from chalicelib.seed import seed
+from ops.provisioning import provision
+from ops.seed import seed
+from ops.stages import REGION
 
-REGION = "ap-southeast-2"
 SENDER = "reminders@lender.example.com.au"
 DEMO_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "demo",
@@ -73,7 +74,7 @@ class Outgoing:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m chalicelib.demo``."""
+    """Entry point of ``python -m ops.demo``."""
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--date",
@@ -118,7 +119,7 @@ def embedded_aws(state: Path) -> Iterator[Settings]:
         from moto import mock_aws
 
         with mock_aws():
-            models.provision(settings)
+            provision(settings)
             boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
             if state.exists():
                 load_state(state)

@@ -1,4 +1,4 @@
-"""Sample renders of every email kind, for ``python -m chalicelib.cli preview KIND``.
+"""Sample renders of every email kind, for ``python -m ops.cli preview KIND``.
 
 The samples go through the same templates, subjects and formatting as the
 checks (Jinja2 with ``StrictUndefined``), so a template that needs a value the

@@ -4,10 +4,10 @@ Two things are derived here from the same sources of truth, the PynamoDB models
 (tables, keys, indexes) and ``.chalice/config.json`` (stages, table names, sender):
 
 * each stage's least-privilege IAM policy, written to ``.chalice/policy-<stage>.json``
-  (``python -m chalicelib.cli policy``), which Chalice attaches to every function
+  (``python -m ops.cli policy``), which Chalice attaches to every function
   because the stage sets ``autogen_policy: false``;
 * the template that ``chalice package --merge-template`` merges into its SAM output
-  (``python -m chalicelib.cli --stage STAGE template``): the six DynamoDB tables, an
+  (``python -m ops.cli --stage STAGE template``): the six DynamoDB tables, an
   ``AWS::Lambda::EventInvokeConfig`` per EventBridge-triggered function (retries,
   maximum event age, failures to an SQS dead-letter queue), the SES configuration set
   that publishes its events to EventBridge, and the CloudWatch alarms.
@@ -34,22 +34,21 @@ from pynamodb.indexes import Index
 from pynamodb.models import Model
 
 from chalicelib import models
+from chalicelib import observability as metric
 from chalicelib.config import Settings
 from chalicelib.runner import CHECKS
+from ops.stages import PROJECT_DIR, REGION, read_config, stage_environment
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-CHALICE_CONFIG = PROJECT_DIR / ".chalice" / "config.json"
-REGION = "ap-southeast-2"
 # An IAM policy variable: the account of the role using the policy, so the policy
 # files name no account and still grant nothing in any other account.
 ACCOUNT = "${aws:PrincipalAccount}"
 
-METRICS_NAMESPACE = "LoanReminders"
-FAILED_METRIC = "NoticesFailed"
 # SES events (chalicelib.ses_events) that mean the CRM's address needs a person.
 ADDRESS_METRICS = {
-    "NoticesBounced": "hard-bounced (the address is now suppressed: correct it in the CRM)",
-    "NoticesComplained": "was marked as spam by its recipient (the address is now suppressed)",
+    metric.NOTICES_BOUNCED: "hard-bounced (the address is now suppressed: correct it in the CRM)",
+    metric.NOTICES_COMPLAINED: (
+        "was marked as spam by its recipient (the address is now suppressed)"
+    ),
 }
 # What the configuration set publishes to EventBridge (SES's MatchingEventTypes).
 SES_EVENT_TYPES = ("send", "delivery", "bounce", "complaint", "reject", "deliveryDelay")
@@ -62,16 +61,6 @@ MAX_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 3600
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 ALARM_PERIOD_SECONDS = 300
-
-# The settings field (``Settings.tables``) that names each model's table.
-TABLE_FIELDS: dict[type[Model], str] = {
-    models.Application: "applications",
-    models.Note: "notes",
-    models.Repayment: "repayments",
-    models.Staff: "staff",
-    models.Borrower: "borrowers",
-    models.Notification: "notifications",
-}
 
 
 @dataclass(frozen=True)
@@ -153,26 +142,11 @@ class InfraError(ValueError):
     """The configuration cannot produce a policy or template (the message says why)."""
 
 
-def _read_config(config: Path | None) -> tuple[Path, dict[str, Any]]:
-    path = config or CHALICE_CONFIG
-    data: dict[str, Any] = json.loads(path.read_text())
-    return path, data
-
-
-def stage_names(config: Path | None = None) -> list[str]:
-    """The stages declared in ``.chalice/config.json`` (or ``config``)."""
-    return sorted(_read_config(config)[1].get("stages", {}))
-
-
 def load_stage(name: str, config: Path | None = None, region: str = REGION) -> Stage:
     """Read stage ``name``: its settings as its functions would, its policy file and flags."""
-    config, data = _read_config(config)
-    stages = data.get("stages", {})
-    if name not in stages:
-        raise InfraError(f"unknown stage {name!r} (known: {', '.join(sorted(stages))})")
-    stage = stages[name]
-    env = {str(k): str(v) for k, v in data.get("environment_variables", {}).items()}
-    env.update({str(k): str(v) for k, v in stage.get("environment_variables", {}).items()})
+    config, data = read_config(config)
+    env = stage_environment(name, config)
+    stage = data["stages"][name]
     env["AWS_REGION"] = region
     env.pop("DYNAMODB_ENDPOINT_URL", None)
     policy_name = stage.get("iam_policy_file", data.get("iam_policy_file", f"policy-{name}.json"))
@@ -191,7 +165,7 @@ def load_stage(name: str, config: Path | None = None, region: str = REGION) -> S
 
 def table_name(settings: Settings, model: type[Model]) -> str:
     """The stage's name for ``model``'s table."""
-    return str(getattr(settings.tables, TABLE_FIELDS[model]))
+    return str(getattr(settings.tables, models.TABLE_FIELDS[model]))
 
 
 @dataclass(frozen=True)
@@ -380,7 +354,7 @@ def table_properties(model: type[Model], name: str) -> dict[str, Any]:
 
 def table_logical_id(model: type[Model]) -> str:
     """``Application`` -> ``ApplicationsTable`` (from the settings field naming the table)."""
-    return to_cfn_resource_name(TABLE_FIELDS[model]) + "Table"
+    return to_cfn_resource_name(models.TABLE_FIELDS[model]) + "Table"
 
 
 def load_app(project_dir: Path = PROJECT_DIR) -> Chalice:
@@ -408,6 +382,14 @@ def app_functions(app: Chalice) -> list[Function]:
     ]
     functions += [Function(f.name, scheduled=False) for f in app.pure_lambda_functions]
     return functions
+
+
+def _check_dimensions(stage: Stage, check: str) -> list[dict[str, str]]:
+    """The dimensions a check's metrics carry (``observability.run_metrics``) in ``stage``."""
+    return [
+        {"Name": metric.CHECK_DIMENSION, "Value": check},
+        {"Name": metric.SERVICE_DIMENSION, "Value": stage.service},
+    ]
 
 
 def _alarm(description: str, **properties: Any) -> dict[str, Any]:
@@ -527,12 +509,9 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
         resources[f"{to_cfn_resource_name(check)}NoticesFailedAlarm"] = _alarm(
             f"{check}: a notice was rejected permanently by SES (see `history`, then "
             "`retry-failed` once the cause is fixed)",
-            Namespace=METRICS_NAMESPACE,
-            MetricName=FAILED_METRIC,
-            Dimensions=[
-                {"Name": "check", "Value": check},
-                {"Name": "service", "Value": stage.service},
-            ],
+            Namespace=metric.NAMESPACE,
+            MetricName=metric.NOTICES_FAILED,
+            Dimensions=_check_dimensions(stage, check),
             Statistic="Sum",
         )
     outputs: dict[str, Any] = {
@@ -610,15 +589,12 @@ def ses_event_resources(stage: Stage, functions: Sequence[Function]) -> dict[str
                 }
             }
     for check in CHECKS:
-        for metric, what in ADDRESS_METRICS.items():
-            resources[f"{to_cfn_resource_name(check)}{metric}Alarm"] = _alarm(
+        for name, what in ADDRESS_METRICS.items():
+            resources[f"{to_cfn_resource_name(check)}{name}Alarm"] = _alarm(
                 f"{check}: a notice {what}; see `history --recipient`",
-                Namespace=METRICS_NAMESPACE,
-                MetricName=metric,
-                Dimensions=[
-                    {"Name": "check", "Value": check},
-                    {"Name": "service", "Value": stage.service},
-                ],
+                Namespace=metric.NAMESPACE,
+                MetricName=name,
+                Dimensions=_check_dimensions(stage, check),
                 Statistic="Sum",
             )
     return resources

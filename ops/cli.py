@@ -1,4 +1,4 @@
-"""Operator commands: ``python -m chalicelib.cli [--stage STAGE | --embedded] COMMAND``.
+"""Operator commands: ``python -m ops.cli [--stage STAGE | --embedded] COMMAND``.
 
 Exit codes: 0 done; 1 the command ran and something failed (a notice, a record,
 an AWS call), with a one-line ``Error:`` message; 2 bad arguments or settings.
@@ -6,7 +6,6 @@ an AWS call), with a one-line ``Error:`` message; 2 bad arguments or settings.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -24,20 +23,8 @@ from chalicelib import models, suppression
 from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
-
-CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
-
-
-def stage_environment(stage: str, config: Path = CHALICE_CONFIG) -> dict[str, str]:
-    """The environment variables ``.chalice/config.json`` gives a stage's functions."""
-    data = json.loads(config.read_text())
-    if stage not in data.get("stages", {}):
-        known = ", ".join(sorted(data.get("stages", {})))
-        raise click.BadParameter(f"unknown stage {stage!r} (known: {known})", param_hint="--stage")
-    env = dict(data.get("environment_variables", {}))
-    env.update(data["stages"][stage].get("environment_variables", {}))
-    return {k: str(v) for k, v in env.items()}
-
+from ops import provisioning
+from ops.stages import StageError, stage_environment, stage_names
 
 # Commands that need no AWS at all, so --embedded does not start one for them.
 LOCAL_COMMANDS = frozenset({"preview", "policy", "template"})
@@ -100,11 +87,14 @@ def cli(ctx: click.Context, stage: str | None, embedded: bool, state: Path, verb
         raise click.UsageError("--state only applies with --embedded")
     if stage:
         # AWS credentials and region still come from the operator's own environment.
-        os.environ.update(stage_environment(stage))
+        try:
+            os.environ.update(stage_environment(stage))
+        except StageError as exc:
+            raise click.BadParameter(str(exc), param_hint="--stage") from exc
     _log_to_stderr(ctx, verbose)
     ctx.obj = Options(embedded=embedded, state=state)
     if embedded and ctx.invoked_subcommand not in LOCAL_COMMANDS:
-        from chalicelib.demo import embedded_aws
+        from ops.demo import embedded_aws
 
         ctx.with_resource(embedded_aws(state))
 
@@ -150,7 +140,7 @@ def date_option(help: str) -> Callable[[FC], FC]:
 @cli.command()
 def provision() -> None:
     """Create every missing table (CRM tables and the ledger) with its indexes."""
-    for table, status in models.provision(load_settings()):
+    for table, status in provisioning.provision(load_settings()):
         click.echo(f"{table}: {'already exists' if status == 'exists' else status}")
 
 
@@ -160,7 +150,7 @@ def provision() -> None:
 @click.pass_obj
 def seed(options: Options, day: datetime | None, yes: bool) -> None:
     """Write the demo CRM data set (staff, borrowers, applications, notes, repayments)."""
-    from chalicelib.seed import seed as seed_tables
+    from ops.seed import seed as seed_tables
 
     settings = bound_settings()
     business_day = day.date() if day else datetime.now(settings.timezone).date()
@@ -199,7 +189,7 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
     so is every table write that failed; the rest is still imported and the exit
     code is 1.
     """
-    from chalicelib.crm_import import (
+    from ops.crm_import import (
         KIND_ORDER,
         SKIP_REASONS,
         SOURCES,
@@ -340,7 +330,7 @@ def _sent(summary: Any) -> str:
 
 
 def _write_outbox(business_date: str) -> None:
-    from chalicelib.demo import captured, write_outbox
+    from ops.demo import captured, write_outbox
 
     folder = OUTBOX / business_date
     written = write_outbox(captured(), folder)
@@ -348,7 +338,7 @@ def _write_outbox(business_date: str) -> None:
 
 
 def _preview_kinds() -> list[str]:
-    from chalicelib.preview import KINDS
+    from ops.preview import KINDS
 
     return list(KINDS)
 
@@ -367,7 +357,7 @@ def preview(kind: str, out: Path | None) -> None:
     KIND is stale_applications, note_reminder, repayment_upcoming,
     repayment_overdue, repayment_urgent or repayment_escalation.
     """
-    from chalicelib.preview import sample
+    from ops.preview import sample
 
     email = sample(kind)
     path = out or Path(f"preview-{kind}.html")
@@ -515,21 +505,19 @@ def _add_infra_commands(group: click.Group) -> None:
     """Register ``policy`` and ``template``: files generated from the models and the config."""
 
     def stages(ctx: click.Context, *, required: bool) -> list[str]:
-        from chalicelib import infra
-
         stage = ctx.find_root().params.get("stage")
         if stage:
             return [str(stage)]
         if required:
             raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
-        return infra.stage_names()
+        return stage_names()
 
     def load(stage: str) -> Any:
-        from chalicelib import infra
+        from ops import infra
 
         try:
             return infra.load_stage(stage)
-        except (infra.InfraError, ConfigError) as exc:
+        except (StageError, infra.InfraError, ConfigError) as exc:
             raise click.ClickException(f"stage {stage}: {exc}") from exc
 
     @group.command()
@@ -537,7 +525,7 @@ def _add_infra_commands(group: click.Group) -> None:
     @click.pass_context
     def policy(ctx: click.Context, check: bool) -> None:
         """Write .chalice/policy-<stage>.json (every stage, or --stage) from models and config."""
-        from chalicelib import infra
+        from ops import infra
 
         stale = []
         for name in stages(ctx, required=False):
@@ -569,7 +557,7 @@ def _add_infra_commands(group: click.Group) -> None:
     @click.pass_context
     def template(ctx: click.Context, output: Path) -> None:
         """Write the stage's tables, invoke configs, dead-letter queue and alarms (JSON)."""
-        from chalicelib import infra
+        from ops import infra
 
         stage = load(stages(ctx, required=True)[0])
         document = infra.merge_template(stage, infra.app_functions(infra.load_app()))

@@ -1,0 +1,85 @@
+"""Provisioning: the stage's tables and their indexes, created from the models.
+
+Operators run it (``python -m ops.cli provision``, ``make deploy``); the demo and the
+tests create their tables with it. The Lambda functions never create tables.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+from pynamodb.models import Model
+
+from chalicelib.config import Settings
+from chalicelib.models import ALL_MODELS, bind
+
+
+def provision(settings: Settings, poll_seconds: float = 5.0) -> list[tuple[str, str]]:
+    """Create every missing table with its indexes, and missing indexes on existing tables.
+
+    Returns ``(table, what)`` rows: ``created``, ``exists``, or ``index <name> added``.
+    The CRM's tables usually exist already; the checks need their indexes, so any
+    the CRM lacks are added one at a time (DynamoDB backfills each before the next).
+    """
+    bind(settings)
+    report: list[tuple[str, str]] = []
+    for model in ALL_MODELS:
+        name = model.Meta.table_name
+        if not model.exists():
+            model.create_table(wait=True)
+            report.append((name, "created"))
+            continue
+        added = _add_missing_indexes(model, settings, poll_seconds)
+        report.extend((name, f"index {index} added") for index in added)
+        if not added:
+            report.append((name, "exists"))
+    return report
+
+
+def _add_missing_indexes(model: type[Model], settings: Settings, poll_seconds: float) -> list[str]:
+    described = model.describe_table()
+    present = {index["IndexName"] for index in described.get("GlobalSecondaryIndexes", [])}
+    schema = model._get_schema()
+    types = {a["AttributeName"]: a["AttributeType"] for a in schema["attribute_definitions"]}
+    client = boto3.client(
+        "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint
+    )
+    added = []
+    for index in schema["global_secondary_indexes"]:
+        if index["index_name"] in present:
+            continue
+        keys = sorted(index["key_schema"], key=lambda k: k["KeyType"] != "HASH")
+        client.update_table(
+            TableName=model.Meta.table_name,
+            AttributeDefinitions=[
+                {"AttributeName": k["AttributeName"], "AttributeType": types[k["AttributeName"]]}
+                for k in keys
+            ],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": index["index_name"],
+                        "KeySchema": [
+                            {"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]}
+                            for k in keys
+                        ],
+                        "Projection": dict(index["projection"]),
+                    }
+                }
+            ],
+        )
+        _wait_for_index(client, model.Meta.table_name, index["index_name"], poll_seconds)
+        added.append(index["index_name"])
+    return added
+
+
+def _wait_for_index(client: Any, table: str, index: str, poll_seconds: float) -> None:
+    # A table takes one index creation at a time; a large table backfills for minutes.
+    while True:
+        indexes = client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+        status = next((i.get("IndexStatus") for i in indexes if i["IndexName"] == index), None)
+        if status in (None, "ACTIVE"):
+            return
+        time.sleep(poll_seconds)
