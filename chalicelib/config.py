@@ -37,15 +37,6 @@ class Windows:
     repayment_reminders_start: time = time(7)
     end: time = time(20)
 
-    def start_for(self, check: str) -> time:
-        """Return the local start time for ``check``."""
-        starts = {
-            "stale_applications": self.stale_applications_start,
-            "note_reminders": self.note_reminders_start,
-            "repayment_reminders": self.repayment_reminders_start,
-        }
-        return starts[check]
-
 
 @dataclass(frozen=True)
 class Reliability:

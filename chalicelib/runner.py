@@ -17,29 +17,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from chalicelib import models
-from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
+from chalicelib import models, registry
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.mailer import Mailer
 from chalicelib.observability import logger, publish_run, run_metrics
 from chalicelib.run import Run, RunSummary
-
-CHECKS: dict[str, Callable[[Run], None]] = {
-    "stale_applications": stale_applications.run,
-    "note_reminders": note_reminders.run,
-    "repayment_reminders": repayment_reminders.run,
-}
-
-# The ``kind`` of every ledger entry the checks write (one per email kind).
-NOTICE_KINDS: tuple[str, ...] = (
-    "stale_applications",
-    "note_reminders",
-    "repayment_upcoming",
-    "repayment_overdue_3_day",
-    "repayment_overdue_7_day",
-    "repayment_overdue_10_day",
-)
 
 # A manual run for a business date runs as if scheduled at midday, inside every window.
 MANUAL_RUN_TIME = time(12, 0)
@@ -95,7 +78,7 @@ def run_check(
             dry_run=dry_run,
             remaining_ms=remaining_ms,
         )
-        CHECKS[check](run)
+        registry.check(check).run(run)
         logger.info("run summary", extra={"summary": summary.for_log()})
     if summary.retrying:
         raise DeliveryIncomplete(summary)
@@ -103,15 +86,15 @@ def run_check(
 
 
 def _check_inputs(check: str, at: datetime, now: datetime) -> None:
-    if check not in CHECKS:
-        raise ValueError(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
+    registry.check(check)
     if at.tzinfo is None or now.tzinfo is None:
         raise ValueError("'at' and 'now' must be timezone-aware")
 
 
 def _in_business_hours(check: str, local: datetime, settings: Settings) -> bool:
     """The business-hours gate: False (logged) outside ``check``'s window."""
-    start, end = settings.windows.start_for(check), settings.windows.end
+    start = getattr(settings.windows, registry.check(check).window_start)
+    end = settings.windows.end
     if in_window(local, start, end):
         return True
     logger.info(
@@ -242,8 +225,10 @@ def parse_request(event: Any) -> ManualRun:
             f"expected {', '.join(_MANUAL_FIELDS)}"
         )
     check = event.get("check")
-    if check not in CHECKS:
-        raise InvalidRequest(f"unknown check {check!r}; expected one of {', '.join(CHECKS)}")
+    if check not in registry.CHECKS:
+        raise InvalidRequest(
+            f"unknown check {check!r}; expected one of {', '.join(registry.CHECKS)}"
+        )
     raw_date = event.get("date")
     day = None if raw_date is None else parse_day(raw_date)
     flags = {}

@@ -32,7 +32,7 @@ from typing import Any
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from chalicelib import ledger, models, suppression
+from chalicelib import ledger, models, registry, suppression
 from chalicelib import observability as metric
 from chalicelib.config import Settings
 from chalicelib.mailer import SEND_TAG, ses_client
@@ -338,7 +338,8 @@ def _suppress(
 
 def check_of(kind: str) -> str:
     """The check a ledger entry's ``kind`` belongs to (its metrics' ``check`` dimension)."""
-    return "repayment_reminders" if kind.startswith("repayment_") else kind
+    known = registry.KINDS.get(kind)
+    return known.check if known is not None else kind
 
 
 def _metrics(event: SesEvent, key: str, outcome: Outcome) -> dict[str, int]:

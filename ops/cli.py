@@ -245,7 +245,7 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
 
 
 def _check_names() -> list[str]:
-    from chalicelib.runner import CHECKS
+    from chalicelib.registry import CHECKS
 
     return list(CHECKS)
 
@@ -354,8 +354,9 @@ def _preview_kinds() -> list[str]:
 def preview(kind: str, out: Path | None) -> None:
     """Render one email KIND with sample data to an HTML file (no AWS needed).
 
-    KIND is stale_applications, note_reminder, repayment_upcoming,
-    repayment_overdue, repayment_urgent or repayment_escalation.
+    KIND is a kind of notice, as the ledger and retry-failed name it:
+    stale_applications, note_reminders, repayment_upcoming,
+    repayment_overdue_3_day, repayment_overdue_7_day or repayment_overdue_10_day.
     """
     from ops.preview import sample
 
@@ -462,9 +463,9 @@ def _when(moment: datetime) -> str:
 
 
 def _notice_kinds() -> list[str]:
-    from chalicelib.runner import NOTICE_KINDS
+    from chalicelib.registry import KINDS
 
-    return list(NOTICE_KINDS)
+    return list(KINDS)
 
 
 @cli.command("retry-failed")

@@ -32,8 +32,9 @@ from chalicelib import models
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.observability import logger
+from chalicelib.registry import CHECKS
 from chalicelib.run import RunSummary
-from chalicelib.runner import CHECKS, run_check
+from chalicelib.runner import run_check
 from ops.provisioning import provision
 from ops.seed import seed
 from ops.stages import REGION

@@ -36,7 +36,7 @@ from pynamodb.models import Model
 from chalicelib import models
 from chalicelib import observability as metric
 from chalicelib.config import Settings
-from chalicelib.runner import CHECKS
+from chalicelib.registry import CHECKS
 from ops.stages import PROJECT_DIR, REGION, read_config, stage_environment
 
 # An IAM policy variable: the account of the role using the policy, so the policy

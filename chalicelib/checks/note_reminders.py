@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from chalicelib import ledger
+from chalicelib.checks import Check, Kind
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, one_line, parse_date
 from chalicelib.limits import quoted
@@ -17,7 +17,9 @@ from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Note, Staff
 from chalicelib.run import Part, Run
 
-KIND = "note_reminders"
+NOTE_REMINDER = Kind(
+    "note_reminders", "note_reminders", "note_reminder", ("note_id", "remind_date", "recipient_id")
+)
 
 
 def run(run: Run) -> None:
@@ -82,13 +84,13 @@ def _notices_for(
         if recipient.id in seen or recipient.email.lower() in seen:
             continue
         seen.update({recipient.id, recipient.email.lower()})
-        key = ledger.notice_key(KIND, note.id, remind_date.isoformat(), recipient.id)
+        key = NOTE_REMINDER.key(note.id, remind_date.isoformat(), recipient.id)
         part = run.part(key, note.id)
         if part is None:
             continue
         notices.append(
             Notice(
-                kind=KIND,
+                kind=NOTE_REMINDER.name,
                 recipient=recipient,
                 parts=[part],
                 compose=_composer(note, recipient, role, reference, au_date(remind_date)),
@@ -104,7 +106,7 @@ def _composer(
 
     def compose(parts: Sequence[Part]) -> Email:
         return render(
-            "note_reminder",
+            NOTE_REMINDER.template,
             recipient,
             f"Note Reminder: {title}",
             {
@@ -117,3 +119,6 @@ def _composer(
         )
 
     return compose
+
+
+CHECK = Check("note_reminders", run, "note_reminders_start", (NOTE_REMINDER,))

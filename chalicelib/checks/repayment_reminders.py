@@ -17,6 +17,7 @@ from enum import Enum
 from pynamodb.exceptions import UpdateError
 
 from chalicelib import ledger
+from chalicelib.checks import Check, Kind
 from chalicelib.config import Thresholds
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, money, parse_amount, parse_date
@@ -26,7 +27,7 @@ from chalicelib.models import Application, Borrower, Repayment, Staff
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run
 
-KIND = "repayment_reminders"
+NAME = "repayment_reminders"
 
 
 class Audience(Enum):
@@ -59,6 +60,17 @@ class Tier:
     def subject_for(self, t: Thresholds) -> str:
         """The subject, with the thresholds it names filled in."""
         return self.subject.format(t=t)
+
+    @property
+    def kind(self) -> Kind:
+        """The kind of notice this tier sends (``repayment_<tier>``)."""
+        return Kind(
+            f"repayment_{self.name}",
+            NAME,
+            self.template,
+            ("repayment_id", "due_date", "tier", "recipient_id"),
+            fixed=(("tier", self.name),),
+        )
 
     @property
     def to_bdm(self) -> bool:
@@ -141,9 +153,9 @@ class FlagWrite:
     keys: list[str]
 
 
-def notice_key(repayment_id: str, due_date: date, tier: str, recipient_id: str) -> str:
+def notice_key(repayment_id: str, due_date: date, tier: Tier, recipient_id: str) -> str:
     """The ledger key of one repayment notice to one recipient."""
-    return ledger.notice_key(KIND, repayment_id, due_date.isoformat(), tier, recipient_id)
+    return tier.kind.key(repayment_id, due_date.isoformat(), recipient_id)
 
 
 def run(run: Run) -> None:
@@ -190,7 +202,7 @@ def _drop_superseded(run: Run, notices: list[Notice]) -> list[Notice]:
         about: NoticeOf = part.data
         position = TIERS.index(about.tier)
         later[part.key] = [
-            notice_key(about.repayment_id, about.due_date, severer.name, notice.recipient.id)
+            notice_key(about.repayment_id, about.due_date, severer, notice.recipient.id)
             for severer in TIERS[position + 1 :]
         ]
     found = ledger.lookup(key for keys in later.values() for key in keys)
@@ -303,12 +315,12 @@ def _notices_for(
 
 
 def _notice(run: Run, item: Due, to: Recipient, context: dict[str, object]) -> Notice | None:
-    key = notice_key(item.repayment.id, item.due_date, item.tier.name, to.id)
+    key = notice_key(item.repayment.id, item.due_date, item.tier, to.id)
     part = run.part(key, item.repayment.id, NoticeOf(item.repayment.id, item.due_date, item.tier))
     if part is None:
         return None
     return Notice(
-        kind=f"repayment_{item.tier.name}",
+        kind=item.tier.kind.name,
         recipient=to,
         parts=[part],
         compose=_composer(item.tier, run.settings.thresholds, to, context),
@@ -322,3 +334,6 @@ def _composer(
         return render(tier.template, to, tier.subject_for(t), context)
 
     return compose
+
+
+CHECK = Check(NAME, run, "repayment_reminders_start", tuple(tier.kind for tier in TIERS))

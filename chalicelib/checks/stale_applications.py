@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from chalicelib import ledger
+from chalicelib.checks import Check, Kind
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import (
     ACTIVE_STAGES,
@@ -26,7 +26,12 @@ from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Staff
 from chalicelib.run import Part, Run
 
-KIND = "stale_applications"
+STALE_DIGEST = Kind(
+    "stale_applications",
+    "stale_applications",
+    "stale_applications",
+    ("application_id", "stage", "stage_last_updated", "cycle"),
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,12 @@ def collect(run: Run) -> list[Notice]:
         bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id, for_item=app.id)
         if bdm is None:
             continue
-        key = ledger.notice_key(KIND, app.id, app.stage, app.stage_last_updated, stale.cycle)
+        key = STALE_DIGEST.key(app.id, app.stage, app.stage_last_updated, stale.cycle)
         part = run.part(key, app.id, row)
         if part is not None:
             parts_by_bdm[bdm].append(part)
     return [
-        Notice(kind=KIND, recipient=bdm, parts=parts, compose=_composer(bdm, run))
+        Notice(kind=STALE_DIGEST.name, recipient=bdm, parts=parts, compose=_composer(bdm, run))
         for bdm, parts in parts_by_bdm.items()
     ]
 
@@ -147,10 +152,13 @@ def _composer(bdm: Recipient, run: Run):  # type: ignore[no-untyped-def]
             else f"Stale Application Alert: {len(rows)} applications"
         )
         return render(
-            "stale_applications",
+            STALE_DIGEST.template,
             bdm,
             subject,
             {"applications": rows, "threshold_days": threshold},
         )
 
     return compose
+
+
+CHECK = Check("stale_applications", run, "stale_applications_start", (STALE_DIGEST,))

@@ -437,11 +437,12 @@ class Pass:
         return self.faults and when < self.faulted_end
 
     def _in_window(self, check: str, at: datetime) -> bool:
+        from chalicelib import registry
         from chalicelib.config import Windows
 
         local = at.astimezone(SYDNEY).time()
         windows = Windows()
-        return windows.start_for(check) <= local < windows.end
+        return getattr(windows, registry.CHECKS[check].window_start) <= local < windows.end
 
     def _invoke(self, workers: Workers, now: datetime, payload: dict[str, Any]) -> None:
         check, at, attempt = payload["check"], payload["at"], payload["attempt"]

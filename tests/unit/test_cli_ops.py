@@ -14,7 +14,7 @@ from chalicelib import ledger, ses_events
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
 from chalicelib.models import Application, Notification, Repayment, Staff
-from chalicelib.runner import NOTICE_KINDS
+from chalicelib.registry import KINDS
 from ops import demo, preview
 from ops.cli import cli
 from tests import factories
@@ -79,11 +79,11 @@ def test_seed_writes_nothing_when_not_confirmed(service: Settings) -> None:
     ("kind", "subject", "detail"),
     [
         ("stale_applications", "Stale Application Alert: 3 applications", "<td>ILOO Issued</td>"),
-        ("note_reminder", "Note Reminder: Call the valuer", "Chase the valuation report"),
+        ("note_reminders", "Note Reminder: Call the valuer", "Chase the valuation report"),
         ("repayment_upcoming", "Upcoming Repayment Reminder", "$2,980.15"),
-        ("repayment_overdue", "OVERDUE Repayment Notice", "$2,980.15"),
-        ("repayment_urgent", "URGENT: 7 Days OVERDUE Repayment", "$2,980.15"),
-        ("repayment_escalation", "ESCALATION: 10 Days Overdue Repayment", "Emma Wilson"),
+        ("repayment_overdue_3_day", "OVERDUE Repayment Notice", "$2,980.15"),
+        ("repayment_overdue_7_day", "URGENT: 7 Days OVERDUE Repayment", "$2,980.15"),
+        ("repayment_overdue_10_day", "ESCALATION: 10 Days Overdue Repayment", "Emma Wilson"),
     ],
 )
 def test_preview_renders_each_kind_to_an_html_file(
@@ -105,11 +105,12 @@ def test_preview_writes_next_to_the_caller_by_default(
 ) -> None:
     monkeypatch.chdir(tmp_path)
 
-    result = invoke("--embedded", "preview", "repayment_escalation")
+    result = invoke("--embedded", "preview", "repayment_overdue_10_day")
 
     assert result.exit_code == 0, result.output
     assert (
-        "Emma Wilson, Noah Wilson" in (tmp_path / "preview-repayment_escalation.html").read_text()
+        "Emma Wilson, Noah Wilson"
+        in (tmp_path / "preview-repayment_overdue_10_day.html").read_text()
     )
     assert not (tmp_path / ".demo").exists()  # no embedded AWS was needed
 
@@ -123,8 +124,8 @@ def test_preview_of_an_unknown_kind_lists_the_kinds(tmp_path: Path) -> None:
     result = invoke("preview", "birthday", "--out", str(tmp_path / "x.html"))
 
     assert result.exit_code == 2
-    assert "'birthday' is not one of 'stale_applications', 'note_reminder'," in result.output
-    assert "'repayment_escalation'" in result.output
+    assert "'birthday' is not one of 'stale_applications', 'note_reminders'," in result.output
+    assert "'repayment_overdue_10_day'" in result.output
     assert not (tmp_path / "x.html").exists()
 
 
@@ -331,7 +332,7 @@ def test_retry_failed_knows_every_kind_the_checks_write(service: Settings) -> No
         assert invoke("run", check, "--date", "2026-11-23").exit_code == 0
 
     # Then the ledger's kinds are exactly those `retry-failed --kind` accepts
-    assert {entry.kind for entry in Notification.scan()} == set(NOTICE_KINDS)
+    assert {entry.kind for entry in Notification.scan()} == set(KINDS)
 
 
 def test_retry_failed_refuses_an_unknown_kind(service: Settings) -> None:

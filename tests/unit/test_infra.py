@@ -23,7 +23,7 @@ from pynamodb.models import Model
 
 from chalicelib import models
 from chalicelib.config import Settings, Tables, Thresholds
-from chalicelib.runner import CHECKS
+from chalicelib.registry import CHECKS
 from ops import infra, stages
 from ops.cli import cli
 from ops.stages import StageError, stage_environment

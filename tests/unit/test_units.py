@@ -267,9 +267,9 @@ def test_settings_from_env_applies_overrides() -> None:
     assert settings.sender_email == "noreply@lender.example.com.au"
     assert settings.thresholds == Thresholds(21, 3, 0, 5, 2, 6, 12, 30)
     assert settings.windows == Windows(time(10, 30), time(8, 15), time(6), time(18))
-    assert settings.windows.start_for("stale_applications") == time(10, 30)
-    assert settings.windows.start_for("note_reminders") == time(8, 15)
-    assert settings.windows.start_for("repayment_reminders") == time(6)
+    assert settings.windows.stale_applications_start == time(10, 30)
+    assert settings.windows.note_reminders_start == time(8, 15)
+    assert settings.windows.repayment_reminders_start == time(6)
 
 
 def test_settings_blank_optional_values_fall_back_to_defaults() -> None:

@@ -561,9 +561,9 @@ def test_bounces_complaints_and_deliveries_are_counted_for_the_notices_check(
 
 
 def test_the_check_of_every_notice_kind_is_a_check() -> None:
-    from chalicelib.runner import CHECKS, NOTICE_KINDS
+    from chalicelib.registry import CHECKS, KINDS
 
-    assert {ses_events.check_of(kind) for kind in NOTICE_KINDS} == set(CHECKS)
+    assert {ses_events.check_of(kind) for kind in KINDS} == set(CHECKS)
 
 
 def test_the_recorded_events_are_what_the_handler_parses() -> None:
