@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import ledger, ses_events, suppression
+from chalicelib import ledger, models, ses_events, suppression
 from chalicelib.checks import note_reminders
 from chalicelib.config import Settings
 from chalicelib.models import UNREADABLE, Notification
@@ -33,6 +33,14 @@ RUN = "run-1"
 OTHER_RUN = "run-2"
 TOKEN = "token-1"
 NEW_TOKEN = "token-2"
+
+
+@pytest.fixture
+def ledger_table(aws: None, settings: Settings) -> Settings:
+    """Only the ledger's table (with its indexes): these tests read no CRM table."""
+    models.bind(settings)
+    Notification.create_table(wait=True)
+    return settings
 
 
 def minutes_ago(minutes: int) -> datetime:
@@ -237,7 +245,7 @@ STATES: list[Any] = [
 
 @pytest.mark.parametrize(("given", "settle", "expected", "claimable"), STATES)
 def test_each_stored_entry_is_classified_by_its_status_lease_and_settling_window(
-    tables: Settings, given: Given, settle: timedelta | None, expected: str, claimable: bool
+    ledger_table: Settings, given: Given, settle: timedelta | None, expected: str, claimable: bool
 ) -> None:
     # Given the entry as stored
     given()
@@ -251,7 +259,7 @@ def test_each_stored_entry_is_classified_by_its_status_lease_and_settling_window
 
 @pytest.mark.parametrize(("given", "settle", "expected", "claimable"), STATES)
 def test_a_claim_succeeds_exactly_when_the_entry_is_classified_pending(
-    tables: Settings, given: Given, settle: timedelta | None, expected: str, claimable: bool
+    ledger_table: Settings, given: Given, settle: timedelta | None, expected: str, claimable: bool
 ) -> None:
     # Given the entry as stored
     given()
@@ -281,7 +289,7 @@ def test_a_claim_succeeds_exactly_when_the_entry_is_classified_pending(
 # --- claim -------------------------------------------------------------------------------
 
 
-def test_a_first_claim_records_who_gets_what_for_which_item(tables: Settings) -> None:
+def test_a_first_claim_records_who_gets_what_for_which_item(ledger_table: Settings) -> None:
     # Given no entry
     # When a run claims the notice
     assert ledger.claim(claim_of(), RUN, NOW)
@@ -305,14 +313,14 @@ def test_a_first_claim_records_who_gets_what_for_which_item(tables: Settings) ->
     }
 
 
-def test_a_claim_without_a_token_writes_none(tables: Settings) -> None:
+def test_a_claim_without_a_token_writes_none(ledger_table: Settings) -> None:
     assert ledger.claim(claim_of(token=None), RUN, NOW)
 
     assert "send_token" not in stored()
 
 
 def test_a_claim_of_a_released_notice_takes_the_new_token_and_keeps_its_history(
-    tables: Settings,
+    ledger_table: Settings,
 ) -> None:
     # Given a notice released after a transient failure
     put(ledger.PENDING, last_error="throttled")
@@ -327,7 +335,7 @@ def test_a_claim_of_a_released_notice_takes_the_new_token_and_keeps_its_history(
 
 
 def test_a_retried_claim_whose_first_answer_was_lost_is_recognised_as_ours(
-    tables: Settings,
+    ledger_table: Settings,
 ) -> None:
     # Given the answer to the claim is lost, so botocore sends it again
     with lost_responses(ledger_client(), "UpdateItem", first_call()) as lost:
@@ -349,7 +357,7 @@ def test_a_retried_claim_whose_first_answer_was_lost_is_recognised_as_ours(
     ],
 )
 def test_a_live_claim_that_is_not_exactly_ours_is_never_taken_for_ours(
-    tables: Settings, holder: str, token: str
+    ledger_table: Settings, holder: str, token: str
 ) -> None:
     # Given a live claim by ``holder`` with ``token``
     put(ledger.CLAIMED, run_id=holder, token=token)
@@ -366,7 +374,7 @@ def test_a_live_claim_that_is_not_exactly_ours_is_never_taken_for_ours(
 # --- finishing writes: mark_sent, mark_failed, mark_unknown, release ----------------------
 
 
-def test_mark_sent_records_the_delivery_on_this_runs_claim(tables: Settings) -> None:
+def test_mark_sent_records_the_delivery_on_this_runs_claim(ledger_table: Settings) -> None:
     put(ledger.CLAIMED)
 
     ledger.mark_sent(KEY, RUN, "Note Reminder: Call the valuer", "ses-1", NOW)
@@ -380,7 +388,7 @@ def test_mark_sent_records_the_delivery_on_this_runs_claim(tables: Settings) -> 
 
 
 def test_mark_sent_wins_over_an_abandoned_verdict_and_leaves_the_failed_list(
-    tables: Settings,
+    ledger_table: Settings,
 ) -> None:
     # Given another run recorded this run's claim as failed (interrupted)
     entry = put(ledger.CLAIMED, claimed=minutes_ago(20))
@@ -397,7 +405,7 @@ def test_mark_sent_wins_over_an_abandoned_verdict_and_leaves_the_failed_list(
     assert list(ledger.failed_entries()) == []
 
 
-def test_mark_sent_again_after_a_lost_answer_keeps_it_sent(tables: Settings) -> None:
+def test_mark_sent_again_after_a_lost_answer_keeps_it_sent(ledger_table: Settings) -> None:
     put(ledger.CLAIMED)
     ledger.mark_sent(KEY, RUN, "subject", "ses-1", NOW)
 
@@ -406,7 +414,7 @@ def test_mark_sent_again_after_a_lost_answer_keeps_it_sent(tables: Settings) -> 
     assert (stored()["status"], stored()["message_id"]) == (ledger.SENT, "ses-1")
 
 
-def test_mark_sent_is_refused_when_another_run_holds_the_notice(tables: Settings) -> None:
+def test_mark_sent_is_refused_when_another_run_holds_the_notice(ledger_table: Settings) -> None:
     put(ledger.CLAIMED, run_id=OTHER_RUN)
     before = raw()
 
@@ -439,7 +447,7 @@ FINISHES = [
 ]
 
 
-def test_release_gives_the_claim_back_with_the_error(tables: Settings) -> None:
+def test_release_gives_the_claim_back_with_the_error(ledger_table: Settings) -> None:
     put(ledger.CLAIMED)
 
     ledger.release(KEY, RUN, "throttled", NOW)
@@ -454,7 +462,9 @@ def test_release_gives_the_claim_back_with_the_error(tables: Settings) -> None:
     assert ledger.state(read_back(), NOW) == ledger.PENDING
 
 
-def test_mark_failed_records_the_reason_and_lists_the_entry_as_failed(tables: Settings) -> None:
+def test_mark_failed_records_the_reason_and_lists_the_entry_as_failed(
+    ledger_table: Settings,
+) -> None:
     put(ledger.CLAIMED)
 
     ledger.mark_failed(KEY, RUN, "Note Reminder", "MessageRejected: bad address", NOW)
@@ -472,7 +482,9 @@ def test_mark_failed_records_the_reason_and_lists_the_entry_as_failed(tables: Se
     assert [e.id for e in ledger.failed_entries()] == [KEY]
 
 
-def test_mark_unknown_records_the_error_without_listing_it_as_failed(tables: Settings) -> None:
+def test_mark_unknown_records_the_error_without_listing_it_as_failed(
+    ledger_table: Settings,
+) -> None:
     put(ledger.CLAIMED)
 
     ledger.mark_unknown(KEY, RUN, "Note Reminder", "read timeout", NOW)
@@ -488,7 +500,9 @@ def test_mark_unknown_records_the_error_without_listing_it_as_failed(tables: Set
     assert list(ledger.failed_entries()) == []
 
 
-def test_a_finishing_write_keeps_at_most_1000_characters_of_an_error(tables: Settings) -> None:
+def test_a_finishing_write_keeps_at_most_1000_characters_of_an_error(
+    ledger_table: Settings,
+) -> None:
     put(ledger.CLAIMED)
 
     ledger.mark_failed(KEY, RUN, "subject", "x" * 5000, NOW)
@@ -499,7 +513,7 @@ def test_a_finishing_write_keeps_at_most_1000_characters_of_an_error(tables: Set
 
 @pytest.mark.parametrize(("finish", "status"), FINISHES)
 def test_a_finishing_write_repeated_after_a_lost_answer_is_not_an_error(
-    tables: Settings, finish: Finish, status: str
+    ledger_table: Settings, finish: Finish, status: str
 ) -> None:
     # Given this run already moved its claim to ``status``
     put(ledger.CLAIMED)
@@ -516,7 +530,7 @@ def test_a_finishing_write_repeated_after_a_lost_answer_is_not_an_error(
 
 @pytest.mark.parametrize(("finish", "status"), FINISHES)
 def test_a_finishing_write_whose_first_answer_was_lost_succeeds(
-    tables: Settings, finish: Finish, status: str
+    ledger_table: Settings, finish: Finish, status: str
 ) -> None:
     put(ledger.CLAIMED)
 
@@ -546,7 +560,7 @@ CONFLICTS = [
 @pytest.mark.parametrize(("finish", "status"), FINISHES)
 @pytest.mark.parametrize(("given", "found"), CONFLICTS)
 def test_a_finishing_write_refuses_an_entry_that_is_not_this_runs_claim(
-    tables: Settings, finish: Finish, status: str, given: Given, found: str
+    ledger_table: Settings, finish: Finish, status: str, given: Given, found: str
 ) -> None:
     # Given the entry is not (or no longer) this run's claim
     given()
@@ -570,7 +584,7 @@ def test_a_finishing_write_refuses_an_entry_that_is_not_this_runs_claim(
     ],
 )
 def test_a_finishing_write_refuses_this_runs_entry_in_another_final_state(
-    tables: Settings, finish: Finish, other: Finish
+    ledger_table: Settings, finish: Finish, other: Finish
 ) -> None:
     put(ledger.CLAIMED)
     other(KEY, RUN, NOW)
@@ -585,7 +599,7 @@ def test_a_finishing_write_refuses_this_runs_entry_in_another_final_state(
 # --- abandon and requeue -----------------------------------------------------------------
 
 
-def test_an_expired_claim_is_abandoned_as_failed_for_an_operator(tables: Settings) -> None:
+def test_an_expired_claim_is_abandoned_as_failed_for_an_operator(ledger_table: Settings) -> None:
     # Given a claim whose lease ran out (its run died)
     entry = put(ledger.CLAIMED, claimed=minutes_ago(20))
 
@@ -614,7 +628,7 @@ def test_an_expired_claim_is_abandoned_as_failed_for_an_operator(tables: Setting
     ],
 )
 def test_an_abandon_is_refused_when_the_claim_changed_since_it_was_read(
-    tables: Settings, renew: Callable[[], object]
+    ledger_table: Settings, renew: Callable[[], object]
 ) -> None:
     # Given a run read an expired claim, and it was renewed or finished meanwhile
     entry = put(ledger.CLAIMED, claimed=minutes_ago(20))
@@ -629,7 +643,9 @@ def test_an_abandon_is_refused_when_the_claim_changed_since_it_was_read(
     assert raw() == before
 
 
-def test_a_requeued_failure_is_pending_again_and_leaves_the_failed_list(tables: Settings) -> None:
+def test_a_requeued_failure_is_pending_again_and_leaves_the_failed_list(
+    ledger_table: Settings,
+) -> None:
     put(ledger.CLAIMED)
     ledger.mark_failed(KEY, RUN, "subject", "MessageRejected", minutes_ago(1))
     [entry] = ledger.failed_entries()
@@ -643,7 +659,7 @@ def test_a_requeued_failure_is_pending_again_and_leaves_the_failed_list(tables: 
     assert list(ledger.failed_entries()) == []
 
 
-def test_a_requeue_is_refused_when_the_entry_is_no_longer_failed(tables: Settings) -> None:
+def test_a_requeue_is_refused_when_the_entry_is_no_longer_failed(ledger_table: Settings) -> None:
     entry = put(ledger.FAILED)
     put(ledger.PENDING)
     before = raw()
@@ -692,13 +708,13 @@ SETTLED_BY_SEND = [
 
 @pytest.mark.parametrize("given", SETTLED_BY_SEND)
 def test_a_send_event_settles_an_entry_ses_may_have_taken_as_sent(
-    tables: Settings, given: Given
+    ledger_table: Settings, given: Given
 ) -> None:
     # Given an entry whose message SES may or may not have accepted
     given()
 
     # When SES reports the message as sent
-    outcome = apply_event(tables, ses_events.SEND)
+    outcome = apply_event(ledger_table, ses_events.SEND)
 
     # Then it is sent with SES's id and time, out of the failed list
     assert outcome.settled == [KEY]
@@ -726,12 +742,12 @@ def test_a_send_event_settles_an_entry_ses_may_have_taken_as_sent(
     ],
 )
 def test_a_send_event_only_adds_itself_to_a_sent_or_rejected_entry(
-    tables: Settings, given: Given, status: str
+    ledger_table: Settings, given: Given, status: str
 ) -> None:
     given()
     before = stored()
 
-    outcome = apply_event(tables, ses_events.SEND)
+    outcome = apply_event(ledger_table, ses_events.SEND)
 
     assert (outcome.settled, outcome.recorded) == ([], [KEY])
     after = stored()
@@ -740,11 +756,11 @@ def test_a_send_event_only_adds_itself_to_a_sent_or_rejected_entry(
     assert after["status"] == status
 
 
-def test_a_send_event_of_an_older_attempt_changes_nothing(tables: Settings) -> None:
+def test_a_send_event_of_an_older_attempt_changes_nothing(ledger_table: Settings) -> None:
     put(ledger.UNKNOWN, token=NEW_TOKEN)
     before = raw()
 
-    outcome = apply_event(tables, ses_events.SEND, token=TOKEN)
+    outcome = apply_event(ledger_table, ses_events.SEND, token=TOKEN)
 
     assert outcome.entries == []
     assert raw() == before
@@ -759,11 +775,11 @@ def test_a_send_event_of_an_older_attempt_changes_nothing(tables: Settings) -> N
     ],
 )
 def test_a_reject_event_fails_the_entry_whatever_the_run_recorded(
-    tables: Settings, given: Given
+    ledger_table: Settings, given: Given
 ) -> None:
     given()
 
-    outcome = apply_event(tables, ses_events.REJECT)
+    outcome = apply_event(ledger_table, ses_events.REJECT)
 
     assert outcome.rejected == [KEY]
     after = stored()
@@ -778,11 +794,11 @@ def test_a_reject_event_fails_the_entry_whatever_the_run_recorded(
     assert [e.id for e in ledger.failed_entries()] == [KEY]
 
 
-def test_a_send_event_after_a_reject_does_not_undo_the_failure(tables: Settings) -> None:
+def test_a_send_event_after_a_reject_does_not_undo_the_failure(ledger_table: Settings) -> None:
     put(ledger.UNKNOWN)
-    apply_event(tables, ses_events.REJECT)
+    apply_event(ledger_table, ses_events.REJECT)
 
-    apply_event(tables, ses_events.SEND)
+    apply_event(ledger_table, ses_events.SEND)
 
     after = stored()
     assert after["status"] == ledger.FAILED
@@ -792,7 +808,7 @@ def test_a_send_event_after_a_reject_does_not_undo_the_failure(tables: Settings)
 # --- suppression entries -----------------------------------------------------------------
 
 
-def test_the_first_suppression_of_an_address_wins(tables: Settings) -> None:
+def test_the_first_suppression_of_an_address_wins(ledger_table: Settings) -> None:
     # Given Sam's address bounced permanently
     assert suppression.record(SAM, suppression.BOUNCE, at=minutes_ago(5), now=minutes_ago(5))
 
