@@ -8,7 +8,7 @@ and the SES client's timeouts and retry settings.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date
 from typing import Any
 
 import pytest
@@ -162,14 +162,26 @@ def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
     assert ledger.lookup([stale_key(), stale_key("app-2")]) == {}
 
 
-def test_a_dry_run_of_the_stale_check_skips_what_was_already_sent(
+def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
     service: Settings, ses: Any
 ) -> None:
-    # Given app-1's alert went out this cycle, and app-2 became stale since
+    # Given app-1's alert went out this cycle, another run is sending app-3's right now,
+    # and app-2 became stale since
     f.crm()
     f.application(stage_last_updated=FORTNIGHT_AGO)
     run("stale_applications", MONDAY, ses)
     f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO)
+    in_flight = ledger.Claim(
+        key=stale_key("app-3"),
+        kind=stale_applications.KIND,
+        item_id="app-3",
+        recipient_id="bdm-1",
+        recipient_email=BROOKE,
+        business_date="2026-11-23",
+        send_token="other-token",
+    )
+    assert ledger.claim(in_flight, "other-run", MONDAY.astimezone(UTC))
 
     # When the stale check runs as a dry run
     summary = run("stale_applications", MONDAY, dry_run=True)
@@ -180,8 +192,9 @@ def test_a_dry_run_of_the_stale_check_skips_what_was_already_sent(
         [stale_key("app-2")],
         "Stale Application Alert: APP-1002",
     )
-    assert summary.skipped == 1
+    assert summary.skipped == 2
     assert len(sent_emails()) == 1
+    assert entry(stale_key("app-3")).run_id == "other-run"
 
 
 # --- validation paths: reported by id and reason, nothing else blocked -------------------

@@ -181,6 +181,13 @@ STATES: list[Any] = [
         id="claim-expired-after-window",
     ),
     pytest.param(
+        lambda: put(ledger.CLAIMED, claimed=minutes_ago(15)),
+        timedelta(minutes=5),
+        ledger.PENDING,
+        True,
+        id="claim-lease-ends-now-after-window",
+    ),
+    pytest.param(
         lambda: put(ledger.CLAIMED, claimed=minutes_ago(20)),
         timedelta(minutes=20),
         ledger.PENDING,
