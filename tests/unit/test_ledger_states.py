@@ -831,3 +831,24 @@ def test_the_first_suppression_of_an_address_wins(ledger_table: Settings) -> Non
         minutes_ago(5),
     )
     assert suppression.suppressed([SAM.upper()]) == {SAM.upper(): suppression.BOUNCE}
+
+
+def test_a_retried_mark_sent_after_ses_rejected_the_message_leaves_it_failed(
+    ledger_table: Settings,
+) -> None:
+    # Given the run recorded its message as sent, but the answer was lost, and SES's
+    # Reject event (a virus) failed the entry before botocore's retry of the write arrived
+    put(ledger.CLAIMED)
+    ledger.mark_sent(KEY, RUN, "subject", "ses-message-1", NOW)
+    apply_event(ledger_table, ses_events.REJECT)
+
+    # When the retry arrives
+    with pytest.raises(UpdateError) as refused:
+        ledger.mark_sent(KEY, RUN, "subject", "ses-message-1", NOW)
+
+    # Then it is refused: the notice stays failed (SES will not deliver it) and listed
+    assert refused.value.cause_response_code == "ConditionalCheckFailedException"
+    after = stored()
+    assert after["status"] == ledger.FAILED
+    assert after["failure_reason"] == "rejected by SES: Virus detected"
+    assert [e.id for e in ledger.failed_entries()] == [KEY]
