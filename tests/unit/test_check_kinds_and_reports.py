@@ -379,6 +379,21 @@ def test_an_unreadable_borrower_is_reported_and_the_other_borrower_reminded(
     assert MIA not in subjects_by_recipient()
 
 
+def test_a_stale_application_of_an_unreadable_bdm_is_reported_and_other_bdms_alerted(
+    reported: None, ses: Any
+) -> None:
+    # Given app-1 belongs to Brooke, and app-2 to bdm-3, whose email is stored as a number
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", bd_id="bdm-3")
+    f.raw_item("test-staff", {"id": {"S": "bdm-3"}, "email": {"N": "7"}})
+
+    summary = run("stale_applications", MONDAY, ses)
+
+    assert only_reason(summary, "app-2").startswith("BDM 'bdm-3': unreadable item")
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+    assert list(Notification.by_item.query("app-2")) == []
+
+
 # --- the SES client ----------------------------------------------------------------------
 
 
