@@ -79,6 +79,7 @@ deploy: install
 # ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----
 NPM            ?= npm
 DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_units.py tests/unit/test_cli*.py \
+                  tests/unit/test_ledger_states.py tests/unit/test_check_kinds_and_reports.py \
                   tests/unit/test_crm_migration.py
 
 .PHONY: test-ddblocal

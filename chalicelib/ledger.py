@@ -30,6 +30,8 @@ FAILED = "failed"
 # settled by SES's Send event, or due again after the settling window without one.
 UNKNOWN = "unknown"
 IN_FLIGHT = "in_flight"
+# SES's event type for a message it accepted but will not deliver (ses_events.REJECT).
+REJECTED = "Reject"
 ABANDONED = "abandoned"
 
 # Longer than a Lambda function can run, so a live run never loses its claim.
@@ -139,7 +141,11 @@ def claim(claim: Claim, run_id: str, now: datetime, settle: timedelta | None = N
 
 
 def mark_sent(key: str, run_id: str, subject: str, message_id: str, now: datetime) -> None:
-    """Record delivery. Wins even over an ``abandoned`` verdict: the mail did go out."""
+    """Record delivery. Wins even over an ``abandoned`` verdict: the mail did go out.
+
+    Never over SES's Reject: SES will not deliver that message, and a retry of this
+    write (its answer lost) can arrive after the Reject event failed the entry.
+    """
     Notification(id=key).update(
         actions=[
             Notification.status.set(SENT),
@@ -149,7 +155,7 @@ def mark_sent(key: str, run_id: str, subject: str, message_id: str, now: datetim
             Notification.updated_at.set(now),
             *_clear_failure(),
         ],
-        condition=Notification.run_id == run_id,
+        condition=(Notification.run_id == run_id) & ~Notification.ses_events.contains(REJECTED),
     )
 
 

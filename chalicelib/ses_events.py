@@ -44,7 +44,7 @@ SEND = "Send"
 DELIVERY = "Delivery"
 BOUNCE = "Bounce"
 COMPLAINT = "Complaint"
-REJECT = "Reject"
+REJECT = ledger.REJECTED
 DELIVERY_DELAY = "DeliveryDelay"
 # EventBridge's detail-type of each event type the configuration set publishes.
 DETAIL_TYPES: dict[str, str] = {

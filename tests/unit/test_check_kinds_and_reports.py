@@ -1,0 +1,419 @@
+"""What the checks write and report where no other test looked (issue 8's surviving mutants).
+
+The ledger ``kind`` of each notice, a dry run of the stale digest, the validation
+paths that skip one item and report it by id and reason (and block nothing else),
+and the SES client's timeouts and retry settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date
+from typing import Any
+
+import pytest
+
+from chalicelib import ledger, mailer
+from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
+from chalicelib.config import Settings
+from chalicelib.models import Notification
+from tests import factories as f
+from tests.factories import BEN, BROOKE, MIA, SAM
+from tests.support import REGION, run, sent_emails, subjects_by_recipient, sydney
+
+pytestmark = [pytest.mark.task, pytest.mark.error_handling]
+
+MONDAY = sydney("2026-11-23 12:00")
+# Exactly stale_after_days (14) in its stage on MONDAY: the first alert cycle (0).
+FORTNIGHT_AGO = "2026-11-09T10:00:00+11:00"
+
+
+def stale_key(app_id: str = "app-1", changed: str = FORTNIGHT_AGO, cycle: int = 0) -> str:
+    return ledger.notice_key(stale_applications.KIND, app_id, "valuation_ordered", changed, cycle)
+
+
+def entry(key: str) -> Notification:
+    return Notification.get(key, consistent_read=True)
+
+
+# --- the ledger kind of each notice ------------------------------------------------------
+
+
+def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
+    service: Settings, ses: Any
+) -> None:
+    # Given app-1 has been in its stage for exactly the threshold
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then Brooke's digest is recorded under the check's kind, for app-1
+    assert summary.sent == 1
+    recorded = entry(stale_key())
+    assert (recorded.kind, recorded.item_id, recorded.status) == (
+        "stale_applications",
+        "app-1",
+        ledger.SENT,
+    )
+    assert (recorded.recipient_id, recorded.recipient_email) == ("bdm-1", BROOKE)
+
+
+@pytest.mark.parametrize(
+    ("due", "stage", "kind", "recipient_id", "address", "subject"),
+    [
+        pytest.param(
+            "2026-11-30",
+            "upcoming",
+            "repayment_upcoming",
+            "bor-1",
+            BEN,
+            "Upcoming Repayment Reminder",
+            id="upcoming",
+        ),
+        pytest.param(
+            "2026-11-20",
+            "overdue_3_day",
+            "repayment_overdue_3_day",
+            "bor-1",
+            BEN,
+            "OVERDUE Repayment Notice",
+            id="3-day",
+        ),
+        pytest.param(
+            "2026-11-16",
+            "overdue_7_day",
+            "repayment_overdue_7_day",
+            "bor-1",
+            BEN,
+            "URGENT: 7 Days OVERDUE Repayment",
+            id="7-day",
+        ),
+        pytest.param(
+            "2026-11-13",
+            "overdue_10_day",
+            "repayment_overdue_10_day",
+            "bdm-1",
+            BROOKE,
+            "ESCALATION: 10 Days Overdue Repayment",
+            id="10-day",
+        ),
+    ],
+)
+def test_each_repayment_notice_is_recorded_under_its_own_kind(
+    service: Settings,
+    ses: Any,
+    due: str,
+    stage: str,
+    kind: str,
+    recipient_id: str,
+    address: str,
+    subject: str,
+) -> None:
+    # Given rep-1 due on ``due``
+    f.crm()
+    f.application()
+    f.repayment(due_date=due)
+
+    # When the repayment check runs on Monday 23/11
+    run("repayment_reminders", MONDAY, ses)
+
+    # Then the notice of that tier went out and is recorded under its kind
+    assert subjects_by_recipient() == {address: [subject]}
+    key = repayment_reminders.notice_key("rep-1", date.fromisoformat(due), stage, recipient_id)
+    recorded = entry(key)
+    assert (recorded.kind, recorded.item_id, recorded.recipient_id, recorded.status) == (
+        kind,
+        "rep-1",
+        recipient_id,
+        ledger.SENT,
+    )
+
+
+# --- a dry run of the stale digest -------------------------------------------------------
+
+
+def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
+    service: Settings, ses: Any
+) -> None:
+    # Given two stale applications of Brooke's
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO)
+
+    # When the stale check runs as a dry run
+    summary = run("stale_applications", MONDAY, dry_run=True)
+
+    # Then it lists the one digest it would send, with both parts
+    assert summary.would_send == [
+        {
+            "kind": "stale_applications",
+            "recipient_id": "bdm-1",
+            "recipient_name": "Brooke Davis",
+            "recipient_email": BROOKE,
+            "subject": "Stale Application Alert: 2 applications",
+            "keys": [stale_key(), stale_key("app-2")],
+        }
+    ]
+    assert (summary.notices_due, summary.sent, summary.skipped) == (2, 0, 0)
+    # And sends and writes nothing
+    assert sent_emails() == []
+    assert ledger.lookup([stale_key(), stale_key("app-2")]) == {}
+
+
+def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
+    service: Settings, ses: Any
+) -> None:
+    # Given app-1's alert went out this cycle, another run is sending app-3's right now,
+    # and app-2 became stale since
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    run("stale_applications", MONDAY, ses)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO)
+    in_flight = ledger.Claim(
+        key=stale_key("app-3"),
+        kind=stale_applications.KIND,
+        item_id="app-3",
+        recipient_id="bdm-1",
+        recipient_email=BROOKE,
+        business_date="2026-11-23",
+        send_token="other-token",
+    )
+    assert ledger.claim(in_flight, "other-run", MONDAY.astimezone(UTC))
+
+    # When the stale check runs as a dry run
+    summary = run("stale_applications", MONDAY, dry_run=True)
+
+    # Then only app-2 would be sent
+    [would] = summary.would_send
+    assert (would["keys"], would["subject"]) == (
+        [stale_key("app-2")],
+        "Stale Application Alert: APP-1002",
+    )
+    assert summary.skipped == 2
+    assert len(sent_emails()) == 1
+    assert entry(stale_key("app-3")).run_id == "other-run"
+
+
+# --- validation paths: reported by id and reason, nothing else blocked -------------------
+
+
+def test_a_stale_application_without_a_bdm_is_reported_and_the_others_alerted(
+    service: Settings, ses: Any
+) -> None:
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", bd_id=None)
+
+    summary = run("stale_applications", MONDAY, ses)
+
+    assert summary.invalid_items == [{"item_id": "app-2", "reason": "bd_id is missing"}]
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+    assert list(Notification.by_item.query("app-2")) == []
+
+
+def test_a_note_on_an_application_without_a_bdm_reminds_only_its_author(
+    service: Settings, ses: Any
+) -> None:
+    # Given note-1 on app-1, which has no BDM
+    f.crm()
+    f.application(bd_id=None)
+    f.note()
+
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then its author is reminded, with no copy and nothing reported
+    assert subjects_by_recipient() == {SAM: ["Note Reminder: Call the valuer"]}
+    assert summary.invalid_items == []
+    key = ledger.notice_key(note_reminders.KIND, "note-1", "2026-11-23", "staff-2")
+    assert entry(key).kind == "note_reminders"
+
+
+def test_a_note_with_no_author_and_no_bdm_is_reported_and_the_others_sent(
+    service: Settings, ses: Any
+) -> None:
+    f.crm()
+    f.application(bd_id=None)
+    f.note()
+    f.note("note-2", created_by=None)
+
+    summary = run("note_reminders", MONDAY, ses)
+
+    assert summary.invalid_items == [
+        {
+            "item_id": "note-2",
+            "reason": "note has neither an author (created_by) nor a BDM to remind",
+        }
+    ]
+    assert subjects_by_recipient() == {SAM: ["Note Reminder: Call the valuer"]}
+
+
+def test_a_repayment_without_an_application_is_reported_and_the_others_sent(
+    service: Settings, ses: Any
+) -> None:
+    f.crm()
+    f.application()
+    f.repayment()
+    f.repayment("rep-2", application_id=None)
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    assert summary.invalid_items == [{"item_id": "rep-2", "reason": "application_id is missing"}]
+    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert list(Notification.by_item.query("rep-2")) == []
+
+
+def test_a_repayment_of_an_application_without_borrowers_is_reported_and_the_others_sent(
+    service: Settings, ses: Any
+) -> None:
+    f.crm()
+    f.application()
+    f.application("app-2", reference_number="APP-1002", borrower_ids=None)
+    f.repayment()
+    f.repayment("rep-2", application_id="app-2")
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    assert summary.invalid_items == [
+        {"item_id": "rep-2", "reason": "application 'app-2' has no borrowers"}
+    ]
+    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+
+
+def test_an_escalation_of_an_application_without_borrowers_still_reaches_the_bdm(
+    service: Settings, ses: Any
+) -> None:
+    # Given rep-1, ten days overdue, on an application that lists no borrowers
+    f.crm()
+    f.application(borrower_ids=None)
+    f.repayment(due_date="2026-11-13")
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then the escalation goes to the BDM, who is the only recipient anyway
+    assert summary.invalid_items == []
+    assert subjects_by_recipient() == {BROOKE: ["ESCALATION: 10 Days Overdue Repayment"]}
+
+
+@pytest.fixture
+def reported(service: Settings, ses: Any) -> None:
+    """The usual cast, with two borrowers."""
+    f.crm(borrowers=2)
+
+
+def only_reason(summary: Any, item_id: str) -> str:
+    """The one reported reason, asserting that nothing but ``item_id`` was reported."""
+    assert [i["item_id"] for i in summary.invalid_items] == [item_id]
+    reason: str = summary.invalid_items[0]["reason"]
+    return reason
+
+
+def test_an_unreadable_application_is_reported_by_the_stale_check(reported: None, ses: Any) -> None:
+    # Given app-2's loan amount is stored as a string, next to a healthy stale app-1
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.raw_item(
+        "test-applications",
+        {
+            "id": {"S": "app-2"},
+            "reference_number": {"S": "APP-1002"},
+            "stage": {"S": "valuation_ordered"},
+            "stage_last_updated": {"S": FORTNIGHT_AGO},
+            "loan_amount": {"S": "lots"},
+            "bd_id": {"S": "bdm-1"},
+        },
+    )
+
+    summary = run("stale_applications", MONDAY, ses)
+
+    assert only_reason(summary, "app-2").startswith("unreadable item")
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_an_unreadable_note_is_reported_and_the_others_sent(reported: None, ses: Any) -> None:
+    f.application()
+    f.note()
+    f.raw_item(
+        "test-notes",
+        {
+            "id": {"S": "note-2"},
+            "remind_date": {"S": "2026-11-23"},
+            "created_by": {"S": "staff-2"},
+            "title": {"N": "1"},
+        },
+    )
+
+    summary = run("note_reminders", MONDAY, ses)
+
+    assert only_reason(summary, "note-2").startswith("unreadable item")
+    assert sorted(subjects_by_recipient()) == [BROOKE, SAM]
+
+
+def test_a_repayment_of_an_unreadable_application_is_reported(reported: None, ses: Any) -> None:
+    f.application()
+    f.repayment()
+    f.raw_item(
+        "test-applications",
+        {"id": {"S": "app-2"}, "borrower_ids": {"S": "bor-2"}, "loan_amount": {"S": "lots"}},
+    )
+    f.repayment("rep-2", application_id="app-2")
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    assert only_reason(summary, "rep-2") == "application 'app-2' does not exist"
+    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+
+
+def test_an_unreadable_borrower_is_reported_and_the_other_borrower_reminded(
+    reported: None, ses: Any
+) -> None:
+    f.application(borrower_ids=["bor-1", "bor-3"])
+    f.raw_item("test-borrowers", {"id": {"S": "bor-3"}, "email": {"N": "7"}})
+    f.repayment()
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    assert only_reason(summary, "rep-1").startswith("borrower 'bor-3': unreadable item")
+    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert MIA not in subjects_by_recipient()
+
+
+def test_a_stale_application_of_an_unreadable_bdm_is_reported_and_other_bdms_alerted(
+    reported: None, ses: Any
+) -> None:
+    # Given app-1 belongs to Brooke, and app-2 to bdm-3, whose email is stored as a number
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", bd_id="bdm-3")
+    f.raw_item("test-staff", {"id": {"S": "bdm-3"}, "email": {"N": "7"}})
+
+    summary = run("stale_applications", MONDAY, ses)
+
+    assert only_reason(summary, "app-2").startswith("BDM 'bdm-3': unreadable item")
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+    assert list(Notification.by_item.query("app-2")) == []
+
+
+# --- the SES client ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_clients() -> Iterator[None]:
+    mailer._default_clients.pop(REGION, None)
+    yield
+    mailer._default_clients.pop(REGION, None)
+
+
+def test_the_ses_client_never_retries_and_gives_up_waiting_in_time(
+    fresh_clients: None, aws: None
+) -> None:
+    # When a function creates its SES client
+    client = mailer.ses_client(REGION)
+
+    # Then a send is attempted once (a retry could deliver it twice) within bounded waits
+    config = client.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert (config.connect_timeout, config.read_timeout) == (5, 15)
+    assert client.meta.region_name == REGION
+    # And a warm container reuses it
+    assert mailer.ses_client(REGION) is client
