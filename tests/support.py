@@ -275,3 +275,10 @@ class SuppressionList:
 SUPPRESSION_LIST = SuppressionList()
 BUILTIN_HANDLERS.append(("before-call.sesv2.PutSuppressedDestination", SUPPRESSION_LIST.put))
 BUILTIN_HANDLERS.append(("before-call.sesv2.GetSuppressedDestination", SUPPRESSION_LIST.get))
+
+
+def ledger_key(kind: str, *parts: object) -> str:
+    """A notice's ledger key, built as its check builds it (through the registry)."""
+    from chalicelib import registry
+
+    return registry.kind(kind).key(*parts)

@@ -25,7 +25,7 @@ from chalicelib.config import Settings
 from chalicelib.models import Notification
 from tests import factories as f
 from tests.ddblocal import server as ddblocal
-from tests.support import REGION, run, sent_emails, sydney
+from tests.support import REGION, ledger_key, run, sent_emails, sydney
 
 SCRATCH = "scratch"
 AWS_DYNAMODB = f"https://dynamodb.{REGION}.amazonaws.com"
@@ -89,7 +89,10 @@ def test_the_ledger_is_written_to_the_tiers_dynamodb_and_the_email_captured_by_m
     run("note_reminders", sydney("2026-11-23 09:00"), ses)
 
     assert len(sent_emails()) == 2  # SES is moto in both tiers
-    assert Notification.get("note_reminders#note-1#2026-11-23#bdm-1").status == "sent"
+    assert (
+        Notification.get(ledger_key("note_reminders", "note-1", "2026-11-23", "bdm-1")).status
+        == "sent"
+    )
     if backend == "local":
         assert dynamodb_endpoint is not None
         local = ddblocal.client(dynamodb_endpoint)

@@ -459,6 +459,7 @@ def note_case(draw: st.DrawFn, case: int) -> Case:
         author = Person(f"c{case}-author", [], "ok", f"c{case}-author@{DOMAIN}")
         author.items = [Item("staff", {"id": s(author.id), "email": s(author.address)}, False)]
         raw["created_by"] = s(author.id)
+        # Written out, not built by the registry: the fuzz judges the code independently.
         key = f"note_reminders#{note_id}#{remind.isoformat()}#{author.id}"
         status, recent = draw(
             st.sampled_from(

@@ -8,13 +8,12 @@ and the SES client's timeouts and retry settings.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date
+from datetime import UTC
 from typing import Any
 
 import pytest
 
-from chalicelib import ledger, mailer
-from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
+from chalicelib import ledger, mailer, registry
 from chalicelib.config import Settings
 from chalicelib.models import Notification
 from tests import factories as f
@@ -23,13 +22,14 @@ from tests.support import REGION, run, sent_emails, subjects_by_recipient, sydne
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
+STALE_DIGEST = registry.kind("stale_applications")
 MONDAY = sydney("2026-11-23 12:00")
 # Exactly stale_after_days (14) in its stage on MONDAY: the first alert cycle (0).
 FORTNIGHT_AGO = "2026-11-09T10:00:00+11:00"
 
 
 def stale_key(app_id: str = "app-1", changed: str = FORTNIGHT_AGO, cycle: int = 0) -> str:
-    return ledger.notice_key(stale_applications.KIND, app_id, "valuation_ordered", changed, cycle)
+    return STALE_DIGEST.key(app_id, "valuation_ordered", changed, cycle)
 
 
 def entry(key: str) -> Notification:
@@ -121,7 +121,7 @@ def test_each_repayment_notice_is_recorded_under_its_own_kind(
 
     # Then the notice of that tier went out and is recorded under its kind
     assert subjects_by_recipient() == {address: [subject]}
-    key = repayment_reminders.notice_key("rep-1", date.fromisoformat(due), stage, recipient_id)
+    key = registry.kind(kind).key("rep-1", due, recipient_id)
     recorded = entry(key)
     assert (recorded.kind, recorded.item_id, recorded.recipient_id, recorded.status) == (
         kind,
@@ -174,7 +174,7 @@ def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
     f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO)
     in_flight = ledger.Claim(
         key=stale_key("app-3"),
-        kind=stale_applications.KIND,
+        kind=STALE_DIGEST.name,
         item_id="app-3",
         recipient_id="bdm-1",
         recipient_email=BROOKE,
@@ -227,7 +227,7 @@ def test_a_note_on_an_application_without_a_bdm_reminds_only_its_author(
     # Then its author is reminded, with no copy and nothing reported
     assert subjects_by_recipient() == {SAM: ["Note Reminder: Call the valuer"]}
     assert summary.invalid_items == []
-    key = ledger.notice_key(note_reminders.KIND, "note-1", "2026-11-23", "staff-2")
+    key = registry.kind("note_reminders").key("note-1", "2026-11-23", "staff-2")
     assert entry(key).kind == "note_reminders"
 
 

@@ -22,6 +22,7 @@ from tests.support import (
     FIXTURE_CONFIGURATION_SET,
     REGION,
     SuppressionList,
+    ledger_key,
     sent_emails,
     ses_error,
     ses_event,
@@ -34,8 +35,8 @@ BEN = "ben.lee@example.net"
 MIA = "mia.chen@example.net"
 SAM = "sam.author@lender.example.com.au"
 NOON = "2026-11-23T01:00:00Z"  # 12:00 on Monday 23 Nov 2026 in Sydney
-BEN_UPCOMING = "repayment_reminders#rep-1#2026-11-30#upcoming#bor-1"
-MIA_UPCOMING = "repayment_reminders#rep-1#2026-11-30#upcoming#bor-2"
+BEN_UPCOMING = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")
+MIA_UPCOMING = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
 
 
 def invoke(*args: str, clock: str = NOON, stdin: str | None = None) -> Result:
@@ -295,7 +296,7 @@ def test_retry_failed_filters_by_kind_and_item(service: Settings) -> None:
     with ses_faults(ses_client(REGION), lambda to: rejected if to in (BEN, SAM) else None):
         invoke("run", "repayment_reminders", "--date", "2026-11-23")
         invoke("run", "note_reminders", "--date", "2026-11-23")
-    note_key = "note_reminders#note-1#2026-11-23#staff-2"
+    note_key = ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")
     assert sorted(failed_keys()) == sorted([BEN_UPCOMING, note_key])
 
     # When only another item's notices, then only note reminders are re-queued

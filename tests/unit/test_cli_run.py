@@ -14,7 +14,15 @@ from chalicelib.mailer import ses_client
 from chalicelib.models import Notification, Repayment
 from ops.cli import cli
 from tests import factories
-from tests.support import REGION, sent_emails, ses_error, ses_faults, subjects_by_recipient, utc
+from tests.support import (
+    REGION,
+    ledger_key,
+    sent_emails,
+    ses_error,
+    ses_faults,
+    subjects_by_recipient,
+    utc,
+)
 
 BROOKE = "brooke.davis@lender.example.com.au"
 SAM = "sam.author@lender.example.com.au"
@@ -139,7 +147,7 @@ def test_a_date_runs_as_of_midday_and_the_ledger_records_the_real_time(service: 
 
     # Then it acts as of midday, and records when it actually sent
     assert result.exit_code == 0, result.output
-    entry = Notification.get("note_reminders#note-1#2026-11-23#bdm-1")
+    entry = Notification.get(ledger_key("note_reminders", "note-1", "2026-11-23", "bdm-1"))
     assert entry.status == "sent"
     assert entry.sent_at == utc("2026-11-23 11:00")
 

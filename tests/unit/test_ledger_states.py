@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import ledger, models, ses_events, suppression
-from chalicelib.checks import note_reminders
+from chalicelib import ledger, models, registry, ses_events, suppression
 from chalicelib.config import Settings
 from chalicelib.models import UNREADABLE, Notification
 from chalicelib.ses_events import SesEvent
@@ -28,7 +27,8 @@ pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 NOW = utc("2026-11-22 22:00")
 CREATED = utc("2026-11-20 22:00")
 SETTLE = timedelta(minutes=15)
-KEY = ledger.notice_key(note_reminders.KIND, "note-1", "2026-11-23", "staff-2")
+NOTE_REMINDER = registry.kind("note_reminders")
+KEY = NOTE_REMINDER.key("note-1", "2026-11-23", "staff-2")
 RUN = "run-1"
 OTHER_RUN = "run-2"
 TOKEN = "token-1"
@@ -60,7 +60,7 @@ def put(
     claimed_at = claimed or minutes_ago(5)
     entry = Notification(
         id=KEY,
-        kind=note_reminders.KIND,
+        kind=NOTE_REMINDER.name,
         item_id="note-1",
         recipient_id="staff-2",
         recipient_email=SAM,
@@ -130,7 +130,7 @@ def first_call() -> Callable[[dict[str, Any]], bool]:
 def claim_of(token: str | None = NEW_TOKEN) -> ledger.Claim:
     return ledger.Claim(
         key=KEY,
-        kind=note_reminders.KIND,
+        kind=NOTE_REMINDER.name,
         item_id="note-1",
         recipient_id="staff-2",
         recipient_email=SAM,
@@ -304,7 +304,7 @@ def test_a_first_claim_records_who_gets_what_for_which_item(ledger_table: Settin
     # Then the entry records the notice, the recipient and the claim
     assert stored() == {
         "id": KEY,
-        "kind": note_reminders.KIND,
+        "kind": NOTE_REMINDER.name,
         "item_id": "note-1",
         "recipient_id": "staff-2",
         "recipient_email": SAM,

@@ -29,6 +29,7 @@ from tests.aws_recorder import another_actor
 from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
+    ledger_key,
     lost_responses,
     run,
     sent_emails,
@@ -42,9 +43,9 @@ pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
 
 MONDAY = sydney("2026-11-23 09:00")
-NOTE1_SAM = "note_reminders#note-1#2026-11-23#staff-2"
-REP1_MIA = "repayment_reminders#rep-1#2026-11-30#upcoming#bor-2"
-REP1_BEN = "repayment_reminders#rep-1#2026-11-30#upcoming#bor-1"
+NOTE1_SAM = ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")
+REP1_MIA = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
+REP1_BEN = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")
 THROTTLED = ("TooManyRequestsException", 429)
 
 

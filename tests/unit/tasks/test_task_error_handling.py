@@ -30,6 +30,7 @@ from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
     SENDER,
+    ledger_key,
     run,
     sent_emails,
     ses_error,
@@ -46,10 +47,10 @@ MONDAY = sydney("2026-11-23 09:00")
 UPCOMING = "Upcoming Repayment Reminder"
 
 # Keys as the checks build them (see chalicelib/checks/*).
-REP1_MIA = "repayment_reminders#rep-1#2026-11-30#upcoming#bor-2"
-REP1_BEN = "repayment_reminders#rep-1#2026-11-30#upcoming#bor-1"
-NOTE1_SAM = "note_reminders#note-1#2026-11-23#staff-2"
-NOTE1_BROOKE = "note_reminders#note-1#2026-11-23#bdm-1"
+REP1_MIA = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
+REP1_BEN = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")
+NOTE1_SAM = ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")
+NOTE1_BROOKE = ledger_key("note_reminders", "note-1", "2026-11-23", "bdm-1")
 
 
 class LambdaKilled(BaseException):

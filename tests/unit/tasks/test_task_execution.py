@@ -16,7 +16,16 @@ from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.ledger import PENDING, SENT
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
-from tests.support import SentEmail, run, sent_emails, ses_error, ses_faults, sydney, utc
+from tests.support import (
+    SentEmail,
+    ledger_key,
+    run,
+    sent_emails,
+    ses_error,
+    ses_faults,
+    sydney,
+    utc,
+)
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -110,7 +119,7 @@ def test_it_alerts_the_bdm_of_an_application_fourteen_days_in_one_stage(
     for expected in ("APP-1001", "Valuation Ordered", "<td>14</td>", "$750,000.00"):
         assert expected in sent.html
     # and the ledger records the delivery with SES's message id
-    key = f"stale_applications#app-1#valuation_ordered#{stale_since(14)}#0"
+    key = ledger_key("stale_applications", "app-1", "valuation_ordered", stale_since(14), 0)
     entry = Notification.get(key, consistent_read=True)
     assert entry.status == SENT
     assert entry.message_id == sent.message_id
@@ -200,9 +209,9 @@ def test_it_sends_one_digest_for_several_stale_applications_of_one_bdm(
     assert "APP-1004" not in sent.text
     # and every application in the digest is recorded as sent by that one message
     keys = [
-        f"stale_applications#app-1#valuation_ordered#{stale_since(14)}#0",
-        f"stale_applications#app-2#formal_approval#{stale_since(40)}#3",
-        f"stale_applications#app-3#valuation_ordered#{stale_since(20)}#0",
+        ledger_key("stale_applications", "app-1", "valuation_ordered", stale_since(14), 0),
+        ledger_key("stale_applications", "app-2", "formal_approval", stale_since(40), 3),
+        ledger_key("stale_applications", "app-3", "valuation_ordered", stale_since(20), 0),
     ]
     entries = list(Notification.batch_get(keys, consistent_read=True))
     assert sorted(e.id for e in entries) == sorted(keys)
@@ -429,7 +438,7 @@ def test_note_reminders_are_recorded_as_sent_with_the_ses_message_id(
 
     emails = by_recipient(sent_emails())
     for staff_id, address in (("staff-2", AUTHOR), ("bdm-1", BDM)):
-        entry = Notification.get(f"note_reminders#note-1#2026-11-23#{staff_id}")
+        entry = Notification.get(ledger_key("note_reminders", "note-1", "2026-11-23", staff_id))
         assert entry.status == SENT
         assert entry.message_id == emails[address].message_id
         assert entry.recipient_email == address
@@ -753,7 +762,7 @@ def test_repayment_notices_are_recorded_in_the_ledger_per_borrower(service: Any,
     emails = by_recipient(sent_emails())
     for borrower_id, address in (("bor-1", BEN), ("bor-2", MIA)):
         entry = Notification.get(
-            f"repayment_reminders#rep-1#{days_ago(-3)}#upcoming#{borrower_id}",
+            ledger_key("repayment_upcoming", "rep-1", days_ago(-3), borrower_id),
             consistent_read=True,
         )
         assert entry.status == SENT
@@ -775,7 +784,7 @@ def test_the_flag_is_set_only_after_every_borrower_has_been_emailed(service: Any
     # Then Ben's notice went out, Mia's stays due and the flag is not set
     assert [e.recipients for e in sent_emails()] == [[BEN]]
     assert flags() == only(None)
-    mia_key = f"repayment_reminders#rep-1#{days_ago(4)}#overdue_3_day#bor-2"
+    mia_key = ledger_key("repayment_overdue_3_day", "rep-1", days_ago(4), "bor-2")
     assert Notification.get(mia_key, consistent_read=True).status == PENDING
 
     # When the next run succeeds, only Mia is emailed and then the flag is set

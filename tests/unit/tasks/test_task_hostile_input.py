@@ -25,7 +25,15 @@ from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
 from tests.factories import BEN, BROOKE, SAM
-from tests.support import REGION, run, sent_emails, ses_faults, subjects_by_recipient, sydney
+from tests.support import (
+    REGION,
+    ledger_key,
+    run,
+    sent_emails,
+    ses_faults,
+    subjects_by_recipient,
+    sydney,
+)
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
@@ -177,14 +185,16 @@ def test_an_address_ses_cannot_take_is_failed_permanently_and_the_run_succeeds(
     assert attempted == [BEN]
     assert subjects_by_recipient() == {BEN: [UPCOMING]}
     assert (summary.sent, summary.failed, summary.retrying) == (1, 1, 0)
-    zoe = ledger_entry("repayment_reminders#rep-1#2026-11-30#upcoming#bor-2")
+    zoe = ledger_entry(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2"))
     assert zoe.status == ledger.FAILED
     assert "address" in (zoe.failure_reason or "")
 
     # And the next run does not try again
     later = run("repayment_reminders", sydney("2026-11-23 10:00"), ses)
     assert (later.sent, later.failed, later.retrying) == (0, 0, 0)
-    assert ledger_entry("repayment_reminders#rep-1#2026-11-30#upcoming#bor-2").attempts == 1
+    assert (
+        ledger_entry(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")).attempts == 1
+    )
 
 
 # --- class 2: one bad item stops everyone ------------------------------------------------
@@ -401,7 +411,7 @@ def test_ids_holding_the_key_separator_cannot_make_two_notices_share_a_ledger_ke
         "yvonne@lender.example.com.au": ["Note Reminder: Second"],
     }
     assert (summary.sent, summary.skipped) == (2, 0)
-    # And ids without "#" or "%" keep the keys the ledger already holds
+    # And the stored keys are escaped exactly so (written out, not built: this pins the format)
     assert Notification.get("note_reminders#n#2026-11-23#x%232026-11-23%23y").status == "sent"
     assert Notification.get("note_reminders#n%232026-11-23%23x#2026-11-23#y").status == "sent"
 

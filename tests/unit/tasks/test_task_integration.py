@@ -24,6 +24,7 @@ from tests import factories
 from tests.conftest import DEV_ENV
 from tests.support import (
     REGION,
+    ledger_key,
     scheduled_event,
     sent_emails,
     ses_error,
@@ -120,7 +121,7 @@ def test_the_functions_use_the_dev_stage_tables(client: Client, dev_stage: Setti
     # Then its ledger entry is in the dev stage's notifications table
     item = boto3.client("dynamodb", region_name=REGION).get_item(
         TableName=dev_stage.tables.notifications,
-        Key={"id": {"S": "note_reminders#note-1#2026-11-23#staff-2"}},
+        Key={"id": {"S": ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")}},
     )
     assert item["Item"]["status"] == {"S": "sent"}
     assert dev_stage.tables.notifications == DEV_ENV["NOTIFICATIONS_TABLE"]
@@ -139,7 +140,7 @@ def test_the_event_time_sets_the_business_date_and_the_wall_clock_the_timestamps
 
     # Then 23 Nov is still the business date, and the ledger records the real send time
     assert payload["business_date"] == "2026-11-23"
-    entry = Notification.get("note_reminders#note-1#2026-11-23#bdm-1")
+    entry = Notification.get(ledger_key("note_reminders", "note-1", "2026-11-23", "bdm-1"))
     assert entry.status == "sent"
     assert entry.business_date == "2026-11-23"
     assert entry.sent_at == utc("2026-11-23 03:07")
@@ -203,7 +204,7 @@ def test_a_transient_ses_failure_fails_the_invocation_so_lambda_retries(client: 
     assert "TooManyRequestsException" in str(raised.value)
     assert subjects_by_recipient() == {MIA: ["Upcoming Repayment Reminder"]}
     assert Repayment.get("rep-1").reminder_sent is None
-    pending = Notification.get("repayment_reminders#rep-1#2026-11-30#upcoming#bor-1")
+    pending = Notification.get(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1"))
     assert pending.status == "pending"
     assert "TooManyRequestsException" in pending.last_error
 
@@ -219,7 +220,7 @@ def test_a_transient_ses_failure_fails_the_invocation_so_lambda_retries(client: 
         BEN: ["Upcoming Repayment Reminder"],
     }
     assert Repayment.get("rep-1").reminder_sent is True
-    entry = Notification.get("repayment_reminders#rep-1#2026-11-30#upcoming#bor-1")
+    entry = Notification.get(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1"))
     assert (entry.status, entry.attempts) == ("sent", 2)
 
 

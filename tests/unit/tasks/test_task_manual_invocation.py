@@ -17,7 +17,7 @@ from chalicelib.models import Notification, Repayment
 from chalicelib.runner import InvalidRequest
 from tests import factories
 from tests.conftest import DEV_ENV
-from tests.support import sent_emails, subjects_by_recipient
+from tests.support import ledger_key, sent_emails, subjects_by_recipient
 
 pytestmark = [pytest.mark.task, pytest.mark.integration]
 
@@ -77,7 +77,7 @@ def test_a_dry_run_returns_what_would_be_sent_and_changes_nothing(client: Client
             "recipient_name": "Ben Lee",
             "recipient_email": "ben.lee@example.net",
             "subject": "Upcoming Repayment Reminder",
-            "keys": ["repayment_reminders#rep-1#2026-11-30#upcoming#bor-1"],
+            "keys": [ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")],
         }
     ]
     assert sent_emails() == []

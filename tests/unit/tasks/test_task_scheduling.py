@@ -19,7 +19,7 @@ import app
 from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
 from tests import factories
-from tests.support import SYDNEY, run, sent_emails, subjects_by_recipient, sydney, utc
+from tests.support import SYDNEY, ledger_key, run, sent_emails, subjects_by_recipient, sydney, utc
 
 pytestmark = [pytest.mark.task, pytest.mark.scheduling]
 
@@ -131,7 +131,7 @@ def test_an_early_morning_repayment_run_sends_nothing_and_the_0700_run_sends(
     assert at_six.acted is False
     assert sent_emails() == []
     with pytest.raises(DoesNotExist):
-        Notification.get("repayment_reminders#rep-1#2026-11-30#upcoming#bor-1")
+        Notification.get(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1"))
     assert Repayment.get("rep-1").reminder_sent is None
 
     at_seven = run("repayment_reminders", sydney("2026-11-23 07:00"), ses)
@@ -270,10 +270,10 @@ def test_notes_use_the_sydney_date_when_the_utc_date_is_the_day_before(
         "Note Reminder: Yesterday",
     ]
     assert len(sent_emails()) == 6
-    entry = Notification.get("note_reminders#today#2026-11-23#staff-2")
+    entry = Notification.get(ledger_key("note_reminders", "today", "2026-11-23", "staff-2"))
     assert entry.status == "sent"
     assert entry.business_date == "2026-11-23"
-    catch_up = Notification.get("note_reminders#yesterday#2026-11-22#bdm-1")
+    catch_up = Notification.get(ledger_key("note_reminders", "yesterday", "2026-11-22", "bdm-1"))
     assert catch_up.status == "sent"
     assert catch_up.business_date == "2026-11-23"
 
@@ -463,7 +463,7 @@ def test_the_repeated_hour_on_the_dst_end_day_does_not_send_twice(
     assert earlier.business_date == later.business_date == "2026-04-05"
     assert (earlier.sent, later.sent, later.skipped) == (2, 0, 2)
     assert subjects_by_recipient() == {SAM: [NOTE_SUBJECT], BROOKE: [NOTE_SUBJECT]}
-    entry = Notification.get("note_reminders#note-1#2026-04-05#staff-2")
+    entry = Notification.get(ledger_key("note_reminders", "note-1", "2026-04-05", "staff-2"))
     assert entry.status == "sent"
     assert entry.attempts == 1
     assert entry.sent_at == first

@@ -24,6 +24,7 @@ from tests.conftest import DEV_ENV
 from tests.support import (
     REGION,
     SuppressionList,
+    ledger_key,
     scheduled_event,
     sent_emails,
     ses_client,
@@ -34,7 +35,7 @@ from tests.support import (
 pytestmark = [pytest.mark.task, pytest.mark.integration]
 
 SAM = "sam.author@lender.example.com.au"
-SAM_KEY = "note_reminders#note-1#2026-11-23#staff-2"
+SAM_KEY = ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")
 CONFIGURATION_SET = DEV_ENV["SES_CONFIGURATION_SET"]
 
 

@@ -26,6 +26,7 @@ from tests.support import (
     FIXTURE_CONFIGURATION_SET,
     REGION,
     SuppressionList,
+    ledger_key,
     run,
     sent_emails,
     ses_client,
@@ -39,9 +40,9 @@ pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 MONDAY = sydney("2026-11-23 12:00")
 NOW = utc("2026-11-22 20:30")
 TOKEN = "9b0e1c2d3f4a5b6c7d8e9f0a1b2c3d4e"
-KEY = "repayment_upcoming#rep-1#2026-11-30#upcoming#bor-1"
-NOTE1_SAM = "note_reminders#note-1#2026-11-23#staff-2"
-NOTE1_BROOKE = "note_reminders#note-1#2026-11-23#bdm-1"
+KEY = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")
+NOTE1_SAM = ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")
+NOTE1_BROOKE = ledger_key("note_reminders", "note-1", "2026-11-23", "bdm-1")
 
 
 @pytest.fixture
@@ -423,7 +424,12 @@ def test_a_second_bounce_keeps_the_first_suppression_record(
     apply("bounce_permanent")
     first = entry(suppression.key(BEN)).attribute_values
 
-    entry_in(ledger.SENT, key="note_reminders#n#2026-11-23#bor-1", token="other", message_id="m2")
+    entry_in(
+        ledger.SENT,
+        key=ledger_key("note_reminders", "n", "2026-11-23", "bor-1"),
+        token="other",
+        message_id="m2",
+    )
     apply("complaint", token="other")
 
     assert entry(suppression.key(BEN)).attribute_values == first
