@@ -98,3 +98,28 @@ def crm(bdm: bool = True, author: bool = True, borrowers: int = 1) -> None:
     names = ["Ben Lee", "Mia Chen", "Ava Nguyen"]
     for n in range(borrowers):
         borrower(f"bor-{n + 1}", names[n], f"{names[n].lower().replace(' ', '.')}@example.net")
+
+
+# --- common worlds --------------------------------------------------------------------------
+
+
+def repayment_due_to_two_borrowers(**overrides: Any) -> None:
+    """rep-1 ($2,450.50, due 30/11/2026) on app-1 with borrowers Ben and Mia."""
+    crm(borrowers=2)
+    application(borrower_ids=["bor-1", "bor-2"])
+    repayment(**overrides)
+
+
+def note_for_author_and_bdm() -> None:
+    """note-1 due 23/11/2026, to its author Sam and app-1's BDM Brooke."""
+    crm()
+    application()
+    note()
+
+
+def one_of_each() -> None:
+    """Something due for every check on 23 Nov 2026: a stale application, a note, a repayment."""
+    crm()
+    application(stage_last_updated="2026-11-02T10:00:00+11:00")
+    note(remind_date="2026-11-23")
+    repayment(due_date="2026-11-30")

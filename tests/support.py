@@ -37,6 +37,17 @@ FIXTURE_TOKEN = "3f1c2b9e7a4d4e0b8c6a5d2f1e0b9a87"
 FIXTURE_MESSAGE_ID = "010801937f4a9b2c-5e1d7f3a-2b8c-4d6e-9f1a-3c5b7d9e1f20-000000"
 FIXTURE_ADDRESS = "ben.lee@example.net"
 FIXTURE_CONFIGURATION_SET = "loan-reminders-dev"
+# A complete environment for Settings.from_env, with "u-" table names unlike the test stage's.
+BASE_ENV = {
+    "APPLICATIONS_TABLE": "u-applications",
+    "NOTES_TABLE": "u-notes",
+    "REPAYMENTS_TABLE": "u-repayments",
+    "STAFF_TABLE": "u-staff",
+    "BORROWERS_TABLE": "u-borrowers",
+    "NOTIFICATIONS_TABLE": "u-notifications",
+    "SENDER_EMAIL": SENDER,
+    "AWS_REGION": REGION,
+}
 
 
 def sydney(when: str) -> datetime:

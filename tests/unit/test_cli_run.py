@@ -36,14 +36,6 @@ def invoke(*args: str, clock: str = NOON) -> Result:
         return CliRunner().invoke(cli, list(args))
 
 
-def one_of_each() -> None:
-    """Something due for every check on 23 Nov 2026."""
-    factories.crm()
-    factories.application(stage_last_updated="2026-11-02T10:00:00+11:00")
-    factories.note(remind_date="2026-11-23")
-    factories.repayment(due_date="2026-11-30")
-
-
 def ledger_items(settings: Settings) -> list[dict[str, Any]]:
     """Every item of the ledger table (read directly, not through the service)."""
     client = boto3.client("dynamodb", region_name=REGION)
@@ -51,7 +43,7 @@ def ledger_items(settings: Settings) -> list[dict[str, Any]]:
 
 
 def test_run_sends_what_is_due_and_prints_the_summary(service: Settings) -> None:
-    one_of_each()
+    factories.one_of_each()
 
     result = invoke("run", "note_reminders", "--date", "2026-11-23")
 
@@ -80,7 +72,7 @@ def test_a_dry_run_lists_what_would_be_sent_and_changes_nothing(
     service: Settings, check: str, would_send: list[str]
 ) -> None:
     # Given something due for every check
-    one_of_each()
+    factories.one_of_each()
 
     # When the check runs dry
     result = invoke("run", check, "--date", "2026-11-23", "--dry-run")
@@ -100,7 +92,7 @@ def test_a_dry_run_lists_what_would_be_sent_and_changes_nothing(
 
 def test_a_dry_run_shows_the_subjects_and_skips_what_was_already_sent(service: Settings) -> None:
     # Given note-1's reminders already sent, and a new note due today
-    one_of_each()
+    factories.one_of_each()
     invoke("run", "note_reminders", "--date", "2026-11-23")
     factories.note("note-2", title="Order the valuation", created_by="bdm-1")
 
@@ -120,7 +112,7 @@ def test_a_dry_run_shows_the_subjects_and_skips_what_was_already_sent(service: S
 
 def test_without_a_date_the_run_is_now_and_the_window_applies(service: Settings) -> None:
     # Given a note due on 23 Nov, and the clock at 06:00 in Sydney (before the window)
-    one_of_each()
+    factories.one_of_each()
     early = "2026-11-22T19:00:00Z"
 
     # When the check is run without a date
@@ -140,7 +132,7 @@ def test_without_a_date_the_run_is_now_and_the_window_applies(service: Settings)
 
 def test_a_date_runs_as_of_midday_and_the_ledger_records_the_real_time(service: Settings) -> None:
     # Given a note due on 23 Nov, and the clock at 22:00 that evening (after the window)
-    one_of_each()
+    factories.one_of_each()
 
     # When the check is run for 23 Nov
     result = invoke("run", "note_reminders", "--date", "2026-11-23", clock="2026-11-23T11:00:00Z")
@@ -153,7 +145,7 @@ def test_a_date_runs_as_of_midday_and_the_ledger_records_the_real_time(service: 
 
 
 def test_a_future_date_is_refused_unless_the_run_is_dry(service: Settings) -> None:
-    one_of_each()
+    factories.one_of_each()
 
     refused = invoke("run", "repayment_reminders", "--date", "2026-11-30")
     dry = invoke("run", "repayment_reminders", "--date", "2026-11-30", "--dry-run")
@@ -183,7 +175,7 @@ def test_bad_arguments_exit_2(service: Settings, args: list[str], message: str) 
 
 def test_a_transient_failure_prints_the_summary_and_exits_1(service: Settings) -> None:
     # Given an upcoming repayment, and SES throttling
-    one_of_each()
+    factories.one_of_each()
     throttled = ses_error("TooManyRequestsException", 429, "Maximum sending rate exceeded")
 
     # When the check runs
@@ -202,7 +194,7 @@ def test_a_transient_failure_prints_the_summary_and_exits_1(service: Settings) -
 
 
 def test_a_permanent_failure_exits_1_and_points_at_retry_failed(service: Settings) -> None:
-    one_of_each()
+    factories.one_of_each()
     rejected = ses_error("MessageRejected", 400, "Email address is not verified.")
 
     with ses_faults(ses_client(REGION), lambda _: rejected):

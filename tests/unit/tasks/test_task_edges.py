@@ -49,20 +49,6 @@ REP1_BEN = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")
 THROTTLED = ("TooManyRequestsException", 429)
 
 
-def note_for_author_and_bdm() -> None:
-    """Given note-1 due today, to its author Sam and app-1's BDM Brooke."""
-    f.crm()
-    f.application()
-    f.note()
-
-
-def repayment_due_to_two_borrowers(**overrides: Any) -> None:
-    """Given rep-1 ($2,450.50, due 30/11/2026) on app-1 with borrowers Ben and Mia."""
-    f.crm(borrowers=2)
-    f.application(borrower_ids=["bor-1", "bor-2"])
-    f.repayment(**overrides)
-
-
 def recipient_counts() -> Counter[str]:
     return Counter(r for sent in sent_emails() for r in sent.recipients)
 
@@ -110,7 +96,7 @@ def production_ses(service: Any) -> Iterator[Any]:
 
 def test_a_lost_response_to_the_claim_still_sends_the_notice_once(service: Any, ses: Any) -> None:
     # Given a note reminder due to Sam and Brooke
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
 
     # When the response to the first claim is lost and botocore sends the claim again
     lose = first_only(writes_status("claimed"))
@@ -127,7 +113,7 @@ def test_a_lost_response_to_the_claim_still_sends_the_notice_once(service: Any, 
 
 def test_a_claim_held_by_another_run_is_not_taken_for_our_own(service: Any, ses: Any) -> None:
     # Given another run claimed Sam's reminder a minute ago, with its own token
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     claimed_at = MONDAY.astimezone(UTC) - timedelta(minutes=1)
     Notification(
         id=NOTE1_SAM,
@@ -157,7 +143,7 @@ def test_a_claim_held_by_another_run_is_not_taken_for_our_own(service: Any, ses:
 
 def test_a_lost_response_to_a_release_does_not_abort_the_run(service: Any, ses: Any) -> None:
     # Given SES throttles Sam's reminder, and the response to its release is lost
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     with (
         ses_faults(ses, lambda to: ses_error(*THROTTLED) if to == SAM else None),
         lost_responses(ledger_client(), "UpdateItem", first_only(writes_status("pending"))) as lost,
@@ -178,7 +164,7 @@ def test_a_lost_response_to_a_release_does_not_abort_the_run(service: Any, ses: 
 
 def test_a_lost_response_to_mark_failed_does_not_abort_the_run(service: Any, ses: Any) -> None:
     # Given SES rejects Sam's reminder, and the response recording the failure is lost
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     with (
         ses_faults(ses, lambda to: ses_error("MessageRejected", 400) if to == SAM else None),
         lost_responses(ledger_client(), "UpdateItem", first_only(writes_status("failed"))) as lost,
@@ -199,7 +185,7 @@ def test_a_lost_ses_response_after_acceptance_is_never_sent_twice(
     production_ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given a note reminder due to Sam and Brooke
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
 
     # When SES accepts Sam's reminder but its response is lost
     def to_sam(body: dict[str, Any]) -> bool:
@@ -232,7 +218,7 @@ def test_an_unsettled_unknown_send_is_due_again_after_the_settling_window(
     service: Any, ses: Any, code_status: tuple[str, int]
 ) -> None:
     # Given SES answered Sam's reminder with a 5xx (it may or may not have accepted it)
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     with ses_faults(ses, lambda to: ses_error(*code_status) if to == SAM else None):
         first = run("note_reminders", MONDAY, ses)
     assert first.unknown == 1
@@ -255,7 +241,7 @@ def test_without_ses_events_an_ambiguous_send_is_failed_for_an_operator(
 ) -> None:
     # Given no configuration set publishes SES events
     monkeypatch.delenv("SES_CONFIGURATION_SET")
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
 
     # When SES answers Sam's reminder with a 500
     with ses_faults(ses, lambda to: ses_error("InternalFailure", 500) if to == SAM else None):
@@ -279,7 +265,7 @@ def test_a_notice_failing_transiently_max_attempts_times_is_given_up_as_failed(
 ) -> None:
     # Given SES throttles every send to Sam, and the limit is three attempts
     monkeypatch.setenv("MAX_TRANSIENT_ATTEMPTS", "3")
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     summaries = []
     with ses_faults(ses, lambda to: ses_error(*THROTTLED) if to == SAM else None) as attempted:
         # When three hourly runs try it, and a fourth runs after that
@@ -314,7 +300,7 @@ def scheduled(at: Any) -> dict[str, Any]:
 
 def test_a_scheduled_event_older_than_its_horizon_is_refused(service: Any) -> None:
     # Given a note reminder was due on Monday
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
 
     # When Monday's event is re-driven from the dead-letter queue 25 hours later
     with pytest.raises(EventTooOld, match="older than EVENT_MAX_AGE_HOURS \\(24 h\\)"):
@@ -327,7 +313,7 @@ def test_a_scheduled_event_older_than_its_horizon_is_refused(service: Any) -> No
 
 def test_a_scheduled_event_inside_its_horizon_still_runs(service: Any) -> None:
     # Given a note reminder due on Monday, and Monday's event retried 23 hours later
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
 
     # When it is handled
     summary = handle_scheduled(
@@ -342,7 +328,7 @@ def test_an_upcoming_reminder_is_never_sent_after_the_overdue_notice(
     service: Any, ses: Any
 ) -> None:
     # Given rep-1 (due 30/11) got its overdue notice on 3 December
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     run("repayment_reminders", sydney("2026-12-03 09:00"), ses)
     assert subjects_by_recipient() == {
         BEN: ["OVERDUE Repayment Notice"],
@@ -365,7 +351,7 @@ def test_a_less_severe_notice_is_not_sent_when_a_severer_one_reached_some_borrow
     service: Any, ses: Any
 ) -> None:
     # Given the overdue notice reached Ben but was rejected for Mia (so no flag is set)
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     with ses_faults(ses, lambda to: ses_error("MessageRejected", 400) if to == MIA else None):
         run("repayment_reminders", sydney("2026-12-03 09:00"), ses)
     assert not Repayment.get("rep-1").overdue_3_day_sent
@@ -389,7 +375,7 @@ def test_a_less_severe_notice_is_not_sent_when_a_severer_one_reached_some_borrow
 
 def test_a_run_short_of_time_stops_claiming_and_leaves_the_rest_due(service: Any, ses: Any) -> None:
     # Given two notices due, and a Lambda with 40 s left, then 10 s after the first send
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     left = iter([40_000, 10_000, 10_000])
 
     # When the run goes through with a 30 s margin
@@ -417,7 +403,7 @@ def test_a_repayment_deleted_during_the_run_is_not_recreated_by_its_flag(
     service: Any, ses: Any
 ) -> None:
     # Given a repayment the CRM deletes while its reminders are being sent
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
 
     def delete_repayment(to: str) -> None:
         with another_actor():
@@ -444,7 +430,7 @@ def _recipient(body: dict[str, Any]) -> str:
 
 def test_an_unreadable_ledger_entry_is_reported_and_never_sent_over(service: Any, ses: Any) -> None:
     # Given note-1's reminder went to Sam, and its ledger entry was then corrupted
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     run("note_reminders", MONDAY, ses)
     item = ledger_client().get_item(
         TableName=Notification.Meta.table_name, Key={"id": {"S": NOTE1_SAM}}

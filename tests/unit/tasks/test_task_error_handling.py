@@ -57,20 +57,6 @@ class LambdaKilled(BaseException):
     """The Lambda runtime killing the function (timeout, OOM): nothing after it runs."""
 
 
-def repayment_due_to_two_borrowers() -> None:
-    """Given rep-1 ($2,450.50, due 30/11/2026) on app-1 with borrowers Ben and Mia."""
-    f.crm(borrowers=2)
-    f.application(borrower_ids=["bor-1", "bor-2"])
-    f.repayment()
-
-
-def note_for_author_and_bdm() -> None:
-    """Given note-1 due today, to its author Sam and app-1's BDM Brooke."""
-    f.crm()
-    f.application()
-    f.note()
-
-
 def ledger_entry(key: str) -> Notification:
     return Notification.get(key, consistent_read=True)
 
@@ -157,7 +143,7 @@ def test_a_transient_failure_sends_the_others_then_fails_the_run(
     service: Settings, ses: Any, fault: Callable[[], Any], reason: str
 ) -> None:
     # Given a repayment due to Ben and Mia, and SES failing transiently for Mia
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
 
     # When the run sends
     with (
@@ -186,7 +172,7 @@ def test_the_next_run_delivers_a_transiently_failed_notice_exactly_once(
     service: Settings, ses: Any, fault: Callable[[], Any], reason: str
 ) -> None:
     # Given a run in which Mia's notice failed transiently
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     with (
         ses_faults(ses, lambda to: fault() if to == MIA else None),
         pytest.raises(DeliveryIncomplete),
@@ -216,7 +202,7 @@ def test_a_transient_failure_of_a_note_reminder_leaves_it_due_for_the_next_run(
     service: Settings, ses: Any
 ) -> None:
     # Given a note due to Sam and Brooke, and SES throttling Sam
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     with (
         ses_faults(
             ses, lambda to: ses_error("TooManyRequestsException", 429) if to == SAM else None
@@ -290,7 +276,7 @@ def test_a_permanent_rejection_is_recorded_as_failed_and_the_run_succeeds(
     service: Settings, ses: Any, code: str
 ) -> None:
     # Given SES rejects the message to Mia outright
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     with ses_faults(
         ses, lambda to: ses_error(code, 400, "Email address is not verified") if to == MIA else None
     ):
@@ -314,7 +300,7 @@ def test_a_permanently_rejected_notice_is_not_retried(
     service: Settings, ses: Any, code: str
 ) -> None:
     # Given Mia's notice was rejected permanently
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     with ses_faults(ses, lambda to: ses_error(code, 400) if to == MIA else None):
         run("repayment_reminders", MONDAY, ses)
 
@@ -370,7 +356,7 @@ def test_a_retry_after_a_partly_failed_run_sends_only_what_is_missing(
     service: Settings, ses: Any
 ) -> None:
     # Given a run that failed transiently for Mia (so Lambda retries the same event)
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     with (
         ses_faults(
             ses, lambda to: ses_error("TooManyRequestsException", 429) if to == MIA else None
@@ -453,7 +439,7 @@ def test_overlapping_runs_send_each_notice_once_in_total(service: Settings, ses:
 
 def test_an_unexpired_claim_of_another_run_is_skipped(service: Settings, ses: Any) -> None:
     # Given another run claimed Mia's notice a minute ago and is still within its lease
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     lease = MONDAY.astimezone(UTC) + ledger.CLAIM_LEASE - timedelta(minutes=1)
     claim_left_by_another_run(REP1_MIA, lease_expires_at=lease)
 
@@ -474,7 +460,7 @@ def test_without_ses_events_an_expired_claim_is_marked_failed_as_interrupted_and
     # Given no configuration set publishes SES events, so nothing can settle a claim
     monkeypatch.delenv("SES_CONFIGURATION_SET")
     # And a run claimed Mia's notice an hour ago and died (its lease has run out)
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     lease = MONDAY.astimezone(UTC) - timedelta(minutes=45)
     claim_left_by_another_run(REP1_MIA, lease_expires_at=lease, run_id="crashed-run")
 
@@ -502,7 +488,7 @@ def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_r
     # Given no configuration set publishes SES events, so nothing can settle a claim
     monkeypatch.delenv("SES_CONFIGURATION_SET")
     # And a run that is killed right after SES accepted its first reminder
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
 
     def kill_after_sam(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
         if "MessageId" in (parsed or {}) and len(sent_emails()) == 1:
@@ -540,7 +526,7 @@ def test_a_repayment_without_an_amount_is_skipped_and_the_others_sent(
     service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given rep-bad has no amount, next to a healthy rep-1
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     f.repayment("rep-bad", amount=None)
 
     # When the run goes through
@@ -560,7 +546,7 @@ def test_a_repayment_whose_amount_is_a_string_is_skipped(
     service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given rep-bad stores its amount as the string "lots" (the model cannot read it)
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     f.raw_item(
         "test-repayments",
         {
@@ -618,7 +604,7 @@ def test_a_note_on_a_missing_application_is_skipped(
     service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given note-bad points at an application that does not exist
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     f.note("note-bad", title="Orphan", application_id="app-missing")
 
     # When the note check runs
@@ -691,7 +677,7 @@ def test_a_staff_member_without_an_email_is_skipped_and_the_bdm_still_reminded(
     service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given note-2 was written by staff-3, who has no email address
-    note_for_author_and_bdm()
+    f.note_for_author_and_bdm()
     f.staff("staff-3", "Nora Nomail", email=None)
     f.note("note-2", title="Check the ILOO", created_by="staff-3")
 
@@ -751,7 +737,7 @@ def test_an_application_without_a_reference_number_is_skipped(
 
 def test_many_malformed_items_in_one_run_are_all_counted(service: Settings, ses: Any) -> None:
     # Given several bad repayments next to a healthy one
-    repayment_due_to_two_borrowers()
+    f.repayment_due_to_two_borrowers()
     f.repayment("rep-noamount", amount=None)
     f.repayment("rep-noapp", application_id="app-missing")
     f.raw_item(

@@ -52,20 +52,12 @@ def invoke(client: Client, function: str, at: datetime, *, clock: str | None = N
         return client.lambda_.invoke(function, scheduled_event(client, function, at)).payload
 
 
-def one_of_each() -> None:
-    """A CRM with one due notice for each check on 23 Nov 2026."""
-    factories.crm()
-    factories.application(stage_last_updated="2026-11-02T10:00:00+11:00")
-    factories.note(remind_date="2026-11-23")
-    factories.repayment(due_date="2026-11-30")
-
-
 # --- each function through the Chalice test client ---------------------------------------
 
 
 def test_the_note_reminder_function_sends_from_the_stage_sender(client: Client) -> None:
     # Given a note due on 23 Nov
-    one_of_each()
+    factories.one_of_each()
 
     # When EventBridge fires at 23:00 UTC on 22 Nov (10:00 on 23 Nov in Sydney)
     payload = invoke(client, "check_note_reminders", utc("2026-11-22 23:00"))
@@ -88,7 +80,7 @@ def test_the_note_reminder_function_sends_from_the_stage_sender(client: Client) 
 
 
 def test_the_repayment_function_sends_and_sets_the_flag(client: Client) -> None:
-    one_of_each()
+    factories.one_of_each()
 
     payload = invoke(client, "check_repayment_reminders", utc("2026-11-22 23:00"))
 
@@ -101,7 +93,7 @@ def test_the_repayment_function_sends_and_sets_the_flag(client: Client) -> None:
 
 
 def test_the_stale_application_function_alerts_the_bdm(client: Client) -> None:
-    one_of_each()
+    factories.one_of_each()
 
     payload = invoke(client, "check_stale_applications", utc("2026-11-22 23:00"))
 
@@ -113,7 +105,7 @@ def test_the_stale_application_function_alerts_the_bdm(client: Client) -> None:
 
 def test_the_functions_use_the_dev_stage_tables(client: Client, dev_stage: Settings) -> None:
     # Given a note in the dev stage's notes table
-    one_of_each()
+    factories.one_of_each()
 
     # When the function runs
     invoke(client, "check_note_reminders", utc("2026-11-22 23:00"))
@@ -131,7 +123,7 @@ def test_the_event_time_sets_the_business_date_and_the_wall_clock_the_timestamps
     client: Client,
 ) -> None:
     # Given a note due on 23 Nov
-    one_of_each()
+    factories.one_of_each()
 
     # When the 23:00 UTC event (10:00 on 23 Nov in Sydney) is handled four hours late
     payload = invoke(
@@ -152,7 +144,7 @@ def test_a_function_invoked_outside_business_hours_does_nothing(
     client: Client, function: str
 ) -> None:
     # Given something due for every check
-    one_of_each()
+    factories.one_of_each()
 
     # When the function fires at 19:00 UTC (06:00 in Sydney)
     payload = invoke(client, function, utc("2026-11-22 19:00"))
@@ -166,7 +158,7 @@ def test_a_function_invoked_outside_business_hours_does_nothing(
 
 
 def test_a_redelivered_event_sends_nothing_twice(client: Client) -> None:
-    one_of_each()
+    factories.one_of_each()
     first = invoke(client, "check_note_reminders", utc("2026-11-22 23:00"))
 
     again = invoke(
@@ -225,7 +217,7 @@ def test_a_transient_ses_failure_fails_the_invocation_so_lambda_retries(client: 
 
 
 def test_an_event_without_a_time_fails_clearly(client: Client) -> None:
-    one_of_each()
+    factories.one_of_each()
     event = scheduled_event(client, "check_note_reminders", utc("2026-11-22 23:00"))
     del event["time"]
 
@@ -246,7 +238,7 @@ def test_an_event_without_a_time_fails_clearly(client: Client) -> None:
 def test_an_event_with_an_unusable_time_fails_clearly(
     client: Client, value: str | None, message: str
 ) -> None:
-    one_of_each()
+    factories.one_of_each()
     event = scheduled_event(client, "check_note_reminders", utc("2026-11-22 23:00"))
     event["time"] = value
 

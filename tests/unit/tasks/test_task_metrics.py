@@ -63,12 +63,6 @@ def values(document: dict[str, Any]) -> dict[str, float]:
     return {name: metric(document, name) for name in COUNTS}
 
 
-def repayment_due_to_two_borrowers() -> None:
-    factories.crm(borrowers=2)
-    factories.application(borrower_ids=["bor-1", "bor-2"])
-    factories.repayment()
-
-
 def test_a_run_prints_one_emf_document_with_the_check_dimension(
     service: Settings, output: Output
 ) -> None:
@@ -129,7 +123,7 @@ def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
     service: Settings, ses: Any, output: Output
 ) -> None:
     # Given SES throttling Ben and rejecting Mia
-    repayment_due_to_two_borrowers()
+    factories.repayment_due_to_two_borrowers()
 
     def faults(recipient: str) -> Any:
         if recipient == BEN:
@@ -159,7 +153,7 @@ def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
 def test_runs_that_do_not_act_and_dry_runs_publish_no_metrics(
     service: Settings, output: Output
 ) -> None:
-    repayment_due_to_two_borrowers()
+    factories.repayment_due_to_two_borrowers()
 
     run("repayment_reminders", sydney("2026-11-23 06:00"))  # outside the window
     run("repayment_reminders", MONDAY, dry_run=True)
@@ -213,7 +207,7 @@ def test_mask_addresses(text: str, masked: str) -> None:
 def test_delivery_incomplete_masks_the_addresses_in_its_message(
     service: Settings, ses: Any
 ) -> None:
-    repayment_due_to_two_borrowers()
+    factories.repayment_due_to_two_borrowers()
     throttled = ses_error("Throttling", 400, f"rate exceeded for {MIA}")
 
     with ses_faults(ses, lambda _: throttled), pytest.raises(DeliveryIncomplete) as raised:

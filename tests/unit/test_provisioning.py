@@ -1,0 +1,92 @@
+"""Provisioning the stage's tables and indexes, and binding the models to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+from chalicelib import models
+from chalicelib.config import Settings
+from ops.provisioning import provision
+from tests.support import BASE_ENV, REGION
+
+EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "test-applications": {
+        "stage-stage_last_updated-index": [("stage", "HASH"), ("stage_last_updated", "RANGE")]
+    },
+    "test-notes": {"remind_date-index": [("remind_date", "HASH")]},
+    "test-repayments": {"due_date-index": [("due_date", "HASH")]},
+    "test-staff": {},
+    "test-borrowers": {},
+    "test-notifications": {
+        "item_id-index": [("item_id", "HASH"), ("created_at", "RANGE")],
+        "recipient_email-index": [("recipient_email", "HASH"), ("created_at", "RANGE")],
+        "failed_status-failed_at-index": [("failed_status", "HASH"), ("failed_at", "RANGE")],
+        "send_token-index": [("send_token", "HASH")],
+    },
+}
+# Indexes that project only the keys (the rest project every attribute).
+KEYS_ONLY_INDEXES = {"send_token-index"}
+
+
+def _describe(table: str) -> dict[str, Any]:
+    return boto3.client("dynamodb", region_name=REGION).describe_table(TableName=table)["Table"]
+
+
+def test_provision_creates_all_six_tables_with_their_indexes(aws: None, settings: Settings) -> None:
+    # Given an empty account
+    assert boto3.client("dynamodb", region_name=REGION).list_tables()["TableNames"] == []
+
+    # When the tables are provisioned
+    report = provision(settings)
+
+    # Then every table exists with the key schema and indexes the checks query
+    assert sorted(report) == sorted((name, "created") for name in EXPECTED_TABLES)
+    for name, indexes in EXPECTED_TABLES.items():
+        table = _describe(name)
+        assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        found = {
+            gsi["IndexName"]: [(k["AttributeName"], k["KeyType"]) for k in gsi["KeySchema"]]
+            for gsi in table.get("GlobalSecondaryIndexes", [])
+        }
+        assert found == indexes, name
+        for gsi in table.get("GlobalSecondaryIndexes", []):
+            expected = "KEYS_ONLY" if gsi["IndexName"] in KEYS_ONLY_INDEXES else "ALL"
+            assert gsi["Projection"]["ProjectionType"] == expected
+
+
+def test_provision_is_idempotent(aws: None, settings: Settings) -> None:
+    provision(settings)
+    models.Staff(id="bdm-1", name="Brooke Davis", email="brooke@example.com").save()
+
+    second = provision(settings)
+
+    assert sorted(second) == sorted((name, "exists") for name in EXPECTED_TABLES)
+    assert models.Staff.get("bdm-1").name == "Brooke Davis"
+
+
+def test_provision_creates_only_the_missing_tables(aws: None, settings: Settings) -> None:
+    provision(settings)
+    boto3.client("dynamodb", region_name=REGION).delete_table(TableName="test-notes")
+
+    report = dict(provision(settings))
+
+    assert report["test-notes"] == "created"
+    assert [name for name, outcome in report.items() if outcome == "exists"] == [
+        name for name in EXPECTED_TABLES if name != "test-notes"
+    ]
+    assert "remind_date-index" in {
+        gsi["IndexName"] for gsi in _describe("test-notes")["GlobalSecondaryIndexes"]
+    }
+
+
+def test_bind_points_the_models_at_the_stage_tables(aws: None) -> None:
+    settings = Settings.from_env({**BASE_ENV, "AWS_REGION": REGION})
+
+    models.bind(settings)
+
+    assert models.Application.Meta.table_name == "u-applications"
+    assert models.Notification.Meta.table_name == "u-notifications"
+    assert models.Repayment.Meta.region == REGION
