@@ -11,7 +11,7 @@ from email.parser import BytesHeaderParser
 from email.policy import SMTP, compat32, default
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -24,6 +24,10 @@ from botocore.exceptions import (
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from chalicelib.formatting import clean_body, one_line
+
+if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
+    from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sesv2.type_defs import SendEmailRequestTypeDef
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -258,10 +262,10 @@ def verify(raw: bytes, headers: list[tuple[str, str]], recipient: str) -> None:
 # The connection failed before the request was written: SES never saw the message.
 NOT_SENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
 
-_default_clients: dict[str, Any] = {}
+_default_clients: dict[str, SESV2Client] = {}
 
 
-def ses_client(region: str) -> Any:
+def ses_client(region: str) -> SESV2Client:
     """Return the SESv2 client for ``region``, created once per warm container."""
     if region not in _default_clients:
         _default_clients[region] = boto3.client(
@@ -285,7 +289,7 @@ class Mailer:
         self,
         sender: str,
         region: str,
-        client: Any | None = None,
+        client: SESV2Client | None = None,
         configuration_set: str | None = None,
     ) -> None:
         self.sender = sender
@@ -294,7 +298,7 @@ class Mailer:
         self.configuration_set = configuration_set
 
     @property
-    def client(self) -> Any:
+    def client(self) -> SESV2Client:
         """The SESv2 client (injected, or the shared lazily created one)."""
         if self._client is None:
             self._client = ses_client(self._region)
@@ -307,7 +311,7 @@ class Mailer:
         SES events it publishes (Send, Delivery, Bounce, ...) find its ledger entries.
         """
         raw = to_mime(email, self.sender)
-        request: dict[str, Any] = {
+        request: SendEmailRequestTypeDef = {
             "FromEmailAddress": self.sender,
             "Content": {"Raw": {"Data": raw}},
         }

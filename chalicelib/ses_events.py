@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -38,6 +38,9 @@ from chalicelib.config import Settings
 from chalicelib.mailer import SEND_TAG, ses_client
 from chalicelib.models import Notification
 from chalicelib.observability import logger, publish_counts
+
+if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
+    from mypy_boto3_sesv2 import SESV2Client
 
 SOURCE = "aws.ses"
 SEND = "Send"
@@ -86,7 +89,7 @@ class SesEvent:
     recipients: tuple[str, ...] = ()
 
     @property
-    def suppression_reason(self) -> str | None:
+    def suppression_reason(self) -> suppression.Reason | None:
         """``BOUNCE`` for a permanent bounce, ``COMPLAINT`` for a complaint, else None."""
         if self.type == COMPLAINT:
             return suppression.COMPLAINT
@@ -197,7 +200,7 @@ def record_event(
     *,
     settings: Settings,
     now: datetime,
-    client: Any | None = None,
+    client: SESV2Client | None = None,
     emit_metrics: bool = True,
 ) -> Outcome:
     """Apply ``event`` to the ledger entries of its message; see the module docstring.
@@ -319,7 +322,12 @@ def _record_actions(event: SesEvent, now: datetime) -> list[Action]:
 
 
 def _suppress(
-    event: SesEvent, reason: str, source_key: str, now: datetime, client: Any, outcome: Outcome
+    event: SesEvent,
+    reason: suppression.Reason,
+    source_key: str,
+    now: datetime,
+    client: SESV2Client,
+    outcome: Outcome,
 ) -> None:
     # The ledger first (the runs' own gate), then SES's list; both are idempotent, so
     # a retry of this event after a failed SES call completes what is missing.

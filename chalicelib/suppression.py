@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Final, Literal
 
 from pynamodb.expressions.update import Action
 
@@ -19,8 +20,10 @@ from chalicelib.models import Notification
 
 KIND = "suppression"
 STATUS = "suppressed"
-BOUNCE = "BOUNCE"
-COMPLAINT = "COMPLAINT"
+# SES's suppression reasons (PutSuppressedDestination's Reason).
+Reason = Literal["BOUNCE", "COMPLAINT"]
+BOUNCE: Final = "BOUNCE"
+COMPLAINT: Final = "COMPLAINT"
 PREFIX = "suppressed#"
 # DynamoDB's limit for a partition key; a longer address cannot have been suppressed.
 MAX_KEY_BYTES = 2048
@@ -58,7 +61,7 @@ def suppressed(addresses: Iterable[str]) -> dict[str, str]:
 
 def record(
     address: str,
-    reason: str,
+    reason: Reason,
     *,
     at: datetime,
     now: datetime,
