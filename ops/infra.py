@@ -223,8 +223,18 @@ def policy_document(
     """
     arns = arns or Arns(settings)
     events = settings.ses_configuration_set is not None
+    statements = _dynamodb_statements(arns, LAMBDA_ACCESS + (EVENT_ACCESS if events else ()))
+    statements.append(_send_statement(settings, arns, events))
+    statements.append(_log_statement(arns, function_prefix))
+    if events:
+        statements.append(_suppress_statement())
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _dynamodb_statements(arns: Arns, accesses: Sequence[Access]) -> list[dict[str, Any]]:
+    """One statement per DynamoDB action, on every table and index it is performed on."""
     grants: dict[str, list[str]] = {}
-    for access in LAMBDA_ACCESS + (EVENT_ACCESS if events else ()):
+    for access in accesses:
         arn = (
             arns.table(access.model)
             if access.index is None
@@ -234,7 +244,7 @@ def policy_document(
             grants.setdefault(action, [])
             if arn not in grants[action]:
                 grants[action].append(arn)
-    statements: list[dict[str, Any]] = [
+    return [
         {
             "Sid": "DynamoDB" + action.partition(":")[2],
             "Effect": "Allow",
@@ -243,33 +253,37 @@ def policy_document(
         }
         for action, resources in sorted(grants.items())
     ]
-    statements.append(
-        {
-            "Sid": "SendFromTheStageSender",
-            "Effect": "Allow",
-            "Action": list(SES_ACTIONS),
-            "Resource": arns.sender_identities() + ([arns.configuration_set()] if events else []),
-            "Condition": {"StringEquals": {"ses:FromAddress": sender_address(settings)}},
-        }
-    )
-    statements.append(
-        {
-            "Sid": "WriteOwnLogs",
-            "Effect": "Allow",
-            "Action": list(LOG_ACTIONS),
-            "Resource": [arns.log_groups(function_prefix)],
-        }
-    )
-    if events:
-        statements.append(
-            {
-                "Sid": "SuppressBouncedAndComplainedAddresses",
-                "Effect": "Allow",
-                "Action": list(SUPPRESS_ACTIONS),
-                "Resource": ["*"],
-            }
-        )
-    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _send_statement(settings: Settings, arns: Arns, events: bool) -> dict[str, Any]:
+    """Sending as the stage's sender: on its identity and (with events) configuration set."""
+    return {
+        "Sid": "SendFromTheStageSender",
+        "Effect": "Allow",
+        "Action": list(SES_ACTIONS),
+        "Resource": arns.sender_identities() + ([arns.configuration_set()] if events else []),
+        "Condition": {"StringEquals": {"ses:FromAddress": sender_address(settings)}},
+    }
+
+
+def _log_statement(arns: Arns, function_prefix: str) -> dict[str, Any]:
+    """Writing to the stage's functions' own log groups."""
+    return {
+        "Sid": "WriteOwnLogs",
+        "Effect": "Allow",
+        "Action": list(LOG_ACTIONS),
+        "Resource": [arns.log_groups(function_prefix)],
+    }
+
+
+def _suppress_statement() -> dict[str, Any]:
+    """Putting addresses on the account's suppression list (SES has no resource type for it)."""
+    return {
+        "Sid": "SuppressBouncedAndComplainedAddresses",
+        "Effect": "Allow",
+        "Action": list(SUPPRESS_ACTIONS),
+        "Resource": ["*"],
+    }
 
 
 def stage_policy(stage: Stage) -> dict[str, Any]:
