@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -25,6 +25,10 @@ from chalicelib.formatting import one_line
 from chalicelib.observability import logger
 from ops import provisioning
 from ops.stages import StageError, stage_environment, stage_names
+
+if TYPE_CHECKING:
+    from ops.crm_import import Plan, WriteReport
+    from ops.infra import Stage
 
 # Commands that need no AWS at all, so --embedded does not start one for them.
 LOCAL_COMMANDS = frozenset({"preview", "policy", "template"})
@@ -189,15 +193,7 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
     so is every table write that failed; the rest is still imported and the exit
     code is 1.
     """
-    from ops.crm_import import (
-        KIND_ORDER,
-        SKIP_REASONS,
-        SOURCES,
-        DumpError,
-        load_dump,
-        plan_import,
-        write_plan,
-    )
+    from ops.crm_import import SOURCES, DumpError, load_dump, plan_import, write_plan
 
     settings = bound_settings()
     try:
@@ -212,6 +208,20 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
             "documents --indent 2 -o crm.json"
         )
     report = write_plan(plan, prune=prune, dry_run=dry_run)
+    _echo_import(plan, report, prune=prune, dry_run=dry_run)
+    problems = []
+    if plan.errors:
+        problems.append(f"{len(plan.errors)} of {len(records)} record(s) could not be imported")
+    if report.errors:
+        problems.append(f"{len(report.errors)} write(s) failed")
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
+def _echo_import(plan: Plan, report: WriteReport, *, prune: bool, dry_run: bool) -> None:
+    """What an import wrote (or would), skipped and pruned; its warnings and failures on stderr."""
+    from ops.crm_import import KIND_ORDER, SKIP_REASONS
+
     head = "Would import" if dry_run else "Imported"
     click.echo(f"{head}: " + ", ".join(f"{report.written[kind]} {kind}" for kind in KIND_ORDER))
     if plan.skipped:
@@ -221,27 +231,27 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
         )
         click.echo(f"Skipped: {skipped}")
     if prune:
-        not_pruned = [kind for kind in KIND_ORDER if not plan.prunable(kind)]
-        pruned = ", ".join(f"{kind} {item_id}" for kind, item_id in report.pruned) or "nothing"
-        click.echo(f"{'Would prune' if dry_run else 'Pruned'}: {pruned}")
-        if not_pruned:
-            click.echo(
-                f"Not pruned (a source model is missing from the dump or a record failed): "
-                f"{', '.join(not_pruned)}"
-            )
+        _echo_prune(plan, report, dry_run=dry_run)
     for warning in plan.warnings:
         click.echo(f"Warning: {warning}", err=True)
     for error in plan.errors:
         click.echo(f"Failed: {error}", err=True)
     for message in report.errors:
         click.echo(f"Failed: {message}", err=True)
-    problems = []
-    if plan.errors:
-        problems.append(f"{len(plan.errors)} of {len(records)} record(s) could not be imported")
-    if report.errors:
-        problems.append(f"{len(report.errors)} write(s) failed")
-    if problems:
-        raise click.ClickException("; ".join(problems))
+
+
+def _echo_prune(plan: Plan, report: WriteReport, *, dry_run: bool) -> None:
+    """What a pruning import deleted (or would), and the kinds it could not prune."""
+    from ops.crm_import import KIND_ORDER
+
+    not_pruned = [kind for kind in KIND_ORDER if not plan.prunable(kind)]
+    pruned = ", ".join(f"{kind} {item_id}" for kind, item_id in report.pruned) or "nothing"
+    click.echo(f"{'Would prune' if dry_run else 'Pruned'}: {pruned}")
+    if not_pruned:
+        click.echo(
+            f"Not pruned (a source model is missing from the dump or a record failed): "
+            f"{', '.join(not_pruned)}"
+        )
 
 
 def _check_names() -> list[str]:
@@ -502,74 +512,71 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
 # ---- infrastructure: the IAM policy files and the merge template (make policy/package) ----
 
 
-def _add_infra_commands(group: click.Group) -> None:
-    """Register ``policy`` and ``template``: files generated from the models and the config."""
-
-    def stages(ctx: click.Context, *, required: bool) -> list[str]:
-        stage = ctx.find_root().params.get("stage")
-        if stage:
-            return [str(stage)]
-        if required:
-            raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
-        return stage_names()
-
-    def load(stage: str) -> Any:
-        from ops import infra
-
-        try:
-            return infra.load_stage(stage)
-        except (StageError, infra.InfraError, ConfigError) as exc:
-            raise click.ClickException(f"stage {stage}: {exc}") from exc
-
-    @group.command()
-    @click.option("--check", is_flag=True, help="Only compare; exit 1 if a file is out of date.")
-    @click.pass_context
-    def policy(ctx: click.Context, check: bool) -> None:
-        """Write .chalice/policy-<stage>.json (every stage, or --stage) from models and config."""
-        from ops import infra
-
-        stale = []
-        for name in stages(ctx, required=False):
-            stage = load(name)
-            text = infra.render_json(infra.stage_policy(stage))
-            path = stage.policy_file
-            current = path.read_text() if path.exists() else None
-            if current == text:
-                click.echo(f"{path.name}: up to date")
-            elif check:
-                stale.append(path.name)
-                click.echo(f"{path.name}: out of date", err=True)
-            else:
-                path.write_text(text)
-                click.echo(f"{path.name}: written")
-        if stale:
-            raise click.ClickException(
-                f"{', '.join(stale)} differ from the models and .chalice/config.json; "
-                "run `make policy` and review the change"
-            )
-
-    @group.command()
-    @click.option(
-        "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
-        required=True,
-        help="Where to write the template for `chalice package --merge-template`.",
-    )
-    @click.pass_context
-    def template(ctx: click.Context, output: Path) -> None:
-        """Write the stage's tables, invoke configs, dead-letter queue and alarms (JSON)."""
-        from ops import infra
-
-        stage = load(stages(ctx, required=True)[0])
-        document = infra.merge_template(stage, infra.app_functions(infra.load_app()))
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(infra.render_json(document))
-        click.echo(f"{output}: {len(document['Resources'])} resources for stage {stage.name}")
+def _stages(ctx: click.Context, *, required: bool) -> list[str]:
+    """The stage given with --stage; without one, every stage (or a usage error if required)."""
+    stage = ctx.find_root().params.get("stage")
+    if stage:
+        return [str(stage)]
+    if required:
+        raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
+    return stage_names()
 
 
-_add_infra_commands(cli)
+def _load_stage(stage: str) -> Stage:
+    """The stage as the generators need it, or a one-line error naming it."""
+    from ops import infra
 
-# ---- end of infrastructure commands ----
+    try:
+        return infra.load_stage(stage)
+    except (StageError, infra.InfraError, ConfigError) as exc:
+        raise click.ClickException(f"stage {stage}: {exc}") from exc
+
+
+@cli.command()
+@click.option("--check", is_flag=True, help="Only compare; exit 1 if a file is out of date.")
+@click.pass_context
+def policy(ctx: click.Context, check: bool) -> None:
+    """Write .chalice/policy-<stage>.json (every stage, or --stage) from models and config."""
+    from ops import infra
+
+    stale = []
+    for name in _stages(ctx, required=False):
+        stage = _load_stage(name)
+        text = infra.render_json(infra.stage_policy(stage))
+        path = stage.policy_file
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            click.echo(f"{path.name}: up to date")
+        elif check:
+            stale.append(path.name)
+            click.echo(f"{path.name}: out of date", err=True)
+        else:
+            path.write_text(text)
+            click.echo(f"{path.name}: written")
+    if stale:
+        raise click.ClickException(
+            f"{', '.join(stale)} differ from the models and .chalice/config.json; "
+            "run `make policy` and review the change"
+        )
+
+
+@cli.command()
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the template for `chalice package --merge-template`.",
+)
+@click.pass_context
+def template(ctx: click.Context, output: Path) -> None:
+    """Write the stage's tables, invoke configs, dead-letter queue and alarms (JSON)."""
+    from ops import infra
+
+    stage = _load_stage(_stages(ctx, required=True)[0])
+    document = infra.merge_template(stage, infra.app_functions(infra.load_app()))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(infra.render_json(document))
+    click.echo(f"{output}: {len(document['Resources'])} resources for stage {stage.name}")
 
 
 if __name__ == "__main__":

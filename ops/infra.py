@@ -223,8 +223,18 @@ def policy_document(
     """
     arns = arns or Arns(settings)
     events = settings.ses_configuration_set is not None
+    statements = _dynamodb_statements(arns, LAMBDA_ACCESS + (EVENT_ACCESS if events else ()))
+    statements.append(_send_statement(settings, arns, events))
+    statements.append(_log_statement(arns, function_prefix))
+    if events:
+        statements.append(_suppress_statement())
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _dynamodb_statements(arns: Arns, accesses: Sequence[Access]) -> list[dict[str, Any]]:
+    """One statement per DynamoDB action, on every table and index it is performed on."""
     grants: dict[str, list[str]] = {}
-    for access in LAMBDA_ACCESS + (EVENT_ACCESS if events else ()):
+    for access in accesses:
         arn = (
             arns.table(access.model)
             if access.index is None
@@ -234,7 +244,7 @@ def policy_document(
             grants.setdefault(action, [])
             if arn not in grants[action]:
                 grants[action].append(arn)
-    statements: list[dict[str, Any]] = [
+    return [
         {
             "Sid": "DynamoDB" + action.partition(":")[2],
             "Effect": "Allow",
@@ -243,33 +253,37 @@ def policy_document(
         }
         for action, resources in sorted(grants.items())
     ]
-    statements.append(
-        {
-            "Sid": "SendFromTheStageSender",
-            "Effect": "Allow",
-            "Action": list(SES_ACTIONS),
-            "Resource": arns.sender_identities() + ([arns.configuration_set()] if events else []),
-            "Condition": {"StringEquals": {"ses:FromAddress": sender_address(settings)}},
-        }
-    )
-    statements.append(
-        {
-            "Sid": "WriteOwnLogs",
-            "Effect": "Allow",
-            "Action": list(LOG_ACTIONS),
-            "Resource": [arns.log_groups(function_prefix)],
-        }
-    )
-    if events:
-        statements.append(
-            {
-                "Sid": "SuppressBouncedAndComplainedAddresses",
-                "Effect": "Allow",
-                "Action": list(SUPPRESS_ACTIONS),
-                "Resource": ["*"],
-            }
-        )
-    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _send_statement(settings: Settings, arns: Arns, events: bool) -> dict[str, Any]:
+    """Sending as the stage's sender: on its identity and (with events) configuration set."""
+    return {
+        "Sid": "SendFromTheStageSender",
+        "Effect": "Allow",
+        "Action": list(SES_ACTIONS),
+        "Resource": arns.sender_identities() + ([arns.configuration_set()] if events else []),
+        "Condition": {"StringEquals": {"ses:FromAddress": sender_address(settings)}},
+    }
+
+
+def _log_statement(arns: Arns, function_prefix: str) -> dict[str, Any]:
+    """Writing to the stage's functions' own log groups."""
+    return {
+        "Sid": "WriteOwnLogs",
+        "Effect": "Allow",
+        "Action": list(LOG_ACTIONS),
+        "Resource": [arns.log_groups(function_prefix)],
+    }
+
+
+def _suppress_statement() -> dict[str, Any]:
+    """Putting addresses on the account's suppression list (SES has no resource type for it)."""
+    return {
+        "Sid": "SuppressBouncedAndComplainedAddresses",
+        "Effect": "Allow",
+        "Action": list(SUPPRESS_ACTIONS),
+        "Resource": ["*"],
+    }
 
 
 def stage_policy(stage: Stage) -> dict[str, Any]:
@@ -412,115 +426,21 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
     """What ``chalice package --merge-template`` adds to the stage's SAM template."""
     if not any(f.scheduled for f in functions):
         raise InfraError("the app has no scheduled function")
-    resources: dict[str, Any] = {}
-    for model in models.ALL_MODELS:
-        resources[table_logical_id(model)] = {
-            "Type": "AWS::DynamoDB::Table",
-            # The tables hold the CRM's data and the delivery ledger: never dropped
-            # with the stack or replaced by an update.
-            "DeletionPolicy": "Retain",
-            "UpdateReplacePolicy": "Retain",
-            "Properties": table_properties(model, table_name(stage.settings, model)),
-        }
-    resources["DeadLetterQueue"] = {
-        "Type": "AWS::SQS::Queue",
-        "Properties": {
-            "QueueName": f"{stage.function_prefix}dead-letters",
-            "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
-            "SqsManagedSseEnabled": True,
-        },
+    resources: dict[str, Any] = {
+        **table_resources(stage),
+        "DeadLetterQueue": dead_letter_queue(stage),
+        "DeadLetterQueueSendPolicy": dead_letter_send_policy(stage, functions),
+        "AlarmTopic": alarm_topic(stage),
+        "AlarmEmailSubscription": alarm_email_subscription(),
+        **role_policies(stage, functions),
     }
-    resources["DeadLetterQueueSendPolicy"] = {
-        "Type": "AWS::IAM::Policy",
-        "Properties": {
-            "PolicyName": "SendFailedEventsToTheDeadLetterQueue",
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Action": ["sqs:SendMessage"],
-                        "Resource": [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}],
-                    }
-                ],
-            },
-            "Roles": [
-                {"Ref": role}
-                for role in sorted({f.role_id(stage) for f in functions if f.asynchronous})
-            ],
-        },
-    }
-    resources["AlarmTopic"] = {
-        "Type": "AWS::SNS::Topic",
-        "Properties": {"TopicName": f"{stage.function_prefix}alarms"},
-    }
-    resources["AlarmEmailSubscription"] = {
-        "Type": "AWS::SNS::Subscription",
-        "Condition": "HasAlarmEmail",
-        "Properties": {
-            "TopicArn": {"Ref": "AlarmTopic"},
-            "Protocol": "email",
-            "Endpoint": {"Ref": "AlarmEmail"},
-        },
-    }
-    policy = stack_policy(stage)
     for function in functions:
-        # Chalice embeds the policy file; the stack gets the same with its own account.
-        role = function.role_id(stage)
-        resources[role] = {
-            "Properties": {"Policies": [{"PolicyName": f"{role}Policy", "PolicyDocument": policy}]}
-        }
-    for function in functions:
-        name = stage.function_prefix + function.name
-        # The same function names `chalice deploy` uses, which the log policy expects.
-        resources[function.logical_id] = {"Properties": {"FunctionName": name}}
-        resources[f"{function.logical_id}ErrorsAlarm"] = _alarm(
-            f"{name} failed (an error, a timeout or DeliveryIncomplete after transient errors)",
-            Namespace="AWS/Lambda",
-            MetricName="Errors",
-            Dimensions=[{"Name": "FunctionName", "Value": {"Ref": function.logical_id}}],
-            Statistic="Sum",
-        )
-        if function.asynchronous:
-            resources[f"{function.logical_id}InvokeConfig"] = {
-                "Type": "AWS::Lambda::EventInvokeConfig",
-                # The role must be able to write to the queue before Lambda checks it.
-                "DependsOn": ["DeadLetterQueueSendPolicy"],
-                "Properties": {
-                    "FunctionName": {"Ref": function.logical_id},
-                    "Qualifier": "$LATEST",
-                    "MaximumRetryAttempts": MAX_RETRY_ATTEMPTS,
-                    "MaximumEventAgeInSeconds": MAX_EVENT_AGE_SECONDS,
-                    "DestinationConfig": {
-                        "OnFailure": {"Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
-                    },
-                },
-            }
-    resources["DeadLetterQueueDepthAlarm"] = _alarm(
-        "A scheduled run failed after its retries and was sent to the dead-letter queue",
-        Namespace="AWS/SQS",
-        MetricName="ApproximateNumberOfMessagesVisible",
-        Dimensions=[
-            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
-        ],
-        Statistic="Maximum",
-    )
-    for check in CHECKS:
-        resources[f"{to_cfn_resource_name(check)}NoticesFailedAlarm"] = _alarm(
-            f"{check}: a notice was rejected permanently by SES (see `history`, then "
-            "`retry-failed` once the cause is fixed)",
-            Namespace=metric.NAMESPACE,
-            MetricName=metric.NOTICES_FAILED,
-            Dimensions=_check_dimensions(stage, check),
-            Statistic="Sum",
-        )
-    outputs: dict[str, Any] = {
-        "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
-        "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
-    }
+        resources.update(function_resources(stage, function))
+    resources["DeadLetterQueueDepthAlarm"] = dead_letter_depth_alarm()
+    resources.update(notices_failed_alarms(stage))
     if stage.settings.ses_configuration_set is not None:
+        # Also narrows record_ses_events' rule: that key keeps its place above.
         resources.update(ses_event_resources(stage, functions))
-        outputs["ConfigurationSetName"] = {"Value": {"Ref": "SesConfigurationSet"}}
     return {
         "Parameters": {
             "AlarmEmail": {
@@ -531,8 +451,177 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
         },
         "Conditions": {"HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}},
         "Resources": resources,
-        "Outputs": outputs,
+        "Outputs": template_outputs(stage),
     }
+
+
+def table_resources(stage: Stage) -> dict[str, Any]:
+    """An ``AWS::DynamoDB::Table`` per model, named as the stage names it."""
+    return {
+        table_logical_id(model): {
+            "Type": "AWS::DynamoDB::Table",
+            # The tables hold the CRM's data and the delivery ledger: never dropped
+            # with the stack or replaced by an update.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": table_properties(model, table_name(stage.settings, model)),
+        }
+        for model in models.ALL_MODELS
+    }
+
+
+def dead_letter_queue(stage: Stage) -> dict[str, Any]:
+    """The SQS queue that receives the events still failing after their retries."""
+    return {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {
+            "QueueName": f"{stage.function_prefix}dead-letters",
+            "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
+            "SqsManagedSseEnabled": True,
+        },
+    }
+
+
+def dead_letter_send_policy(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
+    """Lets the roles of the EventBridge-invoked functions send to the dead-letter queue."""
+    return {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "SendFailedEventsToTheDeadLetterQueue",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["sqs:SendMessage"],
+                        "Resource": [_dead_letter_queue_arn()],
+                    }
+                ],
+            },
+            "Roles": [
+                {"Ref": role}
+                for role in sorted({f.role_id(stage) for f in functions if f.asynchronous})
+            ],
+        },
+    }
+
+
+def _dead_letter_queue_arn() -> dict[str, Any]:
+    return {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+
+
+def alarm_topic(stage: Stage) -> dict[str, Any]:
+    """The SNS topic every alarm notifies."""
+    return {
+        "Type": "AWS::SNS::Topic",
+        "Properties": {"TopicName": f"{stage.function_prefix}alarms"},
+    }
+
+
+def alarm_email_subscription() -> dict[str, Any]:
+    """The ``AlarmEmail`` parameter's subscription to the alarm topic, when one is given."""
+    return {
+        "Type": "AWS::SNS::Subscription",
+        "Condition": "HasAlarmEmail",
+        "Properties": {
+            "TopicArn": {"Ref": "AlarmTopic"},
+            "Protocol": "email",
+            "Endpoint": {"Ref": "AlarmEmail"},
+        },
+    }
+
+
+def role_policies(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
+    """Each function's role carries the stage policy, with the stack's account and region."""
+    # Chalice embeds the policy file; the stack gets the same with its own account.
+    policy = stack_policy(stage)
+    return {
+        role: {
+            "Properties": {"Policies": [{"PolicyName": f"{role}Policy", "PolicyDocument": policy}]}
+        }
+        for role in (function.role_id(stage) for function in functions)
+    }
+
+
+def function_resources(stage: Stage, function: Function) -> dict[str, Any]:
+    """A function's name, its errors alarm and (EventBridge-invoked) its invoke config."""
+    resources = {
+        # The same function names `chalice deploy` uses, which the log policy expects.
+        function.logical_id: {
+            "Properties": {"FunctionName": stage.function_prefix + function.name}
+        },
+        f"{function.logical_id}ErrorsAlarm": function_errors_alarm(stage, function),
+    }
+    if function.asynchronous:
+        resources[f"{function.logical_id}InvokeConfig"] = invoke_config(function)
+    return resources
+
+
+def function_errors_alarm(stage: Stage, function: Function) -> dict[str, Any]:
+    """Fires when the function fails (``AWS/Lambda`` ``Errors``)."""
+    return _alarm(
+        f"{stage.function_prefix + function.name} failed "
+        "(an error, a timeout or DeliveryIncomplete after transient errors)",
+        Namespace="AWS/Lambda",
+        MetricName="Errors",
+        Dimensions=[{"Name": "FunctionName", "Value": {"Ref": function.logical_id}}],
+        Statistic="Sum",
+    )
+
+
+def invoke_config(function: Function) -> dict[str, Any]:
+    """An ``AWS::Lambda::EventInvokeConfig``: retries, maximum age, then the dead-letter queue."""
+    return {
+        "Type": "AWS::Lambda::EventInvokeConfig",
+        # The role must be able to write to the queue before Lambda checks it.
+        "DependsOn": ["DeadLetterQueueSendPolicy"],
+        "Properties": {
+            "FunctionName": {"Ref": function.logical_id},
+            "Qualifier": "$LATEST",
+            "MaximumRetryAttempts": MAX_RETRY_ATTEMPTS,
+            "MaximumEventAgeInSeconds": MAX_EVENT_AGE_SECONDS,
+            "DestinationConfig": {"OnFailure": {"Destination": _dead_letter_queue_arn()}},
+        },
+    }
+
+
+def dead_letter_depth_alarm() -> dict[str, Any]:
+    """Fires when an event reaches the dead-letter queue."""
+    return _alarm(
+        "A scheduled run failed after its retries and was sent to the dead-letter queue",
+        Namespace="AWS/SQS",
+        MetricName="ApproximateNumberOfMessagesVisible",
+        Dimensions=[
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+        ],
+        Statistic="Maximum",
+    )
+
+
+def notices_failed_alarms(stage: Stage) -> dict[str, Any]:
+    """One alarm per check on its ``NoticesFailed`` metric."""
+    return {
+        f"{to_cfn_resource_name(check)}NoticesFailedAlarm": _alarm(
+            f"{check}: a notice was rejected permanently by SES (see `history`, then "
+            "`retry-failed` once the cause is fixed)",
+            Namespace=metric.NAMESPACE,
+            MetricName=metric.NOTICES_FAILED,
+            Dimensions=_check_dimensions(stage, check),
+            Statistic="Sum",
+        )
+        for check in CHECKS
+    }
+
+
+def template_outputs(stage: Stage) -> dict[str, Any]:
+    """The stack's outputs: the dead-letter queue, the alarm topic and the configuration set."""
+    outputs: dict[str, Any] = {
+        "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
+        "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
+    }
+    if stage.settings.ses_configuration_set is not None:
+        outputs["ConfigurationSetName"] = {"Value": {"Ref": "SesConfigurationSet"}}
+    return outputs
 
 
 def ses_event_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
@@ -546,55 +635,77 @@ def ses_event_resources(stage: Stage, functions: Sequence[Function]) -> dict[str
     so another stage's events do not invoke the function at all.
     """
     name = stage.settings.ses_configuration_set
+    if name is None:
+        raise InfraError(f"stage {stage.name} sets no SES_CONFIGURATION_SET")
     resources: dict[str, Any] = {
-        "SesConfigurationSet": {
-            "Type": "AWS::SES::ConfigurationSet",
-            "Properties": {
-                "Name": name,
-                "SuppressionOptions": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
-            },
+        "SesConfigurationSet": ses_configuration_set(name),
+        "SesEventsToEventBridge": ses_event_destination(),
+    }
+    for function in functions:
+        if function.on_event and function.name == SES_EVENTS_FUNCTION:
+            resources[function.logical_id] = ses_events_function(stage, function, name)
+    resources.update(address_alarms(stage))
+    return resources
+
+
+def ses_configuration_set(name: str) -> dict[str, Any]:
+    """The ``AWS::SES::ConfigurationSet``, suppressing bounced and complained addresses."""
+    return {
+        "Type": "AWS::SES::ConfigurationSet",
+        "Properties": {
+            "Name": name,
+            "SuppressionOptions": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
         },
-        "SesEventsToEventBridge": {
-            "Type": "AWS::SES::ConfigurationSetEventDestination",
-            "Properties": {
-                "ConfigurationSetName": {"Ref": "SesConfigurationSet"},
-                "EventDestination": {
-                    "Name": "ledger-events",
-                    "Enabled": True,
-                    "MatchingEventTypes": list(SES_EVENT_TYPES),
-                    "EventBridgeDestination": {
-                        # SES publishes to the default bus only.
-                        "EventBusArn": {
-                            "Fn::Sub": (
-                                "arn:${AWS::Partition}:events:${AWS::Region}:"
-                                "${AWS::AccountId}:event-bus/default"
-                            )
-                        }
-                    },
+    }
+
+
+def ses_event_destination() -> dict[str, Any]:
+    """The configuration set's events (:data:`SES_EVENT_TYPES`) to the default event bus."""
+    return {
+        "Type": "AWS::SES::ConfigurationSetEventDestination",
+        "Properties": {
+            "ConfigurationSetName": {"Ref": "SesConfigurationSet"},
+            "EventDestination": {
+                "Name": "ledger-events",
+                "Enabled": True,
+                "MatchingEventTypes": list(SES_EVENT_TYPES),
+                "EventBridgeDestination": {
+                    # SES publishes to the default bus only.
+                    "EventBusArn": {
+                        "Fn::Sub": (
+                            "arn:${AWS::Partition}:events:${AWS::Region}:"
+                            "${AWS::AccountId}:event-bus/default"
+                        )
+                    }
                 },
             },
         },
     }
-    for function in functions:
-        if function.on_event and function.name == SES_EVENTS_FUNCTION:
-            own_set = {"mail": {"tags": {"ses:configuration-set": [name]}}}
-            resources[function.logical_id] = {
-                "Properties": {
-                    "FunctionName": stage.function_prefix + function.name,
-                    "Events": {
-                        f"{function.logical_id}Event": {
-                            "Properties": {"Pattern": {"detail": own_set}}
-                        }
-                    },
-                }
-            }
-    for check in CHECKS:
-        for name, what in ADDRESS_METRICS.items():
-            resources[f"{to_cfn_resource_name(check)}{name}Alarm"] = _alarm(
-                f"{check}: a notice {what}; see `history --recipient`",
-                Namespace=metric.NAMESPACE,
-                MetricName=name,
-                Dimensions=_check_dimensions(stage, check),
-                Statistic="Sum",
-            )
-    return resources
+
+
+def ses_events_function(stage: Stage, function: Function, configuration_set: str) -> dict[str, Any]:
+    """``record_ses_events`` with its rule's pattern narrowed to the stage's configuration set."""
+    own_set = {"mail": {"tags": {"ses:configuration-set": [configuration_set]}}}
+    return {
+        "Properties": {
+            "FunctionName": stage.function_prefix + function.name,
+            "Events": {
+                f"{function.logical_id}Event": {"Properties": {"Pattern": {"detail": own_set}}}
+            },
+        }
+    }
+
+
+def address_alarms(stage: Stage) -> dict[str, Any]:
+    """Per check, an alarm on each metric of :data:`ADDRESS_METRICS` (bounces, complaints)."""
+    return {
+        f"{to_cfn_resource_name(check)}{name}Alarm": _alarm(
+            f"{check}: a notice {what}; see `history --recipient`",
+            Namespace=metric.NAMESPACE,
+            MetricName=name,
+            Dimensions=_check_dimensions(stage, check),
+            Statistic="Sum",
+        )
+        for check in CHECKS
+        for name, what in ADDRESS_METRICS.items()
+    }

@@ -166,6 +166,20 @@ def seed(today: date, timezone: ZoneInfo) -> SeedReport:
         Staff(id=id_, name=name, email=email).save()
     for id_, name, email in BORROWERS:
         Borrower(id=id_, name=name, email=email).save()
+    _seed_applications(today, timezone)
+    _seed_notes(today, timezone)
+    _seed_repayments(today)
+    return SeedReport(
+        staff=len(STAFF),
+        borrowers=len(BORROWERS),
+        applications=len(APPLICATIONS),
+        notes=len(NOTES),
+        repayments=len(REPAYMENTS) + 1,
+    )
+
+
+def _seed_applications(today: date, timezone: ZoneInfo) -> None:
+    """:data:`APPLICATIONS`, each last moved to its stage the given number of days ago."""
     for id_, ref, stage, days, amount, broker, bd, borrowers in APPLICATIONS:
         changed = datetime.combine(today - timedelta(days=days), time(10, 30), timezone)
         values: dict[str, Any] = {
@@ -180,6 +194,10 @@ def seed(today: date, timezone: ZoneInfo) -> SeedReport:
         if broker:
             values["broker_name"] = broker
         Application(**values).save()
+
+
+def _seed_notes(today: date, timezone: ZoneInfo) -> None:
+    """:data:`NOTES`, written a month ago, each due the given number of days ago."""
     for id_, title, content, days_ago, app, author in NOTES:
         Note(
             id=id_,
@@ -190,6 +208,10 @@ def seed(today: date, timezone: ZoneInfo) -> SeedReport:
             created_by=author,
             created_at=datetime.combine(today - timedelta(days=30), time(9), timezone).isoformat(),
         ).save()
+
+
+def _seed_repayments(today: date) -> None:
+    """:data:`REPAYMENTS`, then one with no amount yet."""
     for id_, app, due_amount, overdue, paid in REPAYMENTS:
         due = today - timedelta(days=overdue)
         repayment = Repayment(
@@ -204,10 +226,3 @@ def seed(today: date, timezone: ZoneInfo) -> SeedReport:
         application_id="app-1004",
         due_date=(today + timedelta(days=2)).isoformat(),
     ).save()
-    return SeedReport(
-        staff=len(STAFF),
-        borrowers=len(BORROWERS),
-        applications=len(APPLICATIONS),
-        notes=len(NOTES),
-        repayments=len(REPAYMENTS) + 1,
-    )
