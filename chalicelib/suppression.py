@@ -16,6 +16,7 @@ from typing import Final, Literal
 from pynamodb.expressions.update import Action
 
 from chalicelib import ledger
+from chalicelib.limits import fits_key
 from chalicelib.models import Notification
 
 KIND = "suppression"
@@ -25,8 +26,6 @@ Reason = Literal["BOUNCE", "COMPLAINT"]
 BOUNCE: Final = "BOUNCE"
 COMPLAINT: Final = "COMPLAINT"
 PREFIX = "suppressed#"
-# DynamoDB's limit for a partition key; a longer address cannot have been suppressed.
-MAX_KEY_BYTES = 2048
 
 
 def key(address: str) -> str:
@@ -35,7 +34,8 @@ def key(address: str) -> str:
 
 
 def _storable(address: str) -> bool:
-    return bool(address.strip()) and len(key(address).encode("utf-8")) <= MAX_KEY_BYTES
+    # An address whose key is over DynamoDB's limit cannot have been suppressed.
+    return bool(address.strip()) and fits_key(key(address))
 
 
 def suppressed(addresses: Iterable[str]) -> dict[str, str]:

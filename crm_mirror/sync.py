@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -194,9 +195,12 @@ def sync(refs: Iterable[Ref], deletes: Iterable[Key] = ()) -> None:
     bind_crm_tables(config.tables, config.region, config.endpoint)
     delete_after: list[Key] = list(deletes)
     instances: dict[Ref, models.Model] = {}
+    pks_by_label: dict[str, set[Any]] = defaultdict(set)
     for label, pk in refs:
-        instance = _objects(label).filter(pk=pk).first()
-        if instance is not None:  # deleted since: its own delete handler covers it
+        pks_by_label[label].add(pk)
+    for label, pks in pks_by_label.items():
+        # One query per model; a record deleted since is missing: its delete handler covers it.
+        for instance in _objects(label).filter(pk__in=pks).order_by("pk"):
             delete_after += _gather(label, instance, instances)
     plan = plan_import(_serialize(instances.values()), config.timezone)
     for warning in plan.warnings:
@@ -226,7 +230,8 @@ def _gather(label: str, instance: models.Model, into: dict[Ref, models.Model]) -
         add(instance.user)
         if instance.user_id is not None:
             obsolete.append(("staff", bdm_staff_id(instance.pk)))  # it has a user now
-        for application in _objects(APPLICATION).filter(bd=instance.pk):
+        applications = _objects(APPLICATION).filter(bd=instance.pk)
+        for application in applications.select_related("broker", "bd", "bd__user"):
             _gather(APPLICATION, application, into)
     elif label == BORROWER:
         add(instance.user)

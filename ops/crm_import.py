@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -537,9 +537,15 @@ def _prune(kind: str, keep: set[str], report: WriteReport, *, dry_run: bool) -> 
 
 
 def delete_items(keys: Iterable[tuple[str, str]]) -> None:
-    """Delete items by ``(kind, id)`` (the mirror app, on a delete in the CRM)."""
+    """Delete items by ``(kind, id)`` (the mirror app, on a CRM delete): one batch per table."""
+    by_kind: dict[str, set[str]] = defaultdict(set)
     for kind, item_id in keys:
-        TABLES[kind](id=item_id).delete()
+        by_kind[kind].add(item_id)
+    for kind, item_ids in by_kind.items():
+        model = TABLES[kind]
+        with model.batch_write() as batch:
+            for item_id in sorted(item_ids):
+                batch.delete(model(id=item_id))
 
 
 def bind_crm_tables(tables: Mapping[str, str], region: str, endpoint: str | None = None) -> None:

@@ -9,6 +9,7 @@ repayment and a kind whose window passed during downtime is never sent late.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -61,7 +62,7 @@ class Tier:
         """The subject, with the thresholds it names filled in."""
         return self.subject.format(t=t)
 
-    @property
+    @functools.cached_property
     def kind(self) -> Kind:
         """The kind of notice this tier sends (``repayment_<tier>``)."""
         return Kind(
