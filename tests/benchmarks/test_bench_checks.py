@@ -2,7 +2,7 @@
 
 On moto these measure the service's own work plus moto's, not AWS latency; they
 are for comparing changes on one machine, so they assert nothing about speed.
-The request counts that matter are pinned by tests/unit/tasks/test_task_efficiency.py.
+The request counts that matter are pinned by tests/unit/tasks/test_request_patterns.py.
 """
 
 from __future__ import annotations

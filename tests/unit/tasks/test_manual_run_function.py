@@ -1,6 +1,6 @@
 """The ``run_check`` Lambda function (``chalice invoke -n run_check``) through the test client.
 
-As in ``test_task_integration.py``, the client applies the dev stage's environment
+As in ``test_scheduled_functions_end_to_end.py``, the client applies the dev stage's environment
 from ``.chalice/config.json`` during the invocation, so the dev tables are
 provisioned and the dev sender verified, and the wall clock is frozen.
 """
