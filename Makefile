@@ -16,9 +16,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-## The whole suite, with branch coverage of chalicelib and ops enforced at 90%.
+## The whole suite in TEST_WORKERS processes, branch coverage of chalicelib and ops enforced
+## at 90%; its wall time is the last line.
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest --cov=chalicelib --cov=ops --cov-branch --cov-report=term --cov-fail-under=90
+	@start=$$(date +%s); status=0; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal \
+		--cov=chalicelib --cov=ops --cov-branch --cov-report=term:skip-covered \
+		--cov-fail-under=90 || status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall"; exit $$status
 
 ## Time and peak memory of each check over a 300-application CRM (not part of `make test`).
 bench: install

@@ -1,7 +1,11 @@
-"""A pytest plugin that records every AWS operation the Lambda code makes while a check runs.
+"""A pytest plugin that records every AWS operation the Lambda code makes, and audits it.
 
-The IAM audit (``tests/test_iam.py``) compares these operations with the stage's
-policy. The recorder listens on botocore's event system: it adds a
+Every test's operations are held to the stage's policy when the test ends
+(``tests/iam_audit.py``): a test whose code made an operation the policy does not
+allow fails, naming the action and resource. The audit is per test, so it holds in
+any order and in any pytest-xdist worker.
+
+The recorder listens on botocore's event system: it adds a
 ``before-parameter-build`` handler to ``botocore.handlers.BUILTIN_HANDLERS``, which
 every botocore session copies when it is created, so boto3's default session, any
 other boto3 session and PynamoDB's own botocore sessions are all covered without
@@ -18,12 +22,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import pytest
 from botocore.handlers import BUILTIN_HANDLERS
+
+from tests.iam_audit import AwsCall, not_allowed, policy_for
+
+__all__ = ["AwsCall", "another_actor"]
 
 # (module, function) of every entry point whose AWS calls the functions' policy must allow.
 ENTRY_POINTS = frozenset(
@@ -31,26 +38,8 @@ ENTRY_POINTS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class AwsCall:
-    """One AWS API operation made by the Lambda code (a running check, an SES event)."""
-
-    service: str  # botocore's service name, e.g. "dynamodb", "sesv2"
-    prefix: str  # the IAM action prefix (the signing name), e.g. "dynamodb", "ses"
-    operation: str  # e.g. "Query"
-    region: str
-    params: dict[str, Any]
-    settings: Any  # chalicelib.config.Settings of the run (or event) that made it
-    test: str  # the test that made it, for the report
-
-    @property
-    def action(self) -> str:
-        """The IAM action this operation is authorized as, e.g. ``dynamodb:Query``."""
-        return f"{self.prefix}:{self.operation}"
-
-
 class Recorder:
-    """Collects the operations of the whole session (and of whatever test is running)."""
+    """Collects the operations of the running test."""
 
     def __init__(self) -> None:
         self.calls: list[AwsCall] = []
@@ -101,32 +90,29 @@ def another_actor() -> Iterator[None]:
 BUILTIN_HANDLERS.append(("before-parameter-build", RECORDER))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start recording the operations of this test (its fixtures' included)."""
+    RECORDER.calls.clear()
+    RECORDER.current_test = item.nodeid
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    """Attribute recorded operations to the test that made them."""
-    RECORDER.current_test = item.nodeid
-    try:
-        return (yield)
-    finally:
-        RECORDER.current_test = "<outside a test>"
+    """Fail a test if the policy of its stage does not allow an operation it made."""
+    result = yield
+    problems = not_allowed(RECORDER.calls, policy_for)
+    if problems:
+        raise AssertionError("operations the stage policy does not allow:\n" + "\n".join(problems))
+    return result
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that audit the session's operations last, after everything else."""
-    audits = [i for i in items if "recorded_aws_calls" in getattr(i, "fixturenames", ())]
-    if audits:
-        last = {id(i) for i in audits}
-        items[:] = [i for i in items if id(i) not in last] + audits
-
-
-@pytest.fixture(scope="session")
-def recorded_aws_calls() -> list[AwsCall]:
-    """Every AWS operation made inside an entry point so far in this session."""
-    return RECORDER.calls
+def pytest_runtest_logfinish(nodeid: str) -> None:
+    """Operations after the test (none are expected) are nobody's."""
+    RECORDER.current_test = "<outside a test>"
 
 
 @pytest.fixture
-def aws_calls(request: pytest.FixtureRequest) -> Callable[[], list[AwsCall]]:
+def aws_calls() -> Callable[[], list[AwsCall]]:
     """The AWS operations made by checks run in this test so far."""
-    nodeid = request.node.nodeid
-    return lambda: [call for call in RECORDER.calls if call.test == nodeid]
+    return lambda: list(RECORDER.calls)

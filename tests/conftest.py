@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import chalice.test
 import pytest
 from chalice.local import LambdaContext
@@ -24,13 +25,25 @@ from moto import mock_aws
 import app
 from chalicelib.config import Settings
 from chalicelib.observability import logger
-from ops.provisioning import provision
 from ops.stages import CHALICE_CONFIG, stage_environment
 from tests.ddblocal import server as ddblocal
-from tests.support import REGION, SENDER, SUPPRESSION_LIST, SuppressionList, ses_client
+from tests.support import (
+    REGION,
+    SENDER,
+    SUPPRESSION_LIST,
+    SuppressionList,
+    provisioned,
+    ses_client,
+)
 
-# Records the AWS operations of every running check for the IAM audit (tests/test_iam.py).
-pytest_plugins = ["tests.aws_recorder"]
+# Every botocore session (boto3's, PynamoDB's, each test's) gets its own data loader and
+# parses the same service JSON again: a third of the suite's time. Tests create hundreds
+# of sessions, a Lambda container a handful, so one loader per process is shared here.
+botocore.session.create_loader = functools.cache(botocore.session.create_loader)
+
+# Records the AWS operations of every running check and audits each test's against its
+# stage's policy (tests/aws_recorder.py); pytester runs the audit's own test of itself.
+pytest_plugins = ["tests.aws_recorder", "pytester"]
 
 ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -131,7 +144,7 @@ def settings() -> Settings:
 @pytest.fixture
 def tables(aws: None, settings: Settings) -> Settings:
     """The CRM tables and the ledger, created from the models with their indexes."""
-    provision(settings)
+    provisioned(settings)
     return settings
 
 
@@ -156,7 +169,7 @@ DEV_ENV = stage_environment("dev")
 def dev_stage(aws: None) -> Settings:
     """The dev stage's tables (names from .chalice/config.json) and its verified sender."""
     settings = Settings.from_env({**os.environ, **DEV_ENV})
-    provision(settings)
+    provisioned(settings)
     boto3.client("ses", region_name=REGION).verify_email_identity(
         EmailAddress=DEV_ENV["SENDER_EMAIL"]
     )

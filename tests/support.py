@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import email
 import json
 from collections.abc import Callable, Iterator
@@ -25,8 +27,12 @@ from botocore.handlers import BUILTIN_HANDLERS
 from botocore.httpsession import URLLib3Session
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.models import botocore_stubber
+from moto.dynamodb.models import dynamodb_backends
 from moto.ses.models import ses_backends
 
+from chalicelib.config import Settings
+from chalicelib.models import bind
+from ops.provisioning import provision
 from ops.stages import REGION
 
 SYDNEY = ZoneInfo("Australia/Sydney")
@@ -293,3 +299,27 @@ def ledger_key(kind: str, *parts: object) -> str:
     from chalicelib import registry
 
     return registry.kind(kind).key(*parts)
+
+
+# The empty tables moto holds after provisioning, per set of table names, in this process.
+_PROVISIONED: dict[tuple[object, ...], dict[str, object]] = {}
+
+
+def provisioned(settings: Settings) -> None:
+    """The settings' tables with their indexes, empty, as ``provision`` creates them.
+
+    On DynamoDB Local every test provisions for real. On moto the first test of a
+    process does, and later tests get copies of the empty tables it left in moto's
+    backend: 18 requests a test saved, a fifth of the suite's time. ``provision``
+    itself is tested on its own (test_provisioning.py, test_cli.py).
+    """
+    if settings.dynamodb_endpoint is not None:
+        provision(settings)
+        return
+    names = dataclasses.astuple(settings.tables)
+    backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][settings.region]
+    if names not in _PROVISIONED:
+        provision(settings)
+        _PROVISIONED[names] = {name: copy.deepcopy(backend.tables[name]) for name in names}
+    bind(settings)
+    backend.tables.update(copy.deepcopy(_PROVISIONED[names]))

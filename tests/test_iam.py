@@ -2,41 +2,47 @@
 
 ``tests/aws_recorder.py`` records every AWS operation made while a check runs
 (inside ``chalicelib.runner.run_check``) or an SES event is recorded (inside
-``chalicelib.ses_events.record_event``), across the whole suite. These tests run
-last and hold each operation to the policy of the stage it ran in: the committed
-``.chalice/policy-<stage>.json`` when the run used a configured stage (the
-integration tests run the ``dev`` stage), else the policy generated for the run's
-settings. They also fail on any wildcard action, on any resource wider than the
-stage's tables, indexes, sender identity and configuration set (log groups and the
-one SES action with no resource type excepted), and on a DynamoDB grant no running
-check or recorded SES event ever used.
+``chalicelib.ses_events.record_event``) and, at the end of every test of the suite,
+holds each operation to the policy of the stage it ran in (``tests/iam_audit.py``):
+the committed ``.chalice/policy-<stage>.json`` when the run used a configured stage
+(the integration tests run the ``dev`` stage), else the policy generated for the
+run's settings. These tests prove that audit, run every rule under it, and fail on
+any wildcard action, on any resource wider than the stage's tables, indexes, sender
+identity and configuration set (log groups and the one SES action with no resource
+type excepted), and on a DynamoDB grant no running check or recorded SES event used.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from datetime import date
 from typing import Any
 
 import pytest
+from chalice.test import Client
+from freezegun import freeze_time
 from moto.core import DEFAULT_ACCOUNT_ID
 from pynamodb.indexes import Index
 
 from chalicelib import models, ses_events
-from chalicelib.config import Settings, Tables
+from chalicelib.config import Settings
 from ops import infra, seed
-from ops.stages import stage_names
-from tests.aws_recorder import AwsCall
+from tests import factories
+from tests.aws_recorder import RECORDER
+from tests.iam_audit import (
+    STAGES,
+    AwsCall,
+    Policy,
+    _as_list,
+    allows,
+    not_allowed,
+    policy_for,
+    resources_of,
+)
 from tests.support import SYDNEY, SuppressionList, run, ses_event, sydney
 
-Policy = dict[str, Any]
-VARIABLES = {"${aws:PrincipalAccount}": DEFAULT_ACCOUNT_ID}
-STAGES = {name: infra.load_stage(name) for name in stage_names()}
 AUDIT_DAY = "2026-11-23"
 # The configuration set of the test stage here, so its runs and SES events are audited
 # as a deployed stage's are.
@@ -49,140 +55,6 @@ NO_RESOURCE_TYPE = frozenset({"ses:putsuppresseddestination"})
 def stage_with_events(aws_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The test stage sends through a configuration set (before any settings are read)."""
     monkeypatch.setenv("SES_CONFIGURATION_SET", AUDIT_CONFIGURATION_SET)
-
-
-# --- the audit --------------------------------------------------------------------------
-
-
-def resources_of(call: AwsCall) -> list[str]:
-    """The resource ARNs an operation is authorized on (``*`` when not known here)."""
-    base = f"arn:aws:{call.prefix}:{call.region}:{DEFAULT_ACCOUNT_ID}:"
-    params = call.params
-    if call.service == "dynamodb":
-        tables: list[str] = []
-        if "TableName" in params:
-            tables.append(params["TableName"])
-        tables += list(params.get("RequestItems", {}))
-        for item in params.get("TransactItems", []):
-            tables += [op["TableName"] for op in item.values()]
-        if "IndexName" in params:
-            return [f"{base}table/{params['TableName']}/index/{params['IndexName']}"]
-        return [f"{base}table/{name}" for name in tables] or ["*"]
-    if call.service in ("ses", "sesv2") and call.operation.startswith("Send"):
-        # Sending through a configuration set is authorized on it as well.
-        name = params.get("ConfigurationSetName")
-        return [f"{base}identity/{from_address(call)}"] + (
-            [f"{base}configuration-set/{name}"] if name else []
-        )
-    return ["*"]
-
-
-def from_address(call: AwsCall) -> str:
-    """The From address of a send (SES v2 ``FromEmailAddress``, v1 ``Source``)."""
-    sender = str(call.params.get("FromEmailAddress") or call.params.get("Source") or "")
-    match = re.search(r"<([^>]+)>", sender)
-    return match.group(1) if match else sender
-
-
-def context_of(call: AwsCall) -> dict[str, str]:
-    """The condition keys the operation carries."""
-    if call.service in ("ses", "sesv2") and call.operation.startswith("Send"):
-        return {"ses:FromAddress": from_address(call)}
-    return {}
-
-
-@functools.cache
-def _pattern(text: str, *, ignore_case: bool) -> re.Pattern[str]:
-    for variable, value in VARIABLES.items():
-        text = text.replace(variable, value)
-    regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in text)
-    return re.compile(f"^{regex}$", re.IGNORECASE if ignore_case else 0)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _condition_holds(condition: dict[str, Any], context: dict[str, str]) -> bool:
-    for operator, tests in condition.items():
-        if operator not in ("StringEquals", "StringLike"):
-            raise AssertionError(f"the audit does not understand condition {operator!r}")
-        for key, wanted in tests.items():
-            actual = context.get(key)
-            if actual is None:
-                return False
-            values = _as_list(wanted)
-            if operator == "StringEquals" and actual not in values:
-                return False
-            if operator == "StringLike" and not any(
-                _pattern(v, ignore_case=False).match(actual) for v in values
-            ):
-                return False
-    return True
-
-
-def _statement_matches(
-    statement: dict[str, Any], action: str, resource: str, context: dict[str, str]
-) -> bool:
-    if "NotAction" in statement or "NotResource" in statement:
-        raise AssertionError("the audit does not understand NotAction/NotResource")
-    return (
-        any(_pattern(a, ignore_case=True).match(action) for a in _as_list(statement["Action"]))
-        and any(
-            _pattern(r, ignore_case=False).match(resource) for r in _as_list(statement["Resource"])
-        )
-        and _condition_holds(statement.get("Condition", {}), context)
-    )
-
-
-def allows(policy: Policy, action: str, resource: str, context: dict[str, str]) -> bool:
-    """IAM's verdict for one identity policy: an explicit Deny wins, else an Allow is needed."""
-    matching = [
-        s for s in _as_list(policy["Statement"]) if _statement_matches(s, action, resource, context)
-    ]
-    return bool(matching) and all(s["Effect"] == "Allow" for s in matching)
-
-
-def not_allowed(calls: Iterable[AwsCall], policy_for: Callable[[AwsCall], Policy]) -> list[str]:
-    """Every operation (action on resource) the policy of its run does not allow."""
-    problems: dict[str, str] = {}
-    verdicts: dict[tuple[int, str, str, tuple[tuple[str, str], ...]], bool] = {}
-    for call in calls:
-        policy = policy_for(call)
-        context = context_of(call)
-        for resource in resources_of(call):
-            key = (id(policy), call.action, resource, tuple(sorted(context.items())))
-            if key not in verdicts:
-                verdicts[key] = allows(policy, call.action, resource, context)
-            if not verdicts[key]:
-                problems.setdefault(f"{call.action} on {resource}", call.test)
-    return sorted(f"{problem} (first in {test})" for problem, test in problems.items())
-
-
-def policy_for(call: AwsCall) -> Policy:
-    """The committed policy file of the configured stage the run used, else the generated one."""
-    settings: Settings = call.settings
-    assert isinstance(settings, Settings), f"{call.test}: run_check had no settings"
-    return _policy(
-        settings.tables, settings.sender_email, settings.region, settings.ses_configuration_set
-    )
-
-
-@functools.cache
-def _policy(tables: Tables, sender: str, region: str, configuration_set: str | None) -> Policy:
-    for stage in STAGES.values():
-        if (stage.settings.tables, stage.settings.sender_email) == (tables, sender):
-            committed: Policy = json.loads(stage.policy_file.read_text())
-            return committed
-    settings = Settings.from_env(
-        {
-            **{f"{f.name.upper()}_TABLE": getattr(tables, f.name) for f in fields(Tables)},
-            "SENDER_EMAIL": sender,
-            "AWS_REGION": region,
-            "SES_CONFIGURATION_SET": configuration_set or "",
-        }
-    )
-    return infra.policy_document(settings, "test-")
 
 
 def indexes_of(model: type[models.Model]) -> list[str]:
@@ -291,27 +163,22 @@ def run_every_rule(ses: Any) -> None:
             ses_events.handle(event)
 
 
-def calls_of(test: pytest.FixtureRequest, calls: list[AwsCall]) -> list[AwsCall]:
-    """The operations the current test made."""
-    return [c for c in calls if c.test == test.node.nodeid]
-
-
 # --- the tests --------------------------------------------------------------------------
 
 
-def test_every_operation_of_a_running_check_in_the_suite_is_allowed_by_its_policy(
+def test_every_rule_of_every_check_and_every_ses_event_runs_within_its_policy(
     service: Settings,
     ses: Any,
     suppression_list: SuppressionList,
-    recorded_aws_calls: list[AwsCall],
+    aws_calls: Callable[[], list[AwsCall]],
 ) -> None:
-    """Runs last: the whole suite's operations (plus every rule once here) are allowed."""
+    """Every other test is audited when it ends; this one makes sure every rule is run."""
     run_every_rule(ses)
 
-    problems = not_allowed(recorded_aws_calls, policy_for)
+    calls = aws_calls()
 
-    assert problems == [], "operations the stage policy does not allow:\n" + "\n".join(problems)
-    assert {c.action for c in recorded_aws_calls} >= {
+    assert not_allowed(calls, policy_for) == []
+    assert {c.action for c in calls} >= {
         "dynamodb:Query",
         "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
@@ -320,33 +187,72 @@ def test_every_operation_of_a_running_check_in_the_suite_is_allowed_by_its_polic
     }
 
 
-def test_the_integration_tests_ran_the_dev_stage_under_its_committed_policy_file(
-    recorded_aws_calls: list[AwsCall],
+def test_the_dev_stage_runs_under_its_committed_policy_file(
+    client: Client, aws_calls: Callable[[], list[AwsCall]]
 ) -> None:
     """The committed dev policy is exercised directly, not only through the generator."""
-    dev = STAGES["dev"].settings
-    dev_calls = [
-        c
-        for c in recorded_aws_calls
-        if isinstance(c.settings, Settings) and c.settings.tables == dev.tables
-    ]
-    if not dev_calls:
-        pytest.skip("the integration tests (dev stage) were not part of this run")
+    factories.crm()
+    factories.application()
+    factories.note(remind_date=AUDIT_DAY)
+    factories.repayment(due_date="2026-11-30")
+    dev = STAGES["dev"]
 
-    assert not_allowed(dev_calls, policy_for) == []
+    with freeze_time(sydney(f"{AUDIT_DAY} 12:00")):
+        for check in ("note_reminders", "repayment_reminders"):
+            client.lambda_.invoke("run_check", {"check": check, "date": AUDIT_DAY})
+
+    dev_calls = [c for c in aws_calls() if c.settings.tables == dev.settings.tables]
+    committed = json.loads(dev.policy_file.read_text())
     assert {c.action for c in dev_calls} >= {"dynamodb:Query", "ses:SendEmail"}
+    assert all(policy_for(c) == committed for c in dev_calls)
+    assert not_allowed(dev_calls, lambda _: committed) == []
+
+
+def test_a_test_whose_code_makes_an_operation_its_policy_denies_fails(
+    pytester: pytest.Pytester,
+) -> None:
+    """The recorder's audit fails the test that made the call, naming action and resource."""
+    pytester.makepyfile(
+        """
+        from chalicelib.config import Settings
+        from tests.aws_recorder import RECORDER
+        from tests.iam_audit import AwsCall
+
+        def test_drops_the_ledger():
+            call = AwsCall(
+                "dynamodb", "dynamodb", "DeleteTable", "ap-southeast-2",
+                {"TableName": "test-notifications"}, Settings.from_env(), "inner",
+            )
+            RECORDER.calls.append(call)
+
+        def test_reads_nothing():
+            pass
+        """
+    )
+
+    result = pytester.runpytest_inprocess("-p", "tests.aws_recorder")
+    # The inner run shares this process's recorder: what it recorded is not this test's.
+    RECORDER.calls.clear()
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*operations the stage policy does not allow:*",
+            "*dynamodb:DeleteTable on arn:aws:dynamodb:ap-southeast-2:123456789012:"
+            "table/test-notifications*",
+        ]
+    )
 
 
 def test_a_call_the_policy_does_not_grant_fails_the_audit(
     service: Settings,
     ses: Any,
     suppression_list: SuppressionList,
-    recorded_aws_calls: list[AwsCall],
-    request: pytest.FixtureRequest,
+    aws_calls: Callable[[], list[AwsCall]],
 ) -> None:
     """A throwaway policy without UpdateItem stands for a new AWS call without a policy change."""
     run_every_rule(ses)
-    calls = calls_of(request, recorded_aws_calls)
+    calls = aws_calls()
     policy = infra.policy_document(service, "test-")
     without_update = {
         **policy,
@@ -371,14 +277,11 @@ def test_the_policy_grants_no_dynamodb_access_a_running_check_does_not_use(
     service: Settings,
     ses: Any,
     suppression_list: SuppressionList,
-    recorded_aws_calls: list[AwsCall],
-    request: pytest.FixtureRequest,
+    aws_calls: Callable[[], list[AwsCall]],
 ) -> None:
     run_every_rule(ses)
 
-    unused = unused_dynamodb_grants(
-        infra.policy_document(service, "test-"), calls_of(request, recorded_aws_calls)
-    )
+    unused = unused_dynamodb_grants(infra.policy_document(service, "test-"), aws_calls())
 
     assert unused == [], "granted but never used by a running check:\n" + "\n".join(unused)
 

@@ -19,11 +19,10 @@ from moto.ses.models import ses_backends
 
 from chalicelib.config import Settings
 from chalicelib.runner import run_check
-from ops.provisioning import provision
 from tests.conftest import ENVIRONMENT
 from tests.fuzz.oracle import Sent, Tally, judge
 from tests.fuzz.strategies import TABLES, TODAY, Case, worlds
-from tests.support import REGION, SENDER, sydney
+from tests.support import REGION, SENDER, provisioned, sydney
 
 CHECKS = ("stale_applications", "note_reminders", "repayment_reminders")
 # Noon on the business date: inside every check's window.
@@ -74,7 +73,7 @@ def run_world(world: list[Case], at: datetime = NOON) -> Tally:
     """Write ``world`` into a fresh embedded AWS, run the three checks at ``at``, judge it."""
     with mock_aws(), freeze_time(at):
         service = Settings.from_env()
-        provision(service)
+        provisioned(service)
         boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
         table_names = {name: getattr(service.tables, name) for name in TABLES}
         write(world, table_names)
