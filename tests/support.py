@@ -23,11 +23,10 @@ from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 from botocore.handlers import BUILTIN_HANDLERS
 from botocore.httpsession import URLLib3Session
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.core.models import botocore_stubber
+from moto.core.models import DEFAULT_ACCOUNT_ID, botocore_stubber
 from moto.ses.models import ses_backends
 
-from ops.stages import REGION
+from ops.stages import REGION as REGION
 
 SYDNEY = ZoneInfo("Australia/Sydney")
 SENDER = "reminders@lender.example.com.au"

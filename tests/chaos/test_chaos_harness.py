@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from chalicelib.checks.stale_applications import StaleRow
 from chalicelib.mailer import Email, Recipient, render, to_mime
+from ops.stages import REGION
 from tests.chaos import oracle, soak
 from tests.chaos.faults import FaultRates, Injector, SimulatedCrash
 
@@ -189,7 +190,7 @@ def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """moto's SES in server mode on loopback, the sender verified; yields a SESv2 client."""
     with soak.moto_ses() as url:
         options: dict[str, Any] = {
-            "region_name": soak.REGION,
+            "region_name": REGION,
             "endpoint_url": url,
             "aws_access_key_id": "chaos",
             "aws_secret_access_key": "chaos",

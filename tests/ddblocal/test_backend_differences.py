@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceNotWhitelisted
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 
 from chalicelib.config import Settings
@@ -292,7 +292,7 @@ def test_a_failed_condition_returns_the_same_error_and_old_item_on_both(
         "Code": "ConditionalCheckFailedException",
         "Message": "The conditional request failed",
     }
-    assert response["Item"] == {"id": {"S": "n1"}, "status": {"S": "sent"}}
+    assert response.get("Item") == {"id": {"S": "n1"}, "status": {"S": "sent"}}
 
 
 REJECTED_BY_BOTH: list[Any] = [

@@ -412,8 +412,9 @@ def test_the_ses_client_never_retries_and_gives_up_waiting_in_time(
 
     # Then a send is attempted once (a retry could deliver it twice) within bounded waits
     config = client.meta.config
-    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
-    assert (config.connect_timeout, config.read_timeout) == (5, 15)
+    # botocore-stubs declare Config's options only as constructor arguments.
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}  # type: ignore[attr-defined]
+    assert (config.connect_timeout, config.read_timeout) == (5, 15)  # type: ignore[attr-defined]
     assert client.meta.region_name == REGION
     # And a warm container reuses it
     assert mailer.ses_client(REGION) is client

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from chalicelib import ledger
@@ -801,7 +801,7 @@ def test_a_title_with_crlf_cannot_add_headers_or_recipients(service: Settings, s
         headers = {k.lower() for k in sent.message}
         assert "bcc" not in headers
         assert "cc" not in headers
-        assert len(sent.message.get_all("To")) == 1
+        assert len(sent.message.get_all("To", [])) == 1
         assert "\r" not in sent.subject
         assert "\n" not in sent.subject
         assert sent.subject.startswith("Note Reminder: Call the valuer")
@@ -824,7 +824,7 @@ def test_a_staff_name_with_crlf_does_not_break_the_to_header(service: Settings, 
     [sent] = sent_emails()
     assert sent.recipients == [SAM]
     assert "bcc" not in {k.lower() for k in sent.message}
-    [to] = sent.message.get_all("To")
+    [to] = sent.message.get_all("To", [])
     assert "\n" not in str(to)
     assert "\r" not in str(to)
     assert SAM in str(to)

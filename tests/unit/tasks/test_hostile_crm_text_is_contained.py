@@ -17,7 +17,7 @@ from email.utils import getaddresses
 from typing import Any
 
 import pytest
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from chalicelib import ledger
@@ -120,7 +120,7 @@ def test_a_staff_name_that_decodes_to_an_address_cannot_add_a_second_to(
     assert destinations() == [[SAM]]
     [sent] = sent_emails()
     assert sent.recipients == [SAM]
-    assert len(sent.message.get_all("To")) == 1
+    assert len(sent.message.get_all("To", [])) == 1
 
 
 def test_control_and_bidi_characters_never_reach_the_subject(service: Settings, ses: Any) -> None:

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from chalice.app import ScheduledEventConfig
+from chalice.app import ScheduledEventConfig, ScheduleExpression
 from pynamodb.exceptions import DoesNotExist
 
 import app
@@ -75,6 +75,7 @@ def test_each_check_is_registered_as_an_hourly_utc_schedule() -> None:
     }
     for name, source in sources.items():
         assert isinstance(source, ScheduledEventConfig)
+        assert isinstance(source.schedule_expression, ScheduleExpression)
         assert source.schedule_expression.to_string() == "cron(0 * * * ? *)"
         assert source.handler_string == f"app.{name}"
         assert source.description
