@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from moto.core.exceptions import ServiceNotWhitelisted
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
 from chalicelib.models import Notification
@@ -80,7 +81,7 @@ def _error(call: Callable[[], Any]) -> tuple[str, str]:
 
 
 def test_the_ledger_is_written_to_the_tiers_dynamodb_and_the_email_captured_by_moto(
-    service: Settings, ses: Any, backend: str, dynamodb_endpoint: str | None
+    service: Settings, ses: SESV2Client, backend: str, dynamodb_endpoint: str | None
 ) -> None:
     f.crm()
     f.application()
