@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC
-from typing import Any
 
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
@@ -17,6 +16,7 @@ from mypy_boto3_sesv2 import SESV2Client
 from chalicelib import ledger, mailer, registry
 from chalicelib.config import Settings
 from chalicelib.models import Notification
+from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import REGION, run, sent_emails, subjects_by_recipient, sydney
@@ -304,10 +304,10 @@ def reported(service: Settings, ses: SESV2Client) -> None:
     f.crm(borrowers=2)
 
 
-def only_reason(summary: Any, item_id: str) -> str:
+def only_reason(summary: RunSummary, item_id: str) -> str:
     """The one reported reason, asserting that nothing but ``item_id`` was reported."""
     assert [i["item_id"] for i in summary.invalid_items] == [item_id]
-    reason: str = summary.invalid_items[0]["reason"]
+    reason = summary.invalid_items[0]["reason"]
     return reason
 
 

@@ -13,11 +13,12 @@ import base64
 import email
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from mypy_boto3_dynamodb import DynamoDBClient
 from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.exceptions import DoesNotExist
 
@@ -59,9 +60,10 @@ def entry(key: str) -> Notification:
     return Notification.get(key, consistent_read=True)
 
 
-def ledger_client() -> Any:
+def ledger_client() -> DynamoDBClient:
     """The botocore client the ledger's writes go through."""
-    return Notification._get_connection().connection.client
+    # PynamoDB types it as a plain botocore client; it is DynamoDB's.
+    return cast("DynamoDBClient", Notification._get_connection().connection.client)
 
 
 def writes_status(status: str) -> Callable[[dict[str, Any]], bool]:
@@ -86,7 +88,7 @@ def first_only(pick: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, An
 
 
 @pytest.fixture
-def production_ses(service: Settings) -> Iterator[Any]:
+def production_ses(service: Settings) -> Iterator[SESV2Client]:
     """The SES client a deployed function uses (its real retry settings), on moto."""
     mailer._default_clients.pop(REGION, None)
     yield mailer.ses_client(REGION)
@@ -192,7 +194,7 @@ def test_a_lost_response_to_mark_failed_does_not_abort_the_run(
 
 
 def test_a_lost_ses_response_after_acceptance_is_never_sent_twice(
-    production_ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    production_ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given a note reminder due to Sam and Brooke
     f.note_for_author_and_bdm()
@@ -299,7 +301,7 @@ def test_a_notice_failing_transiently_max_attempts_times_is_given_up_as_failed(
 # --- class 5: replays ----------------------------------------------------------------------
 
 
-def scheduled(at: Any) -> dict[str, Any]:
+def scheduled(at: datetime) -> dict[str, Any]:
     return {
         "id": "replayed-event",
         "detail-type": "Scheduled Event",

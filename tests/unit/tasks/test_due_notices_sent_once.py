@@ -7,8 +7,7 @@ Assertions are on what moto's SES captured and on DynamoDB state only.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
 
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
@@ -19,6 +18,7 @@ from chalicelib.ledger import PENDING, SENT
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
 from tests.support import (
+    Fault,
     SentEmail,
     ledger_key,
     run,
@@ -55,7 +55,7 @@ def days_ago(days: int) -> str:
     return (TODAY - timedelta(days=days)).isoformat()
 
 
-def on(day: str, hour: str = "09:00") -> Any:
+def on(day: str, hour: str = "09:00") -> datetime:
     """A Sydney instant on ``day`` (ISO date)."""
     return sydney(f"{day} {hour}")
 
@@ -86,11 +86,11 @@ def only(flag: str | None) -> dict[str, bool | None]:
     return {name: (True if name == flag else None) for name in FLAGS}
 
 
-def two_borrower_loan(**repayment: Any) -> None:
+def two_borrower_loan(**repayment: object) -> None:
     """BDM, author, borrowers Ben Lee and Mia Chen on APP-1001, and one repayment."""
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
-    f.repayment(**repayment)
+    f.repayment("rep-1", **repayment)
 
 
 # --- stale applications ------------------------------------------------------
@@ -818,7 +818,7 @@ def test_the_flag_is_set_only_after_every_borrower_has_been_emailed(
     # Given SES throttles the email to Mia
     two_borrower_loan(due_date=days_ago(4))
 
-    def throttle_mia(recipient: str) -> Any:
+    def throttle_mia(recipient: str) -> Fault:
         return ses_error("TooManyRequestsException", 429) if recipient == MIA else None
 
     with ses_faults(ses, throttle_mia), pytest.raises(DeliveryIncomplete):

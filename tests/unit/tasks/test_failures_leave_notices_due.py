@@ -26,11 +26,13 @@ from chalicelib import ledger
 from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification, Repayment
+from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
     SENDER,
+    Fault,
     ledger_key,
     run,
     sent_emails,
@@ -76,7 +78,7 @@ def destinations() -> list[list[str]]:
     return [[addr for _, addr in getaddresses(raw.destinations)] for raw in captured]
 
 
-def invalid_reasons(summary: Any, item_id: str) -> list[str]:
+def invalid_reasons(summary: RunSummary, item_id: str) -> list[str]:
     return [i["reason"] for i in summary.invalid_items if i["item_id"] == item_id]
 
 
@@ -112,7 +114,7 @@ def claim_left_by_another_run(
 
 
 # SES provably did not take the message: it answered 4xx, or was never reached.
-TRANSIENT_FAULTS: list[Any] = [
+TRANSIENT_FAULTS: list[object] = [
     pytest.param(
         lambda: ses_error("TooManyRequestsException", 429),
         "TooManyRequestsException",
@@ -130,7 +132,7 @@ TRANSIENT_FAULTS: list[Any] = [
     ),
 ]
 
-PERMANENT_FAULTS: list[Any] = [
+PERMANENT_FAULTS: list[object] = [
     pytest.param("MessageRejected", id="message-rejected"),
     pytest.param("BadRequestException", id="bad-request"),
 ]
@@ -141,7 +143,7 @@ PERMANENT_FAULTS: list[Any] = [
 
 @pytest.mark.parametrize(("fault", "reason"), TRANSIENT_FAULTS)
 def test_a_transient_failure_sends_the_others_then_fails_the_run(
-    service: Settings, ses: SESV2Client, fault: Callable[[], Any], reason: str
+    service: Settings, ses: SESV2Client, fault: Callable[[], Fault], reason: str
 ) -> None:
     # Given a repayment due to Ben and Mia, and SES failing transiently for Mia
     f.repayment_due_to_two_borrowers()
@@ -170,7 +172,7 @@ def test_a_transient_failure_sends_the_others_then_fails_the_run(
 
 @pytest.mark.parametrize(("fault", "reason"), TRANSIENT_FAULTS)
 def test_the_next_run_delivers_a_transiently_failed_notice_exactly_once(
-    service: Settings, ses: SESV2Client, fault: Callable[[], Any], reason: str
+    service: Settings, ses: SESV2Client, fault: Callable[[], Fault], reason: str
 ) -> None:
     # Given a run in which Mia's notice failed transiently
     f.repayment_due_to_two_borrowers()
@@ -493,7 +495,9 @@ def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_r
     # And a run that is killed right after SES accepted its first reminder
     f.note_for_author_and_bdm()
 
-    def kill_after_sam(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+    def kill_after_sam(
+        http_response: object = None, parsed: dict[str, object] | None = None, **_: object
+    ) -> None:
         if "MessageId" in (parsed or {}) and len(sent_emails()) == 1:
             raise LambdaKilled
 

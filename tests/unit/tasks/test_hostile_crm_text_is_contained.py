@@ -24,6 +24,7 @@ from mypy_boto3_sesv2 import SESV2Client
 from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
+from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, SAM
 from tests.support import (
@@ -66,11 +67,11 @@ def ledger_entry(key: str) -> Notification:
     return Notification.get(key, consistent_read=True)
 
 
-def invalid_reasons(summary: Any, item_id: str) -> list[str]:
+def invalid_reasons(summary: RunSummary, item_id: str) -> list[str]:
     return [i["reason"] for i in summary.invalid_items if i["item_id"] == item_id]
 
 
-def note_to_sam_only(**note: Any) -> None:
+def note_to_sam_only(**note: str) -> None:
     """Given a note due today whose application has no BDM, so it goes to Sam alone."""
     f.crm()
     f.application(bd_id=None)

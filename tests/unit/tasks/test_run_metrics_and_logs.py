@@ -20,7 +20,7 @@ from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.observability import mask_addresses
 from tests import factories
-from tests.support import run, scheduled_event, ses_error, ses_faults, sydney, utc
+from tests.support import Fault, run, scheduled_event, ses_error, ses_faults, sydney, utc
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -126,7 +126,7 @@ def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
     # Given SES throttling Ben and rejecting Mia
     factories.repayment_due_to_two_borrowers()
 
-    def faults(recipient: str) -> Any:
+    def faults(recipient: str) -> Fault:
         if recipient == BEN:
             return ses_error("Throttling", 400)
         return ses_error("MessageRejected", 400)

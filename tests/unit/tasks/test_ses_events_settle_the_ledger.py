@@ -178,7 +178,7 @@ def test_a_run_killed_after_ses_accepted_is_settled_by_the_send_event_not_failed
     f.application()
     f.note()
 
-    def kill_after_first(parsed: Any = None, **_: Any) -> None:
+    def kill_after_first(parsed: dict[str, object] | None = None, **_: object) -> None:
         if "MessageId" in (parsed or {}) and len(sent_emails()) == 1:
             raise KeyboardInterrupt
 
