@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import tracemalloc
 from datetime import date, timedelta
-from typing import Any
 
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
+from pytest_benchmark.fixture import BenchmarkFixture
 
 from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
@@ -85,7 +85,7 @@ def _peak_memory_kib(check: str, ses: SESV2Client) -> int:
 
 @pytest.mark.parametrize("check", ["stale_applications", "note_reminders", "repayment_reminders"])
 def test_bench_first_run_sends_everything_due(
-    benchmark: Any, large_crm: None, ses: SESV2Client, check: str
+    benchmark: BenchmarkFixture, large_crm: None, ses: SESV2Client, check: str
 ) -> None:
     summary = benchmark.pedantic(run, args=(check, AT, ses), rounds=1, iterations=1)
     benchmark.extra_info.update(
@@ -96,7 +96,7 @@ def test_bench_first_run_sends_everything_due(
 
 @pytest.mark.parametrize("check", ["stale_applications", "note_reminders", "repayment_reminders"])
 def test_bench_hourly_rerun_with_everything_delivered(
-    benchmark: Any, large_crm: None, ses: SESV2Client, check: str
+    benchmark: BenchmarkFixture, large_crm: None, ses: SESV2Client, check: str
 ) -> None:
     run(check, AT, ses)
     summary = benchmark.pedantic(run, args=(check, AT, ses), rounds=5, iterations=1)

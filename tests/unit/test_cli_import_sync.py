@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from chalicelib.config import Settings
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import Application, Borrower, CrmModel, Note, Repayment, Staff
 from ops.cli import cli
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "crm_real_dumpdata.json"
@@ -30,7 +30,7 @@ def write_dump(folder: Path, records: list[Any], name: str = "dump.json") -> Pat
     return path
 
 
-def ids(model: Any) -> list[str]:
+def ids(model: type[CrmModel]) -> list[str]:
     return sorted(item.id for item in model.scan())
 
 
