@@ -16,14 +16,19 @@ so the audit can hold it to the policy generated for exactly that stage.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.handlers import BUILTIN_HANDLERS
+
+if TYPE_CHECKING:
+    from botocore.model import OperationModel
+
+    from chalicelib.config import Settings
 
 # (module, function) of every entry point whose AWS calls the functions' policy must allow.
 ENTRY_POINTS = frozenset(
@@ -40,7 +45,7 @@ class AwsCall:
     operation: str  # e.g. "Query"
     region: str
     params: dict[str, Any]
-    settings: Any  # chalicelib.config.Settings of the run (or event) that made it
+    settings: Settings | None  # of the run (or event) that made it
     test: str  # the test that made it, for the report
 
     @property
@@ -57,7 +62,13 @@ class Recorder:
         self.current_test = "<outside a test>"
         self.paused = False
 
-    def __call__(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
+    def __call__(
+        self,
+        params: dict[str, Any],
+        model: OperationModel,
+        context: dict[str, Any] | None = None,
+        **_: object,
+    ) -> None:
         check = _running_check(sys._getframe(1))
         if check is None or self.paused:
             return
@@ -102,7 +113,7 @@ BUILTIN_HANDLERS.append(("before-parameter-build", RECORDER))
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Attribute recorded operations to the test that made them."""
     RECORDER.current_test = item.nodeid
     try:

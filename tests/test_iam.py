@@ -24,8 +24,10 @@ from datetime import date
 from typing import Any
 
 import pytest
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.indexes import Index
+from pynamodb.models import Model
 
 from chalicelib import models, ses_events
 from chalicelib.config import Settings, Tables
@@ -161,7 +163,7 @@ def not_allowed(calls: Iterable[AwsCall], policy_for: Callable[[AwsCall], Policy
 
 def policy_for(call: AwsCall) -> Policy:
     """The committed policy file of the configured stage the run used, else the generated one."""
-    settings: Settings = call.settings
+    settings = call.settings
     assert isinstance(settings, Settings), f"{call.test}: run_check had no settings"
     return _policy(
         settings.tables, settings.sender_email, settings.region, settings.ses_configuration_set
@@ -185,7 +187,7 @@ def _policy(tables: Tables, sender: str, region: str, configuration_set: str | N
     return infra.policy_document(settings, "test-")
 
 
-def indexes_of(model: type[models.Model]) -> list[str]:
+def indexes_of(model: type[Model]) -> list[str]:
     """The index names a model declares."""
     return [
         index.Meta.index_name
@@ -265,7 +267,7 @@ def unused_dynamodb_grants(policy: Policy, calls: Iterable[AwsCall]) -> list[str
     return sorted(f"{action} on {resource}" for action, resource in granted - used)
 
 
-def run_every_rule(ses: Any) -> None:
+def run_every_rule(ses: SESV2Client) -> None:
     """The seeded CRM (every rule, a malformed item) through the three checks at noon.
 
     Then SES's events for what they sent: a Send and a Delivery for every message,
@@ -301,7 +303,7 @@ def calls_of(test: pytest.FixtureRequest, calls: list[AwsCall]) -> list[AwsCall]
 
 def test_every_operation_of_a_running_check_in_the_suite_is_allowed_by_its_policy(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     suppression_list: SuppressionList,
     recorded_aws_calls: list[AwsCall],
 ) -> None:
@@ -339,7 +341,7 @@ def test_the_integration_tests_ran_the_dev_stage_under_its_committed_policy_file
 
 def test_a_call_the_policy_does_not_grant_fails_the_audit(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     suppression_list: SuppressionList,
     recorded_aws_calls: list[AwsCall],
     request: pytest.FixtureRequest,
@@ -369,7 +371,7 @@ def test_a_call_the_policy_does_not_grant_fails_the_audit(
 
 def test_the_policy_grants_no_dynamodb_access_a_running_check_does_not_use(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     suppression_list: SuppressionList,
     recorded_aws_calls: list[AwsCall],
     request: pytest.FixtureRequest,
