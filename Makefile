@@ -37,7 +37,7 @@ bench: install
 fuzz: install
 	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
-## ruff (lint + format) and mypy --strict on chalicelib, ops and crm_mirror.
+## ruff (lint + format) and mypy --strict on chalicelib, ops, crm_mirror, tests and app.py.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

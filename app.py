@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from chalice import Chalice, Cron
-from chalice.app import CloudWatchEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from chalice.app import Chalice, CloudWatchEvent, Cron
 
 from chalicelib import ses_events
 from chalicelib.runner import handle_manual, handle_scheduled
@@ -17,13 +17,18 @@ app = Chalice(app_name="loan-reminders")
 HOURLY = Cron(0, "*", "*", "*", "?", "*")
 
 
+def _context(event: CloudWatchEvent) -> LambdaContext | None:
+    # Chalice annotates an event's context as a dict; Lambda hands over its context object.
+    return cast("LambdaContext | None", event.context)
+
+
 @app.schedule(
     HOURLY,
     name="check_stale_applications",
     description="Alert BDMs of applications stuck in one stage",
 )
 def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("stale_applications", event.to_dict(), event.context)
+    return handle_scheduled("stale_applications", event.to_dict(), _context(event))
 
 
 @app.schedule(
@@ -32,7 +37,7 @@ def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
     description="Remind note authors and BDMs on the note's remind date",
 )
 def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("note_reminders", event.to_dict(), event.context)
+    return handle_scheduled("note_reminders", event.to_dict(), _context(event))
 
 
 @app.schedule(
@@ -41,11 +46,11 @@ def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
     description="Remind borrowers of due and overdue repayments; escalate to BDMs",
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("repayment_reminders", event.to_dict(), event.context)
+    return handle_scheduled("repayment_reminders", event.to_dict(), _context(event))
 
 
 @app.lambda_function(name="run_check")
-def run_check(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def run_check(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Run one check by hand: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
     return handle_manual(event, getattr(context, "aws_request_id", None))
 

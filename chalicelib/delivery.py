@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
@@ -228,7 +227,7 @@ def _send(
     return _record(run, parts, ledger.SENT, message_id, subject=subject)
 
 
-def _about(run: Run, parts: Sequence[Part], reason: str, **more: Any) -> dict[str, Any]:
+def _about(run: Run, parts: Sequence[Part], reason: str, **more: object) -> dict[str, object]:
     return {"check": run.summary.check, "keys": [p.key for p in parts], "reason": reason, **more}
 
 

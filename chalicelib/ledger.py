@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
@@ -21,6 +21,9 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib.models import Notification
+
+if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 CLAIMED = "claimed"
 SENT = "sent"
@@ -292,8 +295,8 @@ def _conditional_update(
         if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
         cause = exc.__cause__ if isinstance(exc.__cause__, ClientError) else exc
-        raw: Any = cause.response.get("Item")
-        item: dict[str, dict[str, Any]] = raw or {}
+        # DynamoDB returns the item that failed the condition in its error response.
+        item = cast("Mapping[str, AttributeValueTypeDef]", cause.response.get("Item") or {})
         if not item:
             return False, None
         return False, {name: str(next(iter(value.values()))) for name, value in item.items()}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import SMTP, compat32, default
 from email.utils import getaddresses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
@@ -97,7 +98,7 @@ def _environment() -> Environment:
     )
 
 
-def render(template: str, to: Recipient, subject: str, context: dict[str, Any]) -> Email:
+def render(template: str, to: Recipient, subject: str, context: Mapping[str, object]) -> Email:
     """Render ``<template>.html`` and ``<template>.txt`` with ``context`` for ``to``."""
     env = _environment()
     full = {"recipient": to, "subject": subject, **context}

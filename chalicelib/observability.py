@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
@@ -55,7 +54,7 @@ def mask_addresses(text: str) -> str:
     return _ADDRESS.sub(lambda m: f"{m['first']}***@{m['domain']}", text)
 
 
-def _masked_json(record: Any) -> str:
+def _masked_json(record: object) -> str:
     return mask_addresses(
         json.dumps(record, default=str, separators=(",", ":"), ensure_ascii=False)
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
@@ -24,6 +24,19 @@ _M = TypeVar("_M", bound=CrmModel)
 
 # What the log shows of each email a dry run would send (no names, no subjects).
 _LOGGED_WOULD_SEND = ("kind", "recipient_id", "recipient_email", "keys")
+
+
+class WouldSend(TypedDict):
+    """One email a dry run would send, as :attr:`RunSummary.would_send` lists it."""
+
+    kind: str
+    recipient_id: str
+    recipient_name: str
+    recipient_email: str
+    subject: str
+    keys: list[str]
+
+
 # How much of a reason an invalid-item report keeps (reasons quote the CRM's values).
 REPORTED_REASON_CHARS = 300
 
@@ -50,7 +63,7 @@ class RunSummary:
     invalid_items: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
-    would_send: list[dict[str, Any]] = field(default_factory=list)
+    would_send: list[WouldSend] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready data."""
@@ -64,7 +77,8 @@ class RunSummary:
         """
         data = self.as_dict()
         data["would_send"] = [
-            {name: item[name] for name in _LOGGED_WOULD_SEND} for item in self.would_send
+            {name: value for name, value in item.items() if name in _LOGGED_WOULD_SEND}
+            for item in self.would_send
         ]
         return data
 

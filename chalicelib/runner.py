@@ -136,7 +136,7 @@ def _metered(summary: RunSummary, *, enabled: bool) -> Iterator[None]:
             )
 
 
-def event_time(event: Mapping[str, Any]) -> datetime:
+def event_time(event: Mapping[str, object]) -> datetime:
     """The scheduled time of an EventBridge event (its ``time`` field, UTC)."""
     raw = event.get("time")
     if not isinstance(raw, str):
@@ -154,7 +154,7 @@ class EventTooOld(ValueError):
 
 def handle_scheduled(
     check: str,
-    event: Mapping[str, Any],
+    event: Mapping[str, object],
     context: LambdaContext | None = None,
     *,
     now: datetime | None = None,
@@ -211,7 +211,7 @@ def parse_day(value: object) -> date:
     raise InvalidRequest(f"date {value!r} is not a YYYY-MM-DD date")
 
 
-def parse_request(event: Any) -> ManualRun:
+def parse_request(event: object) -> ManualRun:
     """Validate a ``run_check`` payload: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
     if not isinstance(event, Mapping):
         raise InvalidRequest(
@@ -279,7 +279,7 @@ def run_manual(
     )
 
 
-def handle_manual(event: Any, request_id: str | None) -> dict[str, Any]:
+def handle_manual(event: object, request_id: str | None) -> dict[str, Any]:
     """Entry point for the ``run_check`` Lambda function (``chalice invoke -n run_check``)."""
     logger.set_correlation_id(request_id)
     request = parse_request(event)

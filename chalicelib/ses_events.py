@@ -116,7 +116,7 @@ class Outcome:
         return asdict(self)
 
 
-def _instant(value: Any, name: str) -> datetime:
+def _instant(value: object, name: str) -> datetime:
     if not isinstance(value, str):
         raise InvalidSesEvent(f"{name} is missing")
     try:
@@ -126,14 +126,14 @@ def _instant(value: Any, name: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _first_tag(tags: Mapping[str, Any], name: str) -> str | None:
+def _first_tag(tags: Mapping[str, object], name: str) -> str | None:
     values = tags.get(name)
     if isinstance(values, list) and values and isinstance(values[0], str):
         return values[0]
     return values if isinstance(values, str) else None
 
 
-def _addresses(records: Any) -> tuple[str, ...]:
+def _addresses(records: object) -> tuple[str, ...]:
     if not isinstance(records, list):
         return ()
     return tuple(
@@ -143,7 +143,7 @@ def _addresses(records: Any) -> tuple[str, ...]:
     )
 
 
-def parse(event: Mapping[str, Any]) -> SesEvent:
+def parse(event: Mapping[str, object]) -> SesEvent:
     """Read an EventBridge SES event (``source`` ``aws.ses``), or raise :class:`InvalidSesEvent`."""
     if event.get("source") != SOURCE:
         raise InvalidSesEvent(f"source {event.get('source')!r} is not {SOURCE}")
@@ -158,7 +158,7 @@ def parse(event: Mapping[str, Any]) -> SesEvent:
         raise InvalidSesEvent("mail.messageId is missing")
     sent_at = _instant(mail.get("timestamp"), "mail.timestamp")
     raw_tags = mail.get("tags")
-    tags: Mapping[str, Any] = raw_tags if isinstance(raw_tags, Mapping) else {}
+    tags: Mapping[str, object] = raw_tags if isinstance(raw_tags, Mapping) else {}
     body = detail.get(kind[0].lower() + kind[1:])
     body = body if isinstance(body, Mapping) else {}
     at = _instant(body["timestamp"], f"{kind} timestamp") if "timestamp" in body else sent_at
@@ -182,7 +182,7 @@ def parse(event: Mapping[str, Any]) -> SesEvent:
     )
 
 
-def handle(event: Mapping[str, Any]) -> dict[str, Any]:
+def handle(event: Mapping[str, object]) -> dict[str, Any]:
     """Entry point of the ``record_ses_events`` function: apply one EventBridge SES event."""
     event_id = event.get("id")
     logger.set_correlation_id(event_id if isinstance(event_id, str) else None)

@@ -27,6 +27,7 @@ from ops import provisioning
 from ops.stages import StageError, stage_environment, stage_names
 
 if TYPE_CHECKING:
+    from chalicelib.run import RunSummary
     from ops.crm_import import Plan, WriteReport
     from ops.infra import Stage
 
@@ -303,7 +304,7 @@ def run_command(
         )
 
 
-def format_summary(summary: Any) -> str:
+def format_summary(summary: RunSummary) -> str:
     """A run summary for people: counts, invalid items, errors and (dry run) what would go."""
     head = f"{summary.check} for {summary.business_date}"
     if not summary.acted:
@@ -332,7 +333,7 @@ def format_summary(summary: Any) -> str:
     return "\n".join(lines)
 
 
-def _sent(summary: Any) -> str:
+def _sent(summary: RunSummary) -> str:
     if summary.dry_run:
         parts = sum(len(n["keys"]) for n in summary.would_send)
         return f"{parts} notice(s) in {len(summary.would_send)} email(s)"

@@ -106,7 +106,7 @@ class Source:
 
     index: int
     label: str
-    pk: Any
+    pk: object
 
     def __str__(self) -> str:
         return f"record {self.index} ({self.label} pk={self.pk!r})"
@@ -185,19 +185,19 @@ def load_dump(path: Path) -> list[Any]:
     return data
 
 
-def label_of(record: Any) -> str | None:
+def label_of(record: object) -> str | None:
     """``"Users.User"`` -> ``users.user`` (None when the record names no model)."""
     if not isinstance(record, dict) or not isinstance(record.get("model"), str):
         return None
     return str(record["model"]).lower()
 
 
-def staff_id(user_pk: Any) -> str:
+def staff_id(user_pk: object) -> str:
     """The staff id of a ``users.user``."""
     return f"user-{user_pk}"
 
 
-def bdm_staff_id(bdm_pk: Any) -> str:
+def bdm_staff_id(bdm_pk: object) -> str:
     """The staff id of a ``brokers.bdm`` that has no user."""
     return f"bdm-{bdm_pk}"
 

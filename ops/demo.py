@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 
@@ -38,6 +38,9 @@ from chalicelib.runner import run_check
 from ops.provisioning import provision
 from ops.seed import seed
 from ops.stages import REGION
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 SENDER = "reminders@lender.example.com.au"
 DEMO_ENVIRONMENT = {
@@ -177,7 +180,7 @@ def captured() -> list[Outgoing]:
 def save_state(path: Path) -> None:
     """Save every embedded table's items (the demo's stand-in for a persistent AWS)."""
     client = boto3.client("dynamodb", region_name=REGION)
-    tables: dict[str, list[dict[str, Any]]] = {}
+    tables: dict[str, list[dict[str, AttributeValueTypeDef]]] = {}
     for model in models.ALL_MODELS:
         name = model.Meta.table_name
         pages = client.get_paginator("scan").paginate(TableName=name)

@@ -8,7 +8,6 @@ sample lacks fails here as it would in a run. No AWS is involved.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
 
 from chalicelib import registry
 from chalicelib.checks.note_reminders import NOTE_REMINDER
@@ -59,7 +58,7 @@ def sample(kind: str, thresholds: Thresholds | None = None) -> Email:
         )
     tier = next(tier for tier in TIERS if tier.kind.name == kind)
     days = max(tier.starts(t), -5)  # the first day of its window, at most 5 days ahead
-    context: dict[str, Any] = {
+    context: dict[str, object] = {
         "amount": money(2_980.15),
         "due_date": au_date(SAMPLE_DAY - timedelta(days=days)),
         "reference": "APP-1001",

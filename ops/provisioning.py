@@ -7,13 +7,18 @@ tests create their tables with it. The Lambda functions never create tables.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import boto3
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
 from chalicelib.models import ALL_MODELS, bind
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.literals import KeyTypeType, ScalarAttributeTypeType
+    from mypy_boto3_dynamodb.type_defs import ProjectionTypeDef
 
 
 def provision(settings: Settings, poll_seconds: float = 5.0) -> list[tuple[str, str]]:
@@ -47,6 +52,8 @@ def _add_missing_indexes(model: type[Model], settings: Settings, poll_seconds: f
         "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint
     )
     added = []
+    # PynamoDB's schema holds DynamoDB's own key types, attribute types and projections as
+    # plain strings; the casts name them as the client's types.
     for index in schema["global_secondary_indexes"]:
         if index["index_name"] in present:
             continue
@@ -54,7 +61,10 @@ def _add_missing_indexes(model: type[Model], settings: Settings, poll_seconds: f
         client.update_table(
             TableName=model.Meta.table_name,
             AttributeDefinitions=[
-                {"AttributeName": k["AttributeName"], "AttributeType": types[k["AttributeName"]]}
+                {
+                    "AttributeName": k["AttributeName"],
+                    "AttributeType": cast("ScalarAttributeTypeType", types[k["AttributeName"]]),
+                }
                 for k in keys
             ],
             GlobalSecondaryIndexUpdates=[
@@ -62,10 +72,13 @@ def _add_missing_indexes(model: type[Model], settings: Settings, poll_seconds: f
                     "Create": {
                         "IndexName": index["index_name"],
                         "KeySchema": [
-                            {"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]}
+                            {
+                                "AttributeName": k["AttributeName"],
+                                "KeyType": cast("KeyTypeType", k["KeyType"]),
+                            }
                             for k in keys
                         ],
-                        "Projection": dict(index["projection"]),
+                        "Projection": cast("ProjectionTypeDef", dict(index["projection"])),
                     }
                 }
             ],
@@ -75,7 +88,7 @@ def _add_missing_indexes(model: type[Model], settings: Settings, poll_seconds: f
     return added
 
 
-def _wait_for_index(client: Any, table: str, index: str, poll_seconds: float) -> None:
+def _wait_for_index(client: DynamoDBClient, table: str, index: str, poll_seconds: float) -> None:
     # A table takes one index creation at a time; a large table backfills for minutes.
     while True:
         indexes = client.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])

@@ -20,10 +20,10 @@ so the audit can hold it to the policy generated for exactly that stage.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.handlers import BUILTIN_HANDLERS
@@ -31,6 +31,9 @@ from botocore.handlers import BUILTIN_HANDLERS
 from tests.iam_audit import AwsCall, not_allowed, policy_for
 
 __all__ = ["AwsCall", "another_actor"]
+
+if TYPE_CHECKING:
+    from botocore.model import OperationModel
 
 # (module, function) of every entry point whose AWS calls the functions' policy must allow.
 ENTRY_POINTS = frozenset(
@@ -46,7 +49,13 @@ class Recorder:
         self.current_test = "<outside a test>"
         self.paused = False
 
-    def __call__(self, params: dict[str, Any], model: Any, context: Any = None, **_: Any) -> None:
+    def __call__(
+        self,
+        params: dict[str, Any],
+        model: OperationModel,
+        context: dict[str, Any] | None = None,
+        **_: object,
+    ) -> None:
         check = _running_check(sys._getframe(1))
         if check is None or self.paused:
             return
@@ -98,13 +107,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Fail a test if the policy of its stage does not allow an operation it made."""
-    result = yield
+    yield
     problems = not_allowed(RECORDER.calls, policy_for)
     if problems:
         raise AssertionError("operations the stage policy does not allow:\n" + "\n".join(problems))
-    return result
 
 
 def pytest_runtest_logfinish(nodeid: str) -> None:

@@ -21,6 +21,7 @@ import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
 from moto import mock_aws
+from mypy_boto3_sesv2 import SESV2Client
 
 import app
 from chalicelib.config import Settings
@@ -149,14 +150,14 @@ def tables(aws: None, settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def ses(aws: None) -> Any:
+def ses(aws: None) -> SESV2Client:
     """SES with the sender verified; returns a client without retries for fault injection."""
     boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
     return ses_client()
 
 
 @pytest.fixture
-def service(tables: Settings, ses: Any) -> Settings:
+def service(tables: Settings, ses: SESV2Client) -> Settings:
     """Tables and a verified sender: everything a check needs."""
     return tables
 

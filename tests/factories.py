@@ -7,12 +7,17 @@ Pass keyword arguments to change any attribute; ``None`` leaves it absent.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import boto3
+from pynamodb.models import Model
 
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
 from tests.support import REGION
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 # The usual cast's addresses (see crm()), for assertions on who was mailed.
 BROOKE = "brooke.davis@lender.example.com.au"  # BDM bdm-1
@@ -21,8 +26,13 @@ BEN = "ben.lee@example.net"  # borrower bor-1
 MIA = "mia.chen@example.net"  # borrower bor-2
 
 
-def _save(model: Any, values: dict[str, Any]) -> Any:
-    item = model(**{k: v for k, v in values.items() if v is not None})
+_M = TypeVar("_M", bound=Model)
+
+
+def _save(model: type[_M], values: Mapping[str, object]) -> _M:
+    attributes = {k: v for k, v in values.items() if v is not None}
+    # Model's own parameters are named so that no attribute value is matched against them.
+    item = model(hash_key=None, range_key=None, _user_instantiated=True, **attributes)
     item.save()
     return item
 
@@ -41,9 +51,9 @@ def borrower(id: str = "bor-1", name: str | None = "Ben Lee", email: str | None 
     return _save(Borrower, {"id": id, "name": name, "email": email})
 
 
-def application(id: str = "app-1", **overrides: Any) -> Application:
+def application(id: str = "app-1", **overrides: object) -> Application:
     """A loan application; ``stage_last_updated`` defaults to long ago."""
-    values: dict[str, Any] = {
+    values: dict[str, object] = {
         "id": id,
         "reference_number": "APP-1001",
         "stage": "valuation_ordered",
@@ -57,9 +67,9 @@ def application(id: str = "app-1", **overrides: Any) -> Application:
     return _save(Application, values)
 
 
-def note(id: str = "note-1", **overrides: Any) -> Note:
+def note(id: str = "note-1", **overrides: object) -> Note:
     """A note on ``app-1`` by ``staff-2`` with a reminder date."""
-    values: dict[str, Any] = {
+    values: dict[str, object] = {
         "id": id,
         "title": "Call the valuer",
         "content": "Chase the valuation report for the Parramatta property.",
@@ -72,9 +82,9 @@ def note(id: str = "note-1", **overrides: Any) -> Note:
     return _save(Note, values)
 
 
-def repayment(id: str = "rep-1", **overrides: Any) -> Repayment:
+def repayment(id: str = "rep-1", **overrides: object) -> Repayment:
     """An unpaid repayment on ``app-1``."""
-    values: dict[str, Any] = {
+    values: dict[str, object] = {
         "id": id,
         "application_id": "app-1",
         "amount": 2450.5,
@@ -84,7 +94,7 @@ def repayment(id: str = "rep-1", **overrides: Any) -> Repayment:
     return _save(Repayment, values)
 
 
-def raw_item(table: str, item: dict[str, Any]) -> None:
+def raw_item(table: str, item: Mapping[str, AttributeValueTypeDef]) -> None:
     """Put an item exactly as given (DynamoDB JSON), for items the models would refuse."""
     boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item=item)
 
@@ -103,11 +113,11 @@ def crm(bdm: bool = True, author: bool = True, borrowers: int = 1) -> None:
 # --- common worlds --------------------------------------------------------------------------
 
 
-def repayment_due_to_two_borrowers(**overrides: Any) -> None:
+def repayment_due_to_two_borrowers(id: str = "rep-1", **overrides: object) -> None:
     """rep-1 ($2,450.50, due 30/11/2026) on app-1 with borrowers Ben and Mia."""
     crm(borrowers=2)
     application(borrower_ids=["bor-1", "bor-2"])
-    repayment(**overrides)
+    repayment(id, **overrides)
 
 
 def note_for_author_and_bdm() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 
 from chalicelib.config import Settings, Tables
 from ops import infra
@@ -36,7 +36,7 @@ class AwsCall:
     operation: str  # e.g. "Query"
     region: str
     params: dict[str, Any]
-    settings: Any  # chalicelib.config.Settings of the run (or event) that made it
+    settings: Settings | None  # of the run (or event) that made it
     test: str  # the test that made it, for the report
 
     @property
@@ -152,7 +152,7 @@ def not_allowed(calls: Iterable[AwsCall], policy_for: Callable[[AwsCall], Policy
 
 def policy_for(call: AwsCall) -> Policy:
     """The committed policy file of the configured stage the run used, else the generated one."""
-    settings: Settings = call.settings
+    settings = call.settings
     assert isinstance(settings, Settings), f"{call.test}: run_check had no settings"
     return _policy(
         settings.tables, settings.sender_email, settings.region, settings.ses_configuration_set

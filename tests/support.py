@@ -15,25 +15,32 @@ from email.message import EmailMessage
 from email.policy import default
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 import boto3
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 from botocore.handlers import BUILTIN_HANDLERS
 from botocore.httpsession import URLLib3Session
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.core.models import botocore_stubber
+from moto.core.models import DEFAULT_ACCOUNT_ID, botocore_stubber
 from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models.table import Table
 from moto.ses.models import ses_backends
+from mypy_boto3_sesv2 import SESV2Client
 
-from chalicelib.config import Settings
 from chalicelib.models import bind
 from ops.provisioning import provision
-from ops.stages import REGION
+from ops.stages import REGION as REGION
+
+if TYPE_CHECKING:
+    from chalice.test import Client
+
+    from chalicelib.config import Settings
+    from chalicelib.run import RunSummary
 
 SYDNEY = ZoneInfo("Australia/Sydney")
 SENDER = "reminders@lender.example.com.au"
@@ -111,15 +118,22 @@ def subjects_by_recipient() -> dict[str, list[str]]:
     return out
 
 
-def ses_client(max_attempts: int = 1) -> Any:
+def ses_client(max_attempts: int = 1) -> SESV2Client:
     """A fresh SESv2 client without retries (botocore's retry sleeps are real)."""
     return boto3.client(
         "sesv2", region_name=REGION, config=Config(retries={"max_attempts": max_attempts})
     )
 
 
-def ses_error(code: str, status: int = 400, message: str = "injected") -> tuple[Any, Any]:
+# What a botocore ``before-call`` handler answers: an HTTP response and its parsed body.
+Answer = tuple[AWSResponse, dict[str, object]]
+# What a fault decision returns: nothing (moto answers), an answer, or an exception to raise.
+Fault = Answer | Exception | None
+
+
+def ses_error(code: str, status: int = 400, message: str = "injected") -> Answer:
     """A botocore ``before-call`` response that makes SES answer with an error."""
+    # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
     response = AWSResponse("https://email.example", status, {}, None)  # type: ignore[arg-type]
     return response, {
         "Error": {"Code": code, "Message": message},
@@ -128,7 +142,7 @@ def ses_error(code: str, status: int = 400, message: str = "injected") -> tuple[
 
 
 @contextmanager
-def ses_faults(client: Any, decide: Callable[[str], Any]) -> Iterator[list[str]]:
+def ses_faults(client: SESV2Client, decide: Callable[[str], Fault]) -> Iterator[list[str]]:
     """Answer SES SendEmail with ``decide(recipient)`` when it returns a fault.
 
     ``decide`` returns ``None`` to let moto handle the call, a ``ses_error(...)``
@@ -137,7 +151,7 @@ def ses_faults(client: Any, decide: Callable[[str], Any]) -> Iterator[list[str]]
     """
     attempted: list[str] = []
 
-    def before_call(params: dict[str, Any], **_: Any) -> Any:
+    def before_call(params: dict[str, Any], **_: object) -> Answer | None:
         body = json.loads(params["body"])
         raw = base64.b64decode(body["Content"]["Raw"]["Data"])
         message = email.message_from_bytes(raw, policy=default)
@@ -148,16 +162,18 @@ def ses_faults(client: Any, decide: Callable[[str], Any]) -> Iterator[list[str]]
             raise fault
         return fault
 
-    client.meta.events.register("before-call.sesv2.SendEmail", before_call)
+    # botocore-stubs type every handler as returning None; a before-call handler's answer
+    # replaces the call.
+    client.meta.events.register("before-call.sesv2.SendEmail", before_call)  # type: ignore[arg-type]
     try:
         yield attempted
     finally:
-        client.meta.events.unregister("before-call.sesv2.SendEmail", before_call)
+        client.meta.events.unregister("before-call.sesv2.SendEmail", before_call)  # type: ignore[arg-type]
 
 
 @contextmanager
 def lost_responses(
-    client: Any, operation: str, lose: Callable[[dict[str, Any]], bool]
+    client: BaseClient, operation: str, lose: Callable[[dict[str, Any]], bool]
 ) -> Iterator[list[dict[str, Any]]]:
     """Lose the response of every ``operation`` call whose JSON body ``lose`` picks.
 
@@ -168,8 +184,10 @@ def lost_responses(
     lost: list[dict[str, Any]] = []
     service = client.meta.service_model.service_id.hyphenize()
 
-    def before_send(request: Any, **kwargs: Any) -> None:
-        body = json.loads(request.body or b"{}")
+    def before_send(request: AWSPreparedRequest, **kwargs: Any) -> None:
+        raw = request.body or b"{}"
+        assert isinstance(raw, (str, bytes)), "a JSON protocol's request body is not a stream"
+        body = json.loads(raw)
         if not lose(body):
             return
         response = botocore_stubber(request=request, **kwargs)
@@ -191,18 +209,35 @@ def timeout_error() -> ReadTimeoutError:
 
 
 def run(
-    check: str, at: datetime, client: Any = None, *, now: datetime | None = None, **options: Any
-) -> Any:
+    check: str,
+    at: datetime,
+    client: SESV2Client | None = None,
+    *,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+    ignore_window: bool = False,
+    dry_run: bool = False,
+    remaining_ms: Callable[[], int] | None = None,
+) -> RunSummary:
     """Run ``check`` as scheduled at ``at``; ``now`` (the wall clock) defaults to ``at``."""
     from chalicelib.mailer import Mailer
     from chalicelib.runner import run_check
 
     mailer = Mailer(SENDER, REGION, client=client) if client is not None else None
-    return run_check(check, at=at, now=now or at, mailer=mailer, **options)
+    return run_check(
+        check,
+        at=at,
+        now=now or at,
+        settings=settings,
+        mailer=mailer,
+        ignore_window=ignore_window,
+        dry_run=dry_run,
+        remaining_ms=remaining_ms,
+    )
 
 
 def scheduled_event(
-    client: Any, function: str, at: datetime, event_id: str | None = None
+    client: Client, function: str, at: datetime, event_id: str | None = None
 ) -> dict[str, Any]:
     """The EventBridge event that triggers ``function`` at ``at`` (sent as UTC)."""
     event: dict[str, Any] = client.events.generate_cw_event(
@@ -264,20 +299,22 @@ class SuppressionList:
         self.addresses.clear()
         self.puts.clear()
 
-    def put(self, params: dict[str, Any], **_: Any) -> Any:
+    def put(self, params: dict[str, Any], **_: object) -> Answer:
         """PutSuppressedDestination: remember the address (case-insensitively) and reason."""
         body = json.loads(params["body"])
         self.puts.append((body["EmailAddress"], body["Reason"]))
         self.addresses[body["EmailAddress"].lower()] = body["Reason"]
+        # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
         response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
         return response, {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
-    def get(self, params: dict[str, Any], **_: Any) -> Any:
+    def get(self, params: dict[str, Any], **_: object) -> Answer:
         """GetSuppressedDestination: the address's entry, or NotFoundException."""
         address = unquote(params["url_path"].rsplit("/", 1)[1])
         reason = self.addresses.get(address.lower())
         if reason is None:
             return ses_error("NotFoundException", 404, f"{address} is not on the suppression list")
+        # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
         response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
         return response, {
             "SuppressedDestination": {
@@ -302,7 +339,7 @@ def ledger_key(kind: str, *parts: object) -> str:
 
 
 # The empty tables moto holds after provisioning, per set of table names, in this process.
-_PROVISIONED: dict[tuple[object, ...], dict[str, object]] = {}
+_PROVISIONED: dict[tuple[object, ...], dict[str, Table]] = {}
 
 
 def provisioned(settings: Settings) -> None:

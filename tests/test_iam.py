@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 from chalice.test import Client
 from freezegun import freeze_time
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.indexes import Index
+from pynamodb.models import Model
 
 from chalicelib import models, ses_events
 from chalicelib.config import Settings
@@ -57,7 +59,7 @@ def stage_with_events(aws_environment: None, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SES_CONFIGURATION_SET", AUDIT_CONFIGURATION_SET)
 
 
-def indexes_of(model: type[models.Model]) -> list[str]:
+def indexes_of(model: type[Model]) -> list[str]:
     """The index names a model declares."""
     return [
         index.Meta.index_name
@@ -137,7 +139,7 @@ def unused_dynamodb_grants(policy: Policy, calls: Iterable[AwsCall]) -> list[str
     return sorted(f"{action} on {resource}" for action, resource in granted - used)
 
 
-def run_every_rule(ses: Any) -> None:
+def run_every_rule(ses: SESV2Client) -> None:
     """The seeded CRM (every rule, a malformed item) through the three checks at noon.
 
     Then SES's events for what they sent: a Send and a Delivery for every message,
@@ -168,7 +170,7 @@ def run_every_rule(ses: Any) -> None:
 
 def test_every_rule_of_every_check_and_every_ses_event_runs_within_its_policy(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     suppression_list: SuppressionList,
     aws_calls: Callable[[], list[AwsCall]],
 ) -> None:
@@ -201,7 +203,7 @@ def test_the_dev_stage_runs_under_its_committed_policy_file(
         for check in ("note_reminders", "repayment_reminders"):
             client.lambda_.invoke("run_check", {"check": check, "date": AUDIT_DAY})
 
-    dev_calls = [c for c in aws_calls() if c.settings.tables == dev.settings.tables]
+    dev_calls = [c for c in aws_calls() if c.settings and c.settings.tables == dev.settings.tables]
     committed = json.loads(dev.policy_file.read_text())
     assert {c.action for c in dev_calls} >= {"dynamodb:Query", "ses:SendEmail"}
     assert all(policy_for(c) == committed for c in dev_calls)
@@ -246,7 +248,7 @@ def test_a_test_whose_code_makes_an_operation_its_policy_denies_fails(
 
 def test_a_call_the_policy_does_not_grant_fails_the_audit(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     suppression_list: SuppressionList,
     aws_calls: Callable[[], list[AwsCall]],
 ) -> None:
@@ -275,7 +277,7 @@ def test_a_call_the_policy_does_not_grant_fails_the_audit(
 
 def test_the_policy_grants_no_dynamodb_access_a_running_check_does_not_use(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     suppression_list: SuppressionList,
     aws_calls: Callable[[], list[AwsCall]],
 ) -> None:

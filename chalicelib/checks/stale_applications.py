@@ -8,7 +8,7 @@ that, and a stage change (a new ``stage_last_updated``) restarts the clock.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -141,7 +141,7 @@ def _row(run: Run, app: Application, days: int) -> StaleRow | None:
     )
 
 
-def _composer(bdm: Recipient, run: Run):  # type: ignore[no-untyped-def]
+def _composer(bdm: Recipient, run: Run) -> Callable[[Sequence[Part]], Email]:
     threshold = run.settings.thresholds.stale_after_days
 
     def compose(parts: Sequence[Part]) -> Email:

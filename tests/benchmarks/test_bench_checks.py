@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import tracemalloc
 from datetime import date, timedelta
-from typing import Any
 
 import pytest
+from mypy_boto3_sesv2 import SESV2Client
+from pytest_benchmark.fixture import BenchmarkFixture
 
+from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, Note, Repayment, Staff
 from tests.support import run, sydney
 
@@ -23,7 +25,7 @@ BDMS = 20
 
 
 @pytest.fixture
-def large_crm(service: Any) -> None:
+def large_crm(service: Settings) -> None:
     """300 applications (a third stale), 300 notes (half due), 300 repayments over 40 days."""
     with Staff.batch_write() as staff, Borrower.batch_write() as borrowers:
         for n in range(BDMS):
@@ -71,7 +73,7 @@ def large_crm(service: Any) -> None:
             )
 
 
-def _peak_memory_kib(check: str, ses: Any) -> int:
+def _peak_memory_kib(check: str, ses: SESV2Client) -> int:
     """Peak Python memory of one more run (traced apart: tracing slows a run severalfold)."""
     tracemalloc.start()
     try:
@@ -83,7 +85,7 @@ def _peak_memory_kib(check: str, ses: Any) -> int:
 
 @pytest.mark.parametrize("check", ["stale_applications", "note_reminders", "repayment_reminders"])
 def test_bench_first_run_sends_everything_due(
-    benchmark: Any, large_crm: None, ses: Any, check: str
+    benchmark: BenchmarkFixture, large_crm: None, ses: SESV2Client, check: str
 ) -> None:
     summary = benchmark.pedantic(run, args=(check, AT, ses), rounds=1, iterations=1)
     benchmark.extra_info.update(
@@ -94,7 +96,7 @@ def test_bench_first_run_sends_everything_due(
 
 @pytest.mark.parametrize("check", ["stale_applications", "note_reminders", "repayment_reminders"])
 def test_bench_hourly_rerun_with_everything_delivered(
-    benchmark: Any, large_crm: None, ses: Any, check: str
+    benchmark: BenchmarkFixture, large_crm: None, ses: SESV2Client, check: str
 ) -> None:
     run(check, AT, ses)
     summary = benchmark.pedantic(run, args=(check, AT, ses), rounds=5, iterations=1)

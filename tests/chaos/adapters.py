@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from botocore.client import BaseClient
+from mypy_boto3_sesv2 import SESV2Client
+
 from chalicelib import delivery, models, runner
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
@@ -34,6 +37,7 @@ def invoke_scheduled(
         function_name=f"check_{check}",
         remaining=remaining_ms,
     )
+    # A stand-in for Powertools' LambdaContext, whose attributes are read-only properties.
     return runner.handle_scheduled(check, event, context, now=now)  # type: ignore[arg-type]
 
 
@@ -66,8 +70,10 @@ def invoke_ses_event(event: dict[str, Any]) -> None:
     handler(event, LambdaContext(aws_request_id=str(event.get("id", ""))))
 
 
-def clients_in_use(settings: Settings) -> tuple[Any, list[Any]]:
+def clients_in_use(settings: Settings) -> tuple[SESV2Client, list[BaseClient]]:
     """The SESv2 client the mailer uses and the DynamoDB clients of PynamoDB's models."""
     models.bind(settings)
-    dynamodb = [model._get_connection().connection.client for model in models.ALL_MODELS]
+    dynamodb: list[BaseClient] = [
+        model._get_connection().connection.client for model in models.ALL_MODELS
+    ]
     return ses_client(settings.region), dynamodb

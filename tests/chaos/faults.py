@@ -26,8 +26,10 @@ from email.utils import getaddresses
 from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.client import BaseClient
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
+from mypy_boto3_sesv2 import SESV2Client
 
 from tests.chaos.oracle import identities, parse
 
@@ -100,6 +102,7 @@ _SES_ERRORS = (
 
 def error_answer(code: str, status: int) -> tuple[AWSResponse, dict[str, Any]]:
     """A ``before-call`` answer that makes botocore raise ``ClientError(code)``."""
+    # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
     response = AWSResponse("https://chaos.invalid", status, {}, None)  # type: ignore[arg-type]
     return response, {
         "Error": {"Code": code, "Message": f"{MARKER} {code}"},
@@ -130,6 +133,12 @@ def no_retry_sleeps() -> None:
     import botocore.endpoint
 
     setattr(botocore.endpoint, "time", _NoSleep())  # noqa: B010 -- a module attribute
+
+
+def _register(client: BaseClient, event: str, handler: Callable[..., object]) -> None:
+    # botocore-stubs type every handler as returning None; a before-call or before-send
+    # handler's answer replaces the call.
+    client.meta.events.register(event, handler)  # type: ignore[arg-type]
 
 
 class Injector:
@@ -189,23 +198,23 @@ class Injector:
         return True
 
     # -- wiring --------------------------------------------------------------------------
-    def instrument_ses(self, client: Any) -> None:
+    def instrument_ses(self, client: SESV2Client) -> None:
         """Register the SES faults on the mailer's SESv2 client (once per client)."""
         if id(client) in self._instrumented:
             return
         self._instrumented.add(id(client))
-        client.meta.events.register("before-call.sesv2.SendEmail", self._ses_error)
-        client.meta.events.register("before-send.sesv2.SendEmail", self._ses_transport)
+        _register(client, "before-call.sesv2.SendEmail", self._ses_error)
+        _register(client, "before-send.sesv2.SendEmail", self._ses_transport)
 
-    def instrument_dynamodb(self, client: Any) -> None:
+    def instrument_dynamodb(self, client: BaseClient) -> None:
         """Register the DynamoDB faults on one of PynamoDB's clients (once per client)."""
         if id(client) in self._instrumented:
             return
         self._instrumented.add(id(client))
-        client.meta.events.register("before-call.dynamodb", self._ddb_throttle)
-        client.meta.events.register("before-send.dynamodb.UpdateItem", self._ddb_transport)
+        _register(client, "before-call.dynamodb", self._ddb_throttle)
+        _register(client, "before-send.dynamodb.UpdateItem", self._ddb_transport)
         for read in ("Query", "BatchGetItem", "GetItem"):
-            client.meta.events.register(f"before-send.dynamodb.{read}", self._ddb_read)
+            _register(client, f"before-send.dynamodb.{read}", self._ddb_read)
 
     # -- SES -----------------------------------------------------------------------------
     def _ses_error(

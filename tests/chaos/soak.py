@@ -71,6 +71,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as datetime_time
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -442,7 +443,8 @@ class Pass:
 
         local = at.astimezone(SYDNEY).time()
         windows = Windows()
-        return getattr(windows, registry.CHECKS[check].window_start) <= local < windows.end
+        start: datetime_time = getattr(windows, registry.CHECKS[check].window_start)
+        return start <= local < windows.end
 
     def _invoke(self, workers: Workers, now: datetime, payload: dict[str, Any]) -> None:
         check, at, attempt = payload["check"], payload["at"], payload["attempt"]

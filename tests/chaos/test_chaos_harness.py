@@ -14,9 +14,12 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
+from mypy_boto3_sesv2 import SESV2Client
+from mypy_boto3_sesv2.type_defs import SendEmailResponseTypeDef
 
 from chalicelib.checks.stale_applications import StaleRow
 from chalicelib.mailer import Email, Recipient, render, to_mime
+from ops.stages import REGION
 from tests.chaos import oracle, soak
 from tests.chaos.faults import FaultRates, Injector, SimulatedCrash
 
@@ -185,11 +188,11 @@ def test_too_few_faulted_invocations_fail_the_soak() -> None:
 
 
 @pytest.fixture
-def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SESV2Client]:
     """moto's SES in server mode on loopback, the sender verified; yields a SESv2 client."""
     with soak.moto_ses() as url:
         options: dict[str, Any] = {
-            "region_name": soak.REGION,
+            "region_name": REGION,
             "endpoint_url": url,
             "aws_access_key_id": "chaos",
             "aws_secret_access_key": "chaos",
@@ -200,7 +203,7 @@ def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         )
 
 
-def _send(client: Any) -> Any:
+def _send(client: SESV2Client) -> SendEmailResponseTypeDef:
     return client.send_email(
         FromEmailAddress=SENDER,
         Content={"Raw": {"Data": upcoming_email()}},
@@ -209,7 +212,7 @@ def _send(client: Any) -> Any:
     )
 
 
-def _armed(client: Any, **rates: float) -> Injector:
+def _armed(client: SESV2Client, **rates: float) -> Injector:
     injector = Injector("chaos-soak-notifications")
     injector.instrument_ses(client)
     none = dict.fromkeys(FaultRates().as_dict(), 0.0)
@@ -217,7 +220,7 @@ def _armed(client: Any, **rates: float) -> Injector:
     return injector
 
 
-def test_a_lost_ses_response_is_a_message_ses_really_accepted(ses_server: Any) -> None:
+def test_a_lost_ses_response_is_a_message_ses_really_accepted(ses_server: SESV2Client) -> None:
     # Given the injector set to lose every SES answer
     injector = _armed(ses_server, ses_lost_response=1.0)
     before = len(soak.accepted_messages())
@@ -237,7 +240,7 @@ def test_a_lost_ses_response_is_a_message_ses_really_accepted(ses_server: Any) -
 
 
 def test_an_injected_rejection_is_journalled_with_its_notices_and_token(
-    ses_server: Any,
+    ses_server: SESV2Client,
 ) -> None:
     # Given the injector set to reject every message
     injector = _armed(ses_server, ses_message_rejected=1.0)
@@ -261,7 +264,7 @@ def test_an_injected_rejection_is_journalled_with_its_notices_and_token(
 
 
 def test_a_crash_before_send_reaches_no_one_and_an_error_answer_is_a_client_error(
-    ses_server: Any,
+    ses_server: SESV2Client,
 ) -> None:
     before = len(soak.accepted_messages())
     injector = _armed(ses_server, crash_before_send=1.0)
@@ -276,7 +279,9 @@ def test_a_crash_before_send_reaches_no_one_and_an_error_answer_is_a_client_erro
     assert soak.accepted_messages()[before:] == []
 
 
-def test_an_injected_internal_failure_is_a_500_that_ses_did_not_accept(ses_server: Any) -> None:
+def test_an_injected_internal_failure_is_a_500_that_ses_did_not_accept(
+    ses_server: SESV2Client,
+) -> None:
     # Given the injector set to answer every send with SES's 500
     injector = _armed(ses_server, ses_internal_failure=1.0)
     before = len(soak.accepted_messages())

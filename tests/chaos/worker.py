@@ -15,6 +15,9 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
+from chalicelib.run import RunSummary
+from tests.chaos.faults import Injector
+
 
 def main(conn: Connection, env: dict[str, str], log_path: str) -> None:
     """Serve jobs from ``conn`` until it sends ``None``."""
@@ -43,7 +46,7 @@ def main(conn: Connection, env: dict[str, str], log_path: str) -> None:
         conn.send(run(job, injector))
 
 
-def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
+def run(job: dict[str, Any], injector: Injector) -> dict[str, Any]:
     """Run one job: an invocation or a batch of SES events."""
     from freezegun import freeze_time
 
@@ -81,7 +84,7 @@ def run(job: dict[str, Any], injector: Any) -> dict[str, Any]:
         result["error"] = str(exc)[:300]
     except adapters.DeliveryIncomplete as exc:
         result["outcome"] = "incomplete"
-        incomplete: Any = getattr(exc, "summary", None)
+        incomplete: RunSummary | None = getattr(exc, "summary", None)
         result["summary"] = _counters(incomplete.as_dict() if incomplete is not None else {})
         result["error"] = str(exc)[:300]
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +44,7 @@ def crm(crm_db: None, tables: Settings) -> None:
 
 
 def test_the_mirror_writes_exactly_what_an_import_of_the_crms_export_writes(
-    crm: None, tmp_path: Any
+    crm: None, tmp_path: Path
 ) -> None:
     # Given the CRM built through its models, mirrored as it went
     mirrored = snapshot()

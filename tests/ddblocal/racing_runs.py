@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from email import message_from_string
-from typing import Any
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 
 import boto3
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from tests.ddblocal import server as ddblocal
@@ -25,7 +26,9 @@ def _to_and_subject(raw: str) -> tuple[str, str]:
     return str(message["To"]), str(message["Subject"])
 
 
-def run_once(check: str, at: str, endpoint: str, barrier: Any, results: Any) -> None:
+def run_once(
+    check: str, at: str, endpoint: str, barrier: Barrier, results: Queue[dict[str, object]]
+) -> None:
     """Run ``check`` at ``at`` against DynamoDB Local; put the recipients SES accepted."""
     from chalicelib.runner import run_check
 

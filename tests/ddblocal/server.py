@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+from moto.core.config import DefaultConfig
+from mypy_boto3_dynamodb import DynamoDBClient
 
 from ops.stages import REGION
 
@@ -51,7 +52,7 @@ def installed_jar() -> Path:
     return jars[0]
 
 
-def client(endpoint: str, region: str = REGION) -> Any:
+def client(endpoint: str, region: str = REGION) -> DynamoDBClient:
     """A DynamoDB client for ``endpoint`` that fails fast instead of retrying."""
     return boto3.client(
         "dynamodb",
@@ -160,7 +161,7 @@ def running(log_dir: Path) -> Iterator[DynamoDBLocal]:
         server.stop()
 
 
-def moto_config(endpoint: str) -> Any:
+def moto_config(endpoint: str) -> DefaultConfig:
     """moto settings under which SES stays mocked and DynamoDB is the real DynamoDB Local.
 
     moto only answers URLs that look like AWS endpoints, so requests to ``endpoint``

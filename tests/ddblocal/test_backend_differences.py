@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceNotWhitelisted
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
+from mypy_boto3_dynamodb import DynamoDBClient
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
 from chalicelib.models import Notification
@@ -38,13 +39,13 @@ def backend(dynamodb_endpoint: str | None) -> str:
 
 
 @pytest.fixture
-def dynamodb(aws: None) -> Any:
+def dynamodb(aws: None) -> DynamoDBClient:
     """A plain DynamoDB client, configured like every other client in the tier."""
     return boto3.client("dynamodb", region_name=REGION)
 
 
 @pytest.fixture
-def scratch(dynamodb: Any) -> str:
+def scratch(dynamodb: DynamoDBClient) -> str:
     """A table keyed by the string ``id`` with an index on the string ``g``."""
     dynamodb.create_table(
         TableName=SCRATCH,
@@ -69,7 +70,7 @@ def _moto_tables() -> set[str]:
     return set(dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].tables)
 
 
-def _error(call: Callable[[], Any]) -> tuple[str, str]:
+def _error(call: Callable[[], object]) -> tuple[str, str]:
     with pytest.raises(ClientError) as caught:
         call()
     error = caught.value.response["Error"]
@@ -80,7 +81,7 @@ def _error(call: Callable[[], Any]) -> tuple[str, str]:
 
 
 def test_the_ledger_is_written_to_the_tiers_dynamodb_and_the_email_captured_by_moto(
-    service: Settings, ses: Any, backend: str, dynamodb_endpoint: str | None
+    service: Settings, ses: SESV2Client, backend: str, dynamodb_endpoint: str | None
 ) -> None:
     f.crm()
     f.application()
@@ -119,7 +120,7 @@ def test_a_dynamodb_call_that_misses_the_endpoint_fails_instead_of_reaching_moto
 
 
 def test_consumed_capacity_follows_size_consistency_and_indexes_only_on_dynamodb_local(
-    scratch: str, dynamodb: Any, backend: str
+    scratch: str, dynamodb: DynamoDBClient, backend: str
 ) -> None:
     # A 5 KB item: 5 write units, written to the table and to its index
     item = {"id": {"S": "big"}, "g": {"S": "x"}, "body": {"S": "x" * 5000}}
@@ -148,7 +149,7 @@ def test_consumed_capacity_follows_size_consistency_and_indexes_only_on_dynamodb
         assert (eventual, strong) == (0.5, 0.5)
 
 
-REJECTED_ONLY_BY_DYNAMODB: list[Any] = [
+REJECTED_ONLY_BY_DYNAMODB: list[object] = [
     pytest.param(
         lambda db: db.put_item(TableName=SCRATCH, Item={"id": {"S": "a"}, "g": {"N": "5"}}),
         "Type mismatch for Index Key",
@@ -203,7 +204,11 @@ REJECTED_ONLY_BY_DYNAMODB: list[Any] = [
 
 @pytest.mark.parametrize(("request_", "message"), REJECTED_ONLY_BY_DYNAMODB)
 def test_requests_dynamodb_local_rejects_and_moto_accepts(
-    scratch: str, dynamodb: Any, backend: str, request_: Callable[[Any], Any], message: str
+    scratch: str,
+    dynamodb: DynamoDBClient,
+    backend: str,
+    request_: Callable[[DynamoDBClient], object],
+    message: str,
 ) -> None:
     if backend == "local":
         code, text = _error(lambda: request_(dynamodb))
@@ -214,7 +219,7 @@ def test_requests_dynamodb_local_rejects_and_moto_accepts(
 
 
 def test_batch_get_item_returns_items_in_request_order_only_on_moto(
-    scratch: str, dynamodb: Any, backend: str
+    scratch: str, dynamodb: DynamoDBClient, backend: str
 ) -> None:
     asked = ["bor-1", "bor-2", "bor-3"]
     for key in asked:
@@ -232,7 +237,7 @@ def test_batch_get_item_returns_items_in_request_order_only_on_moto(
         assert got == asked
 
 
-DIFFERENT_MESSAGES: list[Any] = [
+DIFFERENT_MESSAGES: list[object] = [
     pytest.param(
         lambda db: db.get_item(TableName="missing", Key={"id": {"S": "a"}}),
         "ResourceNotFoundException",
@@ -255,9 +260,9 @@ DIFFERENT_MESSAGES: list[Any] = [
 @pytest.mark.parametrize(("request_", "code", "local", "moto"), DIFFERENT_MESSAGES)
 def test_errors_with_the_same_code_and_different_messages(
     scratch: str,
-    dynamodb: Any,
+    dynamodb: DynamoDBClient,
     backend: str,
-    request_: Callable[[Any], Any],
+    request_: Callable[[DynamoDBClient], object],
     code: str,
     local: str,
     moto: str,
@@ -272,7 +277,7 @@ def test_errors_with_the_same_code_and_different_messages(
 
 
 def test_a_failed_condition_returns_the_same_error_and_old_item_on_both(
-    scratch: str, dynamodb: Any
+    scratch: str, dynamodb: DynamoDBClient
 ) -> None:
     dynamodb.put_item(TableName=scratch, Item={"id": {"S": "n1"}, "status": {"S": "sent"}})
 
@@ -292,10 +297,10 @@ def test_a_failed_condition_returns_the_same_error_and_old_item_on_both(
         "Code": "ConditionalCheckFailedException",
         "Message": "The conditional request failed",
     }
-    assert response["Item"] == {"id": {"S": "n1"}, "status": {"S": "sent"}}
+    assert response.get("Item") == {"id": {"S": "n1"}, "status": {"S": "sent"}}
 
 
-REJECTED_BY_BOTH: list[Any] = [
+REJECTED_BY_BOTH: list[object] = [
     pytest.param(
         lambda db: db.put_item(TableName=SCRATCH, Item={"id": {"S": "a"}, "g": {"S": ""}}),
         "A value specified for a secondary index key is not supported",
@@ -334,7 +339,10 @@ REJECTED_BY_BOTH: list[Any] = [
 
 @pytest.mark.parametrize(("request_", "message"), REJECTED_BY_BOTH)
 def test_requests_both_reject_alike(
-    scratch: str, dynamodb: Any, request_: Callable[[Any], Any], message: str
+    scratch: str,
+    dynamodb: DynamoDBClient,
+    request_: Callable[[DynamoDBClient], object],
+    message: str,
 ) -> None:
     code, text = _error(lambda: request_(dynamodb))
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from chalicelib import ledger
+from chalicelib.config import Settings
 from chalicelib.models import Notification
 from tests import factories as f
 from tests.ddblocal.racing_runs import run_once
@@ -27,7 +27,7 @@ NOTES = 20
 
 
 def test_runs_racing_for_the_same_notices_send_each_exactly_once(
-    service: Any, dynamodb_endpoint: str | None
+    service: Settings, dynamodb_endpoint: str | None
 ) -> None:
     # Only DynamoDB Local applies a conditional write atomically (conftest collects this
     # module in the local tier alone); on moto a race here would prove nothing.

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from email.utils import getaddresses
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 from freezegun import freeze_time
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from chalicelib.config import Settings
@@ -23,6 +23,9 @@ from tests.conftest import ENVIRONMENT
 from tests.fuzz.oracle import Sent, Tally, judge
 from tests.fuzz.strategies import TABLES, TODAY, Case, worlds
 from tests.support import REGION, SENDER, provisioned, sydney
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, WriteRequestTypeDef
 
 CHECKS = ("stale_applications", "note_reminders", "repayment_reminders")
 # Noon on the business date: inside every check's window.
@@ -47,13 +50,15 @@ def environment() -> Iterator[None]:
 def write(world: list[Case], table_names: dict[str, str]) -> None:
     """Write every item of the world with the low-level client, 25 per BatchWriteItem."""
     client = boto3.client("dynamodb", region_name=REGION)
-    by_table: dict[str, list[dict[str, Any]]] = {}
+    by_table: dict[str, list[dict[str, AttributeValueTypeDef]]] = {}
     for case in world:
         for item in case.items:
             by_table.setdefault(table_names[item.table], []).append(item.raw)
     for table, items in by_table.items():
         for start in range(0, len(items), 25):
-            requests = [{"PutRequest": {"Item": raw}} for raw in items[start : start + 25]]
+            requests: list[WriteRequestTypeDef] = [
+                {"PutRequest": {"Item": raw}} for raw in items[start : start + 25]
+            ]
             client.batch_write_item(RequestItems={table: requests})
 
 

@@ -18,8 +18,8 @@ from email.utils import getaddresses
 from functools import cache
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
+from chalicelib.run import RunSummary
 from tests.fuzz.strategies import DOMAIN, Case
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "chalicelib" / "templates"
@@ -228,7 +228,7 @@ def _matches(reported: str, item_id: str) -> bool:
 
 def judge(
     world: list[Case],
-    summaries: list[Any],
+    summaries: list[RunSummary],
     crashes: list[str],
     sent: list[Sent],
     failed_addresses: set[str],

@@ -8,12 +8,12 @@ wrong DynamoDB types, oversized ids and absurd numbers at the three checks.
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from chalicelib.mailer import Email, Recipient, render, to_mime
+from chalicelib.run import RunSummary
 from tests.fuzz.harness import explore, final_line
 from tests.fuzz.oracle import Sent, injection_problems, judge, safety_problems
 from tests.fuzz.strategies import Case, Expect, Item
@@ -95,7 +95,7 @@ def test_the_oracle_accepts_a_message_as_the_service_builds_it() -> None:
     ],
 )
 def test_the_oracle_counts_an_injected_header_or_recipient(
-    change: Any, destinations: list[str]
+    change: Callable[[str], str], destinations: list[str]
 ) -> None:
     # Given a notice that gained a header or a recipient on its way
     sent = Sent(change(a_notice()), destinations)
@@ -124,7 +124,9 @@ def test_the_oracle_counts_an_injected_header_or_recipient(
         ),
     ],
 )
-def test_the_oracle_counts_raw_html_8_bit_text_and_long_lines_as_unsafe(make: Any) -> None:
+def test_the_oracle_counts_raw_html_8_bit_text_and_long_lines_as_unsafe(
+    make: Callable[[], str],
+) -> None:
     # Given a notice with raw HTML from the CRM, 8-bit text or a line over 998 characters
     sent = Sent(make(), [SAM])
 
@@ -147,7 +149,7 @@ def test_the_oracle_counts_missed_notices_and_unreported_repeated_or_unshortened
     # And runs that sent nothing, reported note-2 twice, the long id in full, and
     # recorded no failure
     reports = [{"item_id": "note-2", "reason": "r"}] * 2 + [{"item_id": long_id, "reason": "r"}]
-    summary = SimpleNamespace(invalid_items=reports)
+    summary = RunSummary("note_reminders", "2026-11-23", "run-1", invalid_items=reports)
 
     # When the oracle judges them
     tally = judge([case], [summary], ["note_reminders: KeyError"], [], set())

@@ -65,6 +65,7 @@ class _PackagerToDirectory(LambdaDeploymentPackager):
     """Chalice's packager, writing its zip to ``out`` instead of ``.chalice/deployments``."""
 
     def __init__(self, out: Path, dependencies: _RecordingDependencies) -> None:
+        # A stand-in for chalice's DependencyBuilder: it records instead of building.
         super().__init__(OSUtils(), dependencies, UI(out=StringIO()))  # type: ignore[arg-type]
         self._out = out
 

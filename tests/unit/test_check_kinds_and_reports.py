@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC
-from typing import Any
 
 import pytest
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger, mailer, registry
 from chalicelib.config import Settings
 from chalicelib.models import Notification
+from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import REGION, run, sent_emails, subjects_by_recipient, sydney
@@ -40,7 +41,7 @@ def entry(key: str) -> Notification:
 
 
 def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given app-1 has been in its stage for exactly the threshold
     f.crm()
@@ -103,7 +104,7 @@ def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
 )
 def test_each_repayment_notice_is_recorded_under_its_own_kind(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     due: str,
     stage: str,
     kind: str,
@@ -135,7 +136,7 @@ def test_each_repayment_notice_is_recorded_under_its_own_kind(
 
 
 def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given two stale applications of Brooke's
     f.crm()
@@ -163,7 +164,7 @@ def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
 
 
 def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given app-1's alert went out this cycle, another run is sending app-3's right now,
     # and app-2 became stale since
@@ -201,7 +202,7 @@ def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
 
 
 def test_a_stale_application_without_a_bdm_is_reported_and_the_others_alerted(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application(stage_last_updated=FORTNIGHT_AGO)
@@ -215,7 +216,7 @@ def test_a_stale_application_without_a_bdm_is_reported_and_the_others_alerted(
 
 
 def test_a_note_on_an_application_without_a_bdm_reminds_only_its_author(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given note-1 on app-1, which has no BDM
     f.crm()
@@ -232,7 +233,7 @@ def test_a_note_on_an_application_without_a_bdm_reminds_only_its_author(
 
 
 def test_a_note_with_no_author_and_no_bdm_is_reported_and_the_others_sent(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application(bd_id=None)
@@ -251,7 +252,7 @@ def test_a_note_with_no_author_and_no_bdm_is_reported_and_the_others_sent(
 
 
 def test_a_repayment_without_an_application_is_reported_and_the_others_sent(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application()
@@ -266,7 +267,7 @@ def test_a_repayment_without_an_application_is_reported_and_the_others_sent(
 
 
 def test_a_repayment_of_an_application_without_borrowers_is_reported_and_the_others_sent(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application()
@@ -283,7 +284,7 @@ def test_a_repayment_of_an_application_without_borrowers_is_reported_and_the_oth
 
 
 def test_an_escalation_of_an_application_without_borrowers_still_reaches_the_bdm(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given rep-1, ten days overdue, on an application that lists no borrowers
     f.crm()
@@ -298,19 +299,21 @@ def test_an_escalation_of_an_application_without_borrowers_still_reaches_the_bdm
 
 
 @pytest.fixture
-def reported(service: Settings, ses: Any) -> None:
+def reported(service: Settings, ses: SESV2Client) -> None:
     """The usual cast, with two borrowers."""
     f.crm(borrowers=2)
 
 
-def only_reason(summary: Any, item_id: str) -> str:
+def only_reason(summary: RunSummary, item_id: str) -> str:
     """The one reported reason, asserting that nothing but ``item_id`` was reported."""
     assert [i["item_id"] for i in summary.invalid_items] == [item_id]
-    reason: str = summary.invalid_items[0]["reason"]
+    reason = summary.invalid_items[0]["reason"]
     return reason
 
 
-def test_an_unreadable_application_is_reported_by_the_stale_check(reported: None, ses: Any) -> None:
+def test_an_unreadable_application_is_reported_by_the_stale_check(
+    reported: None, ses: SESV2Client
+) -> None:
     # Given app-2's loan amount is stored as a string, next to a healthy stale app-1
     f.application(stage_last_updated=FORTNIGHT_AGO)
     f.raw_item(
@@ -331,7 +334,9 @@ def test_an_unreadable_application_is_reported_by_the_stale_check(reported: None
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
 
 
-def test_an_unreadable_note_is_reported_and_the_others_sent(reported: None, ses: Any) -> None:
+def test_an_unreadable_note_is_reported_and_the_others_sent(
+    reported: None, ses: SESV2Client
+) -> None:
     f.application()
     f.note()
     f.raw_item(
@@ -350,7 +355,9 @@ def test_an_unreadable_note_is_reported_and_the_others_sent(reported: None, ses:
     assert sorted(subjects_by_recipient()) == [BROOKE, SAM]
 
 
-def test_a_repayment_of_an_unreadable_application_is_reported(reported: None, ses: Any) -> None:
+def test_a_repayment_of_an_unreadable_application_is_reported(
+    reported: None, ses: SESV2Client
+) -> None:
     f.application()
     f.repayment()
     f.raw_item(
@@ -366,7 +373,7 @@ def test_a_repayment_of_an_unreadable_application_is_reported(reported: None, se
 
 
 def test_an_unreadable_borrower_is_reported_and_the_other_borrower_reminded(
-    reported: None, ses: Any
+    reported: None, ses: SESV2Client
 ) -> None:
     f.application(borrower_ids=["bor-1", "bor-3"])
     f.raw_item("test-borrowers", {"id": {"S": "bor-3"}, "email": {"N": "7"}})
@@ -380,7 +387,7 @@ def test_an_unreadable_borrower_is_reported_and_the_other_borrower_reminded(
 
 
 def test_a_stale_application_of_an_unreadable_bdm_is_reported_and_other_bdms_alerted(
-    reported: None, ses: Any
+    reported: None, ses: SESV2Client
 ) -> None:
     # Given app-1 belongs to Brooke, and app-2 to bdm-3, whose email is stored as a number
     f.application(stage_last_updated=FORTNIGHT_AGO)
@@ -412,8 +419,9 @@ def test_the_ses_client_never_retries_and_gives_up_waiting_in_time(
 
     # Then a send is attempted once (a retry could deliver it twice) within bounded waits
     config = client.meta.config
-    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
-    assert (config.connect_timeout, config.read_timeout) == (5, 15)
+    # botocore-stubs declare Config's options only as constructor arguments.
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}  # type: ignore[attr-defined]
+    assert (config.connect_timeout, config.read_timeout) == (5, 15)  # type: ignore[attr-defined]
     assert client.meta.region_name == REGION
     # And a warm container reuses it
     assert mailer.ses_client(REGION) is client

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -431,7 +430,9 @@ def test_conflicting_group_options_are_usage_errors(args: list[str], message: st
     assert message in result.output
 
 
-def test_verbose_shows_the_json_log_on_stderr(service: Settings, monkeypatch: Any) -> None:
+def test_verbose_shows_the_json_log_on_stderr(
+    service: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     factories.crm()
     factories.application()
     factories.note(remind_date="2026-11-23")

@@ -220,7 +220,9 @@ def test_missing_tables_are_a_one_line_error(aws: None) -> None:
     assert "ResourceNotFoundException" in error[0]
 
 
-def test_a_missing_setting_is_a_usage_error(service: Settings, monkeypatch: Any) -> None:
+def test_a_missing_setting_is_a_usage_error(
+    service: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SENDER_EMAIL")
 
     result = invoke("run", "note_reminders")

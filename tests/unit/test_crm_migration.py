@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from chalicelib.config import Settings
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import Application, Borrower, CrmModel, Note, Repayment, Staff
 from ops.cli import cli
 from tests.support import run, sent_emails, subjects_by_recipient, sydney
 
@@ -38,7 +38,7 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-def items(model: Any) -> dict[str, dict[str, Any]]:
+def items(model: type[CrmModel]) -> dict[str, dict[str, Any]]:
     """Every item of a table, as attribute dicts by id (a test may Scan)."""
     return {item.id: item.attribute_values for item in model.scan()}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -40,7 +39,7 @@ from chalicelib.formatting import (
     ],
 )
 def test_money_formats_aud_with_thousands_separators_and_half_up_cents(
-    amount: Any, expected: str
+    amount: Decimal | float | int, expected: str
 ) -> None:
     assert money(amount) == expected
 

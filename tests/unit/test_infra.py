@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from click.testing import CliRunner
+from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.models import Model
 
 from chalicelib import models
@@ -193,13 +194,13 @@ def test_the_table_definitions_are_what_pynamodb_creates(tables: Settings) -> No
                 {k: index[k] for k in ("IndexName", "KeySchema", "Projection")}
                 for index in created.get("GlobalSecondaryIndexes", [])
             ),
-            key=lambda i: i["IndexName"],
+            key=lambda i: str(i["IndexName"]),
         )
         assert created.get("LocalSecondaryIndexes", []) == []
 
 
 def test_a_table_the_template_cannot_express_is_refused() -> None:
-    class Provisioned(models.Model):
+    class Provisioned(Model):
         class Meta:
             table_name = "provisioned"
             billing_mode = "PROVISIONED"
@@ -448,7 +449,7 @@ def emf_documents(text: str) -> list[dict[str, Any]]:
 def test_the_failed_notices_alarms_watch_the_metric_a_rejected_notice_emits(
     template: dict[str, Any],
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

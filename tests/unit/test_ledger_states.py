@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from mypy_boto3_dynamodb import DynamoDBClient
+from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 from pynamodb.exceptions import UpdateError
 
 from chalicelib import ledger, models, registry, ses_events, suppression
@@ -89,14 +91,15 @@ def put_unreadable() -> None:
     )
 
 
-def ledger_client() -> Any:
+def ledger_client() -> DynamoDBClient:
     """The botocore client the ledger's writes go through."""
-    return Notification._get_connection().connection.client
+    # PynamoDB types it as a plain botocore client; it is DynamoDB's.
+    return cast("DynamoDBClient", Notification._get_connection().connection.client)
 
 
-def raw() -> dict[str, Any] | None:
+def raw() -> dict[str, AttributeValueTypeDef] | None:
     """The entry exactly as DynamoDB stores it, or None."""
-    item: dict[str, Any] | None = (
+    item: dict[str, AttributeValueTypeDef] | None = (
         ledger_client()
         .get_item(
             TableName=Notification.Meta.table_name, Key={"id": {"S": KEY}}, ConsistentRead=True
@@ -143,7 +146,7 @@ def claim_of(token: str | None = NEW_TOKEN) -> ledger.Claim:
 
 Given = Callable[[], object]
 
-STATES: list[Any] = [
+STATES: list[object] = [
     # id, given, settle, state, a new claim succeeds
     pytest.param(lambda: None, None, ledger.PENDING, True, id="no-entry"),
     pytest.param(lambda: None, SETTLE, ledger.PENDING, True, id="no-entry-settle"),

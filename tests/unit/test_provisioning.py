@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
+from pynamodb.models import Model
 
 from chalicelib import models
 from chalicelib.config import Settings
 from ops.provisioning import provision
 from tests.support import BASE_ENV, REGION
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TableDescriptionTypeDef
 
 EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "test-applications": {
@@ -30,7 +34,7 @@ EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
 KEYS_ONLY_INDEXES = {"send_token-index"}
 
 
-def _describe(table: str) -> dict[str, Any]:
+def _describe(table: str) -> TableDescriptionTypeDef:
     return boto3.client("dynamodb", region_name=REGION).describe_table(TableName=table)["Table"]
 
 
@@ -89,4 +93,5 @@ def test_bind_points_the_models_at_the_stage_tables(aws: None) -> None:
 
     assert models.Application.Meta.table_name == "u-applications"
     assert models.Notification.Meta.table_name == "u-notifications"
-    assert models.Repayment.Meta.region == REGION
+    repayments: type[Model] = models.Repayment  # its Meta as PynamoDB declares it, with region
+    assert repayments.Meta.region == REGION

@@ -28,7 +28,7 @@ def test_run_check_rejects_naive_datetimes(naive: str) -> None:
     times = {"at": aware, "now": aware, naive: datetime(2026, 11, 23, 9)}  # noqa: DTZ001
 
     with pytest.raises(ValueError, match="'at' and 'now' must be timezone-aware"):
-        run_check("note_reminders", **times)
+        run_check("note_reminders", at=times["at"], now=times["now"])
 
 
 @pytest.mark.parametrize(

@@ -13,14 +13,17 @@ import base64
 import email
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from mypy_boto3_dynamodb import DynamoDBClient
+from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import ledger, mailer
+from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification, Repayment
 from chalicelib.runner import EventTooOld, handle_scheduled, run_check
@@ -57,9 +60,10 @@ def entry(key: str) -> Notification:
     return Notification.get(key, consistent_read=True)
 
 
-def ledger_client() -> Any:
+def ledger_client() -> DynamoDBClient:
     """The botocore client the ledger's writes go through."""
-    return Notification._get_connection().connection.client
+    # PynamoDB types it as a plain botocore client; it is DynamoDB's.
+    return cast("DynamoDBClient", Notification._get_connection().connection.client)
 
 
 def writes_status(status: str) -> Callable[[dict[str, Any]], bool]:
@@ -84,7 +88,7 @@ def first_only(pick: Callable[[dict[str, Any]], bool]) -> Callable[[dict[str, An
 
 
 @pytest.fixture
-def production_ses(service: Any) -> Iterator[Any]:
+def production_ses(service: Settings) -> Iterator[SESV2Client]:
     """The SES client a deployed function uses (its real retry settings), on moto."""
     mailer._default_clients.pop(REGION, None)
     yield mailer.ses_client(REGION)
@@ -94,7 +98,9 @@ def production_ses(service: Any) -> Iterator[Any]:
 # --- class 4: lost DynamoDB responses ----------------------------------------------------
 
 
-def test_a_lost_response_to_the_claim_still_sends_the_notice_once(service: Any, ses: Any) -> None:
+def test_a_lost_response_to_the_claim_still_sends_the_notice_once(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a note reminder due to Sam and Brooke
     f.note_for_author_and_bdm()
 
@@ -111,7 +117,9 @@ def test_a_lost_response_to_the_claim_still_sends_the_notice_once(service: Any, 
     assert entry(NOTE1_SAM).attempts == 1
 
 
-def test_a_claim_held_by_another_run_is_not_taken_for_our_own(service: Any, ses: Any) -> None:
+def test_a_claim_held_by_another_run_is_not_taken_for_our_own(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given another run claimed Sam's reminder a minute ago, with its own token
     f.note_for_author_and_bdm()
     claimed_at = MONDAY.astimezone(UTC) - timedelta(minutes=1)
@@ -141,7 +149,9 @@ def test_a_claim_held_by_another_run_is_not_taken_for_our_own(service: Any, ses:
     assert entry(NOTE1_SAM).run_id == "other-run"
 
 
-def test_a_lost_response_to_a_release_does_not_abort_the_run(service: Any, ses: Any) -> None:
+def test_a_lost_response_to_a_release_does_not_abort_the_run(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given SES throttles Sam's reminder, and the response to its release is lost
     f.note_for_author_and_bdm()
     with (
@@ -162,7 +172,9 @@ def test_a_lost_response_to_a_release_does_not_abort_the_run(service: Any, ses: 
     assert recipient_counts() == Counter({SAM: 1, BROOKE: 1})
 
 
-def test_a_lost_response_to_mark_failed_does_not_abort_the_run(service: Any, ses: Any) -> None:
+def test_a_lost_response_to_mark_failed_does_not_abort_the_run(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given SES rejects Sam's reminder, and the response recording the failure is lost
     f.note_for_author_and_bdm()
     with (
@@ -182,7 +194,7 @@ def test_a_lost_response_to_mark_failed_does_not_abort_the_run(service: Any, ses
 
 
 def test_a_lost_ses_response_after_acceptance_is_never_sent_twice(
-    production_ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    production_ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given a note reminder due to Sam and Brooke
     f.note_for_author_and_bdm()
@@ -215,7 +227,7 @@ def test_a_lost_ses_response_after_acceptance_is_never_sent_twice(
     ids=["500", "503"],
 )
 def test_an_unsettled_unknown_send_is_due_again_after_the_settling_window(
-    service: Any, ses: Any, code_status: tuple[str, int]
+    service: Settings, ses: SESV2Client, code_status: tuple[str, int]
 ) -> None:
     # Given SES answered Sam's reminder with a 5xx (it may or may not have accepted it)
     f.note_for_author_and_bdm()
@@ -237,7 +249,7 @@ def test_an_unsettled_unknown_send_is_due_again_after_the_settling_window(
 
 
 def test_without_ses_events_an_ambiguous_send_is_failed_for_an_operator(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given no configuration set publishes SES events
     monkeypatch.delenv("SES_CONFIGURATION_SET")
@@ -261,7 +273,7 @@ def test_without_ses_events_an_ambiguous_send_is_failed_for_an_operator(
 
 
 def test_a_notice_failing_transiently_max_attempts_times_is_given_up_as_failed(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given SES throttles every send to Sam, and the limit is three attempts
     monkeypatch.setenv("MAX_TRANSIENT_ATTEMPTS", "3")
@@ -289,7 +301,7 @@ def test_a_notice_failing_transiently_max_attempts_times_is_given_up_as_failed(
 # --- class 5: replays ----------------------------------------------------------------------
 
 
-def scheduled(at: Any) -> dict[str, Any]:
+def scheduled(at: datetime) -> dict[str, Any]:
     return {
         "id": "replayed-event",
         "detail-type": "Scheduled Event",
@@ -298,7 +310,7 @@ def scheduled(at: Any) -> dict[str, Any]:
     }
 
 
-def test_a_scheduled_event_older_than_its_horizon_is_refused(service: Any) -> None:
+def test_a_scheduled_event_older_than_its_horizon_is_refused(service: Settings) -> None:
     # Given a note reminder was due on Monday
     f.note_for_author_and_bdm()
 
@@ -311,7 +323,7 @@ def test_a_scheduled_event_older_than_its_horizon_is_refused(service: Any) -> No
     assert list(Notification.by_item.query("note-1")) == []
 
 
-def test_a_scheduled_event_inside_its_horizon_still_runs(service: Any) -> None:
+def test_a_scheduled_event_inside_its_horizon_still_runs(service: Settings) -> None:
     # Given a note reminder due on Monday, and Monday's event retried 23 hours later
     f.note_for_author_and_bdm()
 
@@ -325,7 +337,7 @@ def test_a_scheduled_event_inside_its_horizon_still_runs(service: Any) -> None:
 
 
 def test_an_upcoming_reminder_is_never_sent_after_the_overdue_notice(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given rep-1 (due 30/11) got its overdue notice on 3 December
     f.repayment_due_to_two_borrowers()
@@ -348,7 +360,7 @@ def test_an_upcoming_reminder_is_never_sent_after_the_overdue_notice(
 
 
 def test_a_less_severe_notice_is_not_sent_when_a_severer_one_reached_some_borrowers(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given the overdue notice reached Ben but was rejected for Mia (so no flag is set)
     f.repayment_due_to_two_borrowers()
@@ -373,7 +385,9 @@ def test_a_less_severe_notice_is_not_sent_when_a_severer_one_reached_some_borrow
 # --- class 7: the time budget --------------------------------------------------------------
 
 
-def test_a_run_short_of_time_stops_claiming_and_leaves_the_rest_due(service: Any, ses: Any) -> None:
+def test_a_run_short_of_time_stops_claiming_and_leaves_the_rest_due(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given two notices due, and a Lambda with 40 s left, then 10 s after the first send
     f.repayment_due_to_two_borrowers()
     left = iter([40_000, 10_000, 10_000])
@@ -400,7 +414,7 @@ def test_a_run_short_of_time_stops_claiming_and_leaves_the_rest_due(service: Any
 
 
 def test_a_repayment_deleted_during_the_run_is_not_recreated_by_its_flag(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a repayment the CRM deletes while its reminders are being sent
     f.repayment_due_to_two_borrowers()
@@ -428,7 +442,9 @@ def _recipient(body: dict[str, Any]) -> str:
 # --- class 3: a ledger entry that cannot be read -----------------------------------------
 
 
-def test_an_unreadable_ledger_entry_is_reported_and_never_sent_over(service: Any, ses: Any) -> None:
+def test_an_unreadable_ledger_entry_is_reported_and_never_sent_over(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given note-1's reminder went to Sam, and its ledger entry was then corrupted
     f.note_for_author_and_bdm()
     run("note_reminders", MONDAY, ses)

@@ -7,16 +7,18 @@ Assertions are on what moto's SES captured and on DynamoDB state only.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
 
 import pytest
+from mypy_boto3_sesv2 import SESV2Client
 
+from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.ledger import PENDING, SENT
 from chalicelib.models import Notification, Repayment
 from tests import factories as f
 from tests.support import (
+    Fault,
     SentEmail,
     ledger_key,
     run,
@@ -53,7 +55,7 @@ def days_ago(days: int) -> str:
     return (TODAY - timedelta(days=days)).isoformat()
 
 
-def on(day: str, hour: str = "09:00") -> Any:
+def on(day: str, hour: str = "09:00") -> datetime:
     """A Sydney instant on ``day`` (ISO date)."""
     return sydney(f"{day} {hour}")
 
@@ -84,18 +86,18 @@ def only(flag: str | None) -> dict[str, bool | None]:
     return {name: (True if name == flag else None) for name in FLAGS}
 
 
-def two_borrower_loan(**repayment: Any) -> None:
+def two_borrower_loan(**repayment: object) -> None:
     """BDM, author, borrowers Ben Lee and Mia Chen on APP-1001, and one repayment."""
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
-    f.repayment(**repayment)
+    f.repayment("rep-1", **repayment)
 
 
 # --- stale applications ------------------------------------------------------
 
 
 def test_it_alerts_the_bdm_of_an_application_fourteen_days_in_one_stage(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given an application that entered "Valuation Ordered" exactly 14 days ago
     f.crm()
@@ -127,7 +129,7 @@ def test_it_alerts_the_bdm_of_an_application_fourteen_days_in_one_stage(
 
 
 def test_it_does_not_alert_an_application_thirteen_days_in_one_stage(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application(stage_last_updated=stale_since(13))
@@ -137,7 +139,9 @@ def test_it_does_not_alert_an_application_thirteen_days_in_one_stage(
     assert sent_emails() == []
 
 
-def test_it_never_alerts_applications_in_a_terminal_stage(service: Any, ses: Any) -> None:
+def test_it_never_alerts_applications_in_a_terminal_stage(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given applications stuck for a year, but each in a terminal stage
     f.crm()
     for n, stage in enumerate(["settled", "closed", "declined", "withdrawn"]):
@@ -153,7 +157,9 @@ def test_it_never_alerts_applications_in_a_terminal_stage(service: Any, ses: Any
     assert sent_emails() == []
 
 
-def test_it_alerts_every_non_terminal_stage_by_its_label(service: Any, ses: Any) -> None:
+def test_it_alerts_every_non_terminal_stage_by_its_label(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     labels = {
         "inquiry": "Inquiry",
@@ -178,7 +184,7 @@ def test_it_alerts_every_non_terminal_stage_by_its_label(service: Any, ses: Any)
 
 
 def test_it_sends_one_digest_for_several_stale_applications_of_one_bdm(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given three stale applications and one fresh one, all with the same BDM
     f.crm()
@@ -218,7 +224,7 @@ def test_it_sends_one_digest_for_several_stale_applications_of_one_bdm(
     assert {(e.status, e.message_id) for e in entries} == {(SENT, sent.message_id)}
 
 
-def test_it_sends_each_bdm_their_own_digest(service: Any, ses: Any) -> None:
+def test_it_sends_each_bdm_their_own_digest(service: Settings, ses: SESV2Client) -> None:
     f.crm()
     f.staff("bdm-2", "Omar Khan", "omar.khan@lender.example.com.au")
     f.application("app-1", reference_number="APP-1001", stage_last_updated=stale_since(15))
@@ -242,7 +248,9 @@ def test_it_sends_each_bdm_their_own_digest(service: Any, ses: Any) -> None:
     assert "APP-1002" not in omar.text
 
 
-def test_a_rerun_on_the_same_day_sends_no_second_stale_alert(service: Any, ses: Any) -> None:
+def test_a_rerun_on_the_same_day_sends_no_second_stale_alert(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application(stage_last_updated=stale_since(14))
 
@@ -253,7 +261,9 @@ def test_a_rerun_on_the_same_day_sends_no_second_stale_alert(service: Any, ses: 
     assert len(sent_emails()) == 1
 
 
-def test_it_re_alerts_every_seven_days_in_the_same_stage(service: Any, ses: Any) -> None:
+def test_it_re_alerts_every_seven_days_in_the_same_stage(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given an application first stale today (day 14)
     f.crm()
     f.application(stage_last_updated=stale_since(14))
@@ -273,7 +283,7 @@ def test_it_re_alerts_every_seven_days_in_the_same_stage(service: Any, ses: Any)
     assert "APP-1001: Valuation Ordered, 21 days in stage" in emails[1].text
 
 
-def test_a_stage_change_restarts_the_stale_clock(service: Any, ses: Any) -> None:
+def test_a_stage_change_restarts_the_stale_clock(service: Settings, ses: SESV2Client) -> None:
     # Given an application alerted today at day 14
     f.crm()
     f.application(stage_last_updated=stale_since(14))
@@ -296,7 +306,7 @@ def test_a_stage_change_restarts_the_stale_clock(service: Any, ses: Any) -> None
 
 
 def test_a_new_stage_last_updated_in_the_same_stage_restarts_the_clock(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application(stage_last_updated=stale_since(14))
@@ -312,7 +322,9 @@ def test_a_new_stage_last_updated_in_the_same_stage_restarts_the_clock(
     assert "14 days in stage" in sent_emails()[1].text
 
 
-def test_days_in_stage_are_counted_in_the_business_timezone(service: Any, ses: Any) -> None:
+def test_days_in_stage_are_counted_in_the_business_timezone(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given stage changes recorded with various UTC offsets around midnight in Sydney
     f.crm()
     changes = {
@@ -340,7 +352,7 @@ def test_days_in_stage_are_counted_in_the_business_timezone(service: Any, ses: A
 
 
 def test_a_utc_offset_stage_change_becomes_stale_on_the_right_business_day(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # 13:00 UTC on 09/11 is 00:00 on 10/11 in Sydney, so day 14 is 24/11, not 23/11
     f.crm()
@@ -354,7 +366,9 @@ def test_a_utc_offset_stage_change_becomes_stale_on_the_right_business_day(
     assert "14 days in stage" in sent.text
 
 
-def test_a_missing_loan_amount_is_shown_as_not_recorded(service: Any, ses: Any) -> None:
+def test_a_missing_loan_amount_is_shown_as_not_recorded(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application(stage_last_updated=stale_since(14), loan_amount=None)
 
@@ -367,7 +381,7 @@ def test_a_missing_loan_amount_is_shown_as_not_recorded(service: Any, ses: Any) 
 
 
 def test_the_stale_threshold_is_configurable(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a five-day threshold
     monkeypatch.setenv("STALE_AFTER_DAYS", "5")
@@ -384,7 +398,7 @@ def test_the_stale_threshold_is_configurable(
 
 
 def test_the_stale_repeat_interval_is_configurable(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STALE_REPEAT_DAYS", "2")
     f.crm()
@@ -401,7 +415,7 @@ def test_the_stale_repeat_interval_is_configurable(
 
 
 def test_a_note_due_today_reminds_its_author_and_the_applications_bdm(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a note by Sam on APP-1001 (BDM Brooke) to be reminded today
     f.crm()
@@ -428,7 +442,7 @@ def test_a_note_due_today_reminds_its_author_and_the_applications_bdm(
 
 
 def test_note_reminders_are_recorded_as_sent_with_the_ses_message_id(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.crm()
     f.application()
@@ -447,7 +461,9 @@ def test_note_reminders_are_recorded_as_sent_with_the_ses_message_id(
         assert entry.business_date == "2026-11-23"
 
 
-def test_an_author_who_is_also_the_bdm_gets_one_reminder(service: Any, ses: Any) -> None:
+def test_an_author_who_is_also_the_bdm_gets_one_reminder(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application()
     f.note(created_by="bdm-1")
@@ -461,7 +477,7 @@ def test_an_author_who_is_also_the_bdm_gets_one_reminder(service: Any, ses: Any)
 
 @pytest.mark.parametrize("days", [1, 2, 3])
 def test_a_missed_note_reminder_is_caught_up_within_three_days(
-    service: Any, ses: Any, days: int
+    service: Settings, ses: SESV2Client, days: int
 ) -> None:
     # Given a note whose remind date passed while the service was down
     f.crm()
@@ -479,7 +495,7 @@ def test_a_missed_note_reminder_is_caught_up_within_three_days(
 
 @pytest.mark.parametrize("remind_date", [days_ago(4), days_ago(30), days_ago(-1)])
 def test_notes_due_more_than_three_days_ago_or_in_the_future_are_not_reminded(
-    service: Any, ses: Any, remind_date: str
+    service: Settings, ses: SESV2Client, remind_date: str
 ) -> None:
     f.crm()
     f.application()
@@ -490,7 +506,9 @@ def test_notes_due_more_than_three_days_ago_or_in_the_future_are_not_reminded(
     assert sent_emails() == []
 
 
-def test_a_note_reminded_on_its_date_is_not_caught_up_again(service: Any, ses: Any) -> None:
+def test_a_note_reminded_on_its_date_is_not_caught_up_again(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application()
     f.note(remind_date="2026-11-23")
@@ -501,7 +519,9 @@ def test_a_note_reminded_on_its_date_is_not_caught_up_again(service: Any, ses: A
     assert len(sent_emails()) == 2
 
 
-def test_a_rerun_on_the_same_day_sends_no_second_note_reminder(service: Any, ses: Any) -> None:
+def test_a_rerun_on_the_same_day_sends_no_second_note_reminder(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application()
     f.note()
@@ -512,7 +532,9 @@ def test_a_rerun_on_the_same_day_sends_no_second_note_reminder(service: Any, ses
     assert sorted(e.recipients[0] for e in sent_emails()) == sorted([AUTHOR, BDM])
 
 
-def test_a_note_without_an_application_reminds_only_its_author(service: Any, ses: Any) -> None:
+def test_a_note_without_an_application_reminds_only_its_author(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application()
     f.note(application_id=None)
@@ -526,7 +548,9 @@ def test_a_note_without_an_application_reminds_only_its_author(service: Any, ses
     assert "APP-1001" not in sent.text
 
 
-def test_a_note_added_later_in_the_day_is_reminded_by_the_next_run(service: Any, ses: Any) -> None:
+def test_a_note_added_later_in_the_day_is_reminded_by_the_next_run(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application()
     run("note_reminders", sydney("2026-11-23 10:00"), ses)
@@ -541,7 +565,9 @@ def test_a_note_added_later_in_the_day_is_reminded_by_the_next_run(service: Any,
 # --- repayment reminders -----------------------------------------------------
 
 
-def test_an_upcoming_repayment_reminds_each_borrower_separately(service: Any, ses: Any) -> None:
+def test_an_upcoming_repayment_reminds_each_borrower_separately(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given an unpaid repayment due in three days, on a two-borrower loan
     two_borrower_loan(due_date=days_ago(-3))
 
@@ -570,7 +596,12 @@ def test_an_upcoming_repayment_reminds_each_borrower_separately(service: Any, se
     ids=["upcoming-7..0", "overdue-3..6", "urgent-7..9", "escalation-10..17"],
 )
 def test_every_day_of_a_window_gets_that_windows_notice(
-    service: Any, ses: Any, window: range, subject: str, flag: str, recipients: set[str]
+    service: Settings,
+    ses: SESV2Client,
+    window: range,
+    subject: str,
+    flag: str,
+    recipients: set[str],
 ) -> None:
     # Given one unpaid repayment for each day of the window (d = today - due date)
     f.crm(borrowers=2)
@@ -598,7 +629,7 @@ def test_every_day_of_a_window_gets_that_windows_notice(
         assert flags(f"rep{days}") == only(flag)
 
 
-def test_nothing_is_due_outside_the_windows(service: Any, ses: Any) -> None:
+def test_nothing_is_due_outside_the_windows(service: Settings, ses: SESV2Client) -> None:
     # Given repayments 8 days ahead, 1-2 days late (grace) and past escalation
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
@@ -614,7 +645,7 @@ def test_nothing_is_due_outside_the_windows(service: Any, ses: Any) -> None:
 
 
 def test_the_escalation_goes_only_to_the_bdm_and_names_every_borrower(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     two_borrower_loan(due_date=days_ago(12))
 
@@ -630,7 +661,7 @@ def test_the_escalation_goes_only_to_the_bdm_and_names_every_borrower(
     assert "12 days overdue" in sent.text
 
 
-def test_paid_repayments_are_skipped(service: Any, ses: Any) -> None:
+def test_paid_repayments_are_skipped(service: Settings, ses: SESV2Client) -> None:
     # Given paid repayments in every window
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
@@ -644,7 +675,9 @@ def test_paid_repayments_are_skipped(service: Any, ses: Any) -> None:
         assert flags(f"rep{days}") == only(None)
 
 
-def test_a_notice_whose_flag_is_already_set_is_not_sent_again(service: Any, ses: Any) -> None:
+def test_a_notice_whose_flag_is_already_set_is_not_sent_again(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given repayments whose due notice the CRM already records as delivered
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
@@ -668,7 +701,7 @@ def test_a_notice_whose_flag_is_already_set_is_not_sent_again(service: Any, ses:
         assert flags(f"rep{days}") == only(flag)
 
 
-def test_an_earlier_flag_does_not_stop_the_next_notice(service: Any, ses: Any) -> None:
+def test_an_earlier_flag_does_not_stop_the_next_notice(service: Settings, ses: SESV2Client) -> None:
     two_borrower_loan(due_date=days_ago(4), reminder_sent=True)
 
     run("repayment_reminders", AT, ses)
@@ -678,7 +711,7 @@ def test_an_earlier_flag_does_not_stop_the_next_notice(service: Any, ses: Any) -
 
 
 def test_a_repayment_first_seen_eight_days_overdue_gets_only_the_urgent_notice(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given the runs from the due date to day 7 were all missed
     two_borrower_loan(due_date=days_ago(8))
@@ -696,7 +729,9 @@ def test_a_repayment_first_seen_eight_days_overdue_gets_only_the_urgent_notice(
     assert flags()["overdue_3_day_sent"] is None
 
 
-def test_a_repayment_goes_through_each_notice_exactly_once(service: Any, ses: Any) -> None:
+def test_a_repayment_goes_through_each_notice_exactly_once(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a repayment due 30/11 and a run on a handful of days around it
     two_borrower_loan(due_date="2026-11-30")
     run_days = ["2026-11-23", "2026-11-27", "2026-11-30", "2026-12-02", "2026-12-03"]
@@ -714,7 +749,9 @@ def test_a_repayment_goes_through_each_notice_exactly_once(service: Any, ses: An
     assert flags() == dict.fromkeys(FLAGS, True)
 
 
-def test_repayment_emails_show_amount_due_date_and_reference(service: Any, ses: Any) -> None:
+def test_repayment_emails_show_amount_due_date_and_reference(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given one repayment of $2,450.50 in each window
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
@@ -737,7 +774,9 @@ def test_repayment_emails_show_amount_due_date_and_reference(service: Any, ses: 
                 assert expected in sent.html, (subject, expected)
 
 
-def test_a_rerun_on_the_same_day_sends_no_second_repayment_notice(service: Any, ses: Any) -> None:
+def test_a_rerun_on_the_same_day_sends_no_second_repayment_notice(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
     f.repayment("rep-1", due_date=days_ago(-3))
@@ -754,7 +793,9 @@ def test_a_rerun_on_the_same_day_sends_no_second_repayment_notice(service: Any, 
     assert len(sent_emails()) == first
 
 
-def test_repayment_notices_are_recorded_in_the_ledger_per_borrower(service: Any, ses: Any) -> None:
+def test_repayment_notices_are_recorded_in_the_ledger_per_borrower(
+    service: Settings, ses: SESV2Client
+) -> None:
     two_borrower_loan(due_date=days_ago(-3))
 
     run("repayment_reminders", AT, ses)
@@ -771,11 +812,13 @@ def test_repayment_notices_are_recorded_in_the_ledger_per_borrower(service: Any,
         assert entry.item_id == "rep-1"
 
 
-def test_the_flag_is_set_only_after_every_borrower_has_been_emailed(service: Any, ses: Any) -> None:
+def test_the_flag_is_set_only_after_every_borrower_has_been_emailed(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given SES throttles the email to Mia
     two_borrower_loan(due_date=days_ago(4))
 
-    def throttle_mia(recipient: str) -> Any:
+    def throttle_mia(recipient: str) -> Fault:
         return ses_error("TooManyRequestsException", 429) if recipient == MIA else None
 
     with ses_faults(ses, throttle_mia), pytest.raises(DeliveryIncomplete):
@@ -794,7 +837,9 @@ def test_the_flag_is_set_only_after_every_borrower_has_been_emailed(service: Any
     assert Notification.get(mia_key, consistent_read=True).status == SENT
 
 
-def test_the_business_day_is_the_sydney_date_of_the_scheduled_time(service: Any, ses: Any) -> None:
+def test_the_business_day_is_the_sydney_date_of_the_scheduled_time(
+    service: Settings, ses: SESV2Client
+) -> None:
     # 22:00 UTC on 22/11 is 09:00 on 23/11 in Sydney: a repayment due 30/11 is
     # seven days away (upcoming), not eight
     two_borrower_loan(due_date="2026-11-30")

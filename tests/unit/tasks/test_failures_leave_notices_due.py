@@ -18,18 +18,21 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger
 from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification, Repayment
+from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
     SENDER,
+    Fault,
     ledger_key,
     run,
     sent_emails,
@@ -75,7 +78,7 @@ def destinations() -> list[list[str]]:
     return [[addr for _, addr in getaddresses(raw.destinations)] for raw in captured]
 
 
-def invalid_reasons(summary: Any, item_id: str) -> list[str]:
+def invalid_reasons(summary: RunSummary, item_id: str) -> list[str]:
     return [i["reason"] for i in summary.invalid_items if i["item_id"] == item_id]
 
 
@@ -111,7 +114,7 @@ def claim_left_by_another_run(
 
 
 # SES provably did not take the message: it answered 4xx, or was never reached.
-TRANSIENT_FAULTS: list[Any] = [
+TRANSIENT_FAULTS: list[object] = [
     pytest.param(
         lambda: ses_error("TooManyRequestsException", 429),
         "TooManyRequestsException",
@@ -129,7 +132,7 @@ TRANSIENT_FAULTS: list[Any] = [
     ),
 ]
 
-PERMANENT_FAULTS: list[Any] = [
+PERMANENT_FAULTS: list[object] = [
     pytest.param("MessageRejected", id="message-rejected"),
     pytest.param("BadRequestException", id="bad-request"),
 ]
@@ -140,7 +143,7 @@ PERMANENT_FAULTS: list[Any] = [
 
 @pytest.mark.parametrize(("fault", "reason"), TRANSIENT_FAULTS)
 def test_a_transient_failure_sends_the_others_then_fails_the_run(
-    service: Settings, ses: Any, fault: Callable[[], Any], reason: str
+    service: Settings, ses: SESV2Client, fault: Callable[[], Fault], reason: str
 ) -> None:
     # Given a repayment due to Ben and Mia, and SES failing transiently for Mia
     f.repayment_due_to_two_borrowers()
@@ -169,7 +172,7 @@ def test_a_transient_failure_sends_the_others_then_fails_the_run(
 
 @pytest.mark.parametrize(("fault", "reason"), TRANSIENT_FAULTS)
 def test_the_next_run_delivers_a_transiently_failed_notice_exactly_once(
-    service: Settings, ses: Any, fault: Callable[[], Any], reason: str
+    service: Settings, ses: SESV2Client, fault: Callable[[], Fault], reason: str
 ) -> None:
     # Given a run in which Mia's notice failed transiently
     f.repayment_due_to_two_borrowers()
@@ -199,7 +202,7 @@ def test_the_next_run_delivers_a_transiently_failed_notice_exactly_once(
 
 
 def test_a_transient_failure_of_a_note_reminder_leaves_it_due_for_the_next_run(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a note due to Sam and Brooke, and SES throttling Sam
     f.note_for_author_and_bdm()
@@ -223,7 +226,7 @@ def test_a_transient_failure_of_a_note_reminder_leaves_it_due_for_the_next_run(
 
 
 def test_a_transient_failure_releases_every_part_of_a_stale_digest(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given Brooke's digest covers two stale applications, Blake's covers one
     f.crm()
@@ -273,7 +276,7 @@ def test_a_transient_failure_releases_every_part_of_a_stale_digest(
 
 @pytest.mark.parametrize("code", PERMANENT_FAULTS)
 def test_a_permanent_rejection_is_recorded_as_failed_and_the_run_succeeds(
-    service: Settings, ses: Any, code: str
+    service: Settings, ses: SESV2Client, code: str
 ) -> None:
     # Given SES rejects the message to Mia outright
     f.repayment_due_to_two_borrowers()
@@ -297,7 +300,7 @@ def test_a_permanent_rejection_is_recorded_as_failed_and_the_run_succeeds(
 
 @pytest.mark.parametrize("code", PERMANENT_FAULTS)
 def test_a_permanently_rejected_notice_is_not_retried(
-    service: Settings, ses: Any, code: str
+    service: Settings, ses: SESV2Client, code: str
 ) -> None:
     # Given Mia's notice was rejected permanently
     f.repayment_due_to_two_borrowers()
@@ -337,7 +340,7 @@ def crm_with_one_notice_of_each_check() -> None:
     ],
 )
 def test_a_redelivered_event_sends_each_notice_once(
-    service: Settings, ses: Any, check: str, expected: Counter[str]
+    service: Settings, ses: SESV2Client, check: str, expected: Counter[str]
 ) -> None:
     # Given a CRM with notices due for every check
     crm_with_one_notice_of_each_check()
@@ -353,7 +356,7 @@ def test_a_redelivered_event_sends_each_notice_once(
 
 
 def test_a_retry_after_a_partly_failed_run_sends_only_what_is_missing(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a run that failed transiently for Mia (so Lambda retries the same event)
     f.repayment_due_to_two_borrowers()
@@ -378,7 +381,7 @@ def test_a_retry_after_a_partly_failed_run_sends_only_what_is_missing(
 
 
 def test_a_run_overlapping_another_does_not_send_the_notice_in_flight(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given one note reminder due, to Sam only (no BDM on the application)
     f.crm()
@@ -405,7 +408,9 @@ def test_a_run_overlapping_another_does_not_send_the_notice_in_flight(
     assert ledger_entry(NOTE1_SAM).run_id == run_a.run_id
 
 
-def test_overlapping_runs_send_each_notice_once_in_total(service: Settings, ses: Any) -> None:
+def test_overlapping_runs_send_each_notice_once_in_total(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a repayment due to three borrowers
     f.crm(borrowers=3)
     f.application(borrower_ids=["bor-1", "bor-2", "bor-3"])
@@ -437,7 +442,7 @@ def test_overlapping_runs_send_each_notice_once_in_total(service: Settings, ses:
     assert Repayment.get("rep-1").reminder_sent is True
 
 
-def test_an_unexpired_claim_of_another_run_is_skipped(service: Settings, ses: Any) -> None:
+def test_an_unexpired_claim_of_another_run_is_skipped(service: Settings, ses: SESV2Client) -> None:
     # Given another run claimed Mia's notice a minute ago and is still within its lease
     f.repayment_due_to_two_borrowers()
     lease = MONDAY.astimezone(UTC) + ledger.CLAIM_LEASE - timedelta(minutes=1)
@@ -455,7 +460,7 @@ def test_an_unexpired_claim_of_another_run_is_skipped(service: Settings, ses: An
 
 
 def test_without_ses_events_an_expired_claim_is_marked_failed_as_interrupted_and_not_resent(
-    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given no configuration set publishes SES events, so nothing can settle a claim
     monkeypatch.delenv("SES_CONFIGURATION_SET")
@@ -483,14 +488,16 @@ def test_without_ses_events_an_expired_claim_is_marked_failed_as_interrupted_and
 
 
 def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_resent(
-    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given no configuration set publishes SES events, so nothing can settle a claim
     monkeypatch.delenv("SES_CONFIGURATION_SET")
     # And a run that is killed right after SES accepted its first reminder
     f.note_for_author_and_bdm()
 
-    def kill_after_sam(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+    def kill_after_sam(
+        http_response: object = None, parsed: dict[str, object] | None = None, **_: object
+    ) -> None:
         if "MessageId" in (parsed or {}) and len(sent_emails()) == 1:
             raise LambdaKilled
 
@@ -523,7 +530,7 @@ def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_r
 
 
 def test_a_repayment_without_an_amount_is_skipped_and_the_others_sent(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given rep-bad has no amount, next to a healthy rep-1
     f.repayment_due_to_two_borrowers()
@@ -543,7 +550,7 @@ def test_a_repayment_without_an_amount_is_skipped_and_the_others_sent(
 
 
 def test_a_repayment_whose_amount_is_a_string_is_skipped(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given rep-bad stores its amount as the string "lots" (the model cannot read it)
     f.repayment_due_to_two_borrowers()
@@ -577,7 +584,7 @@ def test_a_repayment_whose_amount_is_a_string_is_skipped(
 )
 def test_an_application_with_a_bad_stage_timestamp_is_skipped(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     stdout_json: Callable[[], list[dict[str, Any]]],
     stage_last_updated: str,
     reason: str,
@@ -601,7 +608,7 @@ def test_an_application_with_a_bad_stage_timestamp_is_skipped(
 
 
 def test_a_note_on_a_missing_application_is_skipped(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given note-bad points at an application that does not exist
     f.note_for_author_and_bdm()
@@ -618,7 +625,7 @@ def test_a_note_on_a_missing_application_is_skipped(
 
 
 def test_an_application_whose_bdm_does_not_exist_is_skipped(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given stale app-2's bd_id points at nobody, next to a healthy stale app-1
     f.crm()
@@ -636,7 +643,9 @@ def test_an_application_whose_bdm_does_not_exist_is_skipped(
     assert logged_invalid(stdout_json(), "app-2") == [reason]
 
 
-def test_a_repayment_escalation_to_a_missing_bdm_is_skipped(service: Settings, ses: Any) -> None:
+def test_a_repayment_escalation_to_a_missing_bdm_is_skipped(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given rep-late (12 days overdue) is on app-2 whose BDM does not exist
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
@@ -655,7 +664,7 @@ def test_a_repayment_escalation_to_a_missing_bdm_is_skipped(service: Settings, s
 
 
 def test_a_dangling_borrower_id_is_skipped_and_the_other_borrower_reminded(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given app-1 lists Ben and a borrower id that does not exist
     f.crm()
@@ -674,7 +683,7 @@ def test_a_dangling_borrower_id_is_skipped_and_the_other_borrower_reminded(
 
 
 def test_a_staff_member_without_an_email_is_skipped_and_the_bdm_still_reminded(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given note-2 was written by staff-3, who has no email address
     f.note_for_author_and_bdm()
@@ -697,7 +706,7 @@ def test_a_staff_member_without_an_email_is_skipped_and_the_bdm_still_reminded(
 
 
 def test_a_borrower_with_an_invalid_email_is_skipped_and_the_other_reminded(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given Mia's email is "not-an-email"
     f.crm()
@@ -718,7 +727,7 @@ def test_a_borrower_with_an_invalid_email_is_skipped_and_the_other_reminded(
 
 
 def test_an_application_without_a_reference_number_is_skipped(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given stale app-2 has no reference_number, next to a healthy stale app-1
     f.crm()
@@ -735,7 +744,9 @@ def test_an_application_without_a_reference_number_is_skipped(
     assert logged_invalid(stdout_json(), "app-2") == ["reference_number is missing"]
 
 
-def test_many_malformed_items_in_one_run_are_all_counted(service: Settings, ses: Any) -> None:
+def test_many_malformed_items_in_one_run_are_all_counted(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given several bad repayments next to a healthy one
     f.repayment_due_to_two_borrowers()
     f.repayment("rep-noamount", amount=None)
@@ -762,7 +773,9 @@ def test_many_malformed_items_in_one_run_are_all_counted(service: Settings, ses:
 # --- untrusted CRM text ------------------------------------------------------------------
 
 
-def test_html_in_a_note_title_is_escaped_in_the_html_part_only(service: Settings, ses: Any) -> None:
+def test_html_in_a_note_title_is_escaped_in_the_html_part_only(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a note title and content with markup and an ampersand
     f.crm()
     f.application(bd_id=None)
@@ -785,7 +798,9 @@ def test_html_in_a_note_title_is_escaped_in_the_html_part_only(service: Settings
     assert sent.subject == "Note Reminder: <script>alert(1)</script> Smith & Co"
 
 
-def test_a_title_with_crlf_cannot_add_headers_or_recipients(service: Settings, ses: Any) -> None:
+def test_a_title_with_crlf_cannot_add_headers_or_recipients(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a note title that tries to smuggle in a Bcc header
     f.crm()
     f.application()
@@ -801,7 +816,7 @@ def test_a_title_with_crlf_cannot_add_headers_or_recipients(service: Settings, s
         headers = {k.lower() for k in sent.message}
         assert "bcc" not in headers
         assert "cc" not in headers
-        assert len(sent.message.get_all("To")) == 1
+        assert len(sent.message.get_all("To", [])) == 1
         assert "\r" not in sent.subject
         assert "\n" not in sent.subject
         assert sent.subject.startswith("Note Reminder: Call the valuer")
@@ -810,7 +825,9 @@ def test_a_title_with_crlf_cannot_add_headers_or_recipients(service: Settings, s
     assert recipient_counts()["attacker@evil.example"] == 0
 
 
-def test_a_staff_name_with_crlf_does_not_break_the_to_header(service: Settings, ses: Any) -> None:
+def test_a_staff_name_with_crlf_does_not_break_the_to_header(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given the note author's name contains CR/LF and a header
     f.crm(author=False)
     f.staff("staff-2", "Sam Author\r\nBcc: attacker@evil.example", SAM)
@@ -824,7 +841,7 @@ def test_a_staff_name_with_crlf_does_not_break_the_to_header(service: Settings, 
     [sent] = sent_emails()
     assert sent.recipients == [SAM]
     assert "bcc" not in {k.lower() for k in sent.message}
-    [to] = sent.message.get_all("To")
+    [to] = sent.message.get_all("To", [])
     assert "\n" not in str(to)
     assert "\r" not in str(to)
     assert SAM in str(to)

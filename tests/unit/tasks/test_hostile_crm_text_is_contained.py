@@ -17,12 +17,14 @@ from email.utils import getaddresses
 from typing import Any
 
 import pytest
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.models import Notification, Repayment
+from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, SAM
 from tests.support import (
@@ -65,11 +67,11 @@ def ledger_entry(key: str) -> Notification:
     return Notification.get(key, consistent_read=True)
 
 
-def invalid_reasons(summary: Any, item_id: str) -> list[str]:
+def invalid_reasons(summary: RunSummary, item_id: str) -> list[str]:
     return [i["reason"] for i in summary.invalid_items if i["item_id"] == item_id]
 
 
-def note_to_sam_only(**note: Any) -> None:
+def note_to_sam_only(**note: str) -> None:
     """Given a note due today whose application has no BDM, so it goes to Sam alone."""
     f.crm()
     f.application(bd_id=None)
@@ -81,7 +83,9 @@ def note_to_sam_only(**note: Any) -> None:
 ENCODED_WORD_BCC = "=?utf-8?q?x=0D=0ABcc:_attacker@evil.example?="
 
 
-def test_an_encoded_word_in_a_note_title_cannot_add_a_bcc(service: Settings, ses: Any) -> None:
+def test_an_encoded_word_in_a_note_title_cannot_add_a_bcc(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a note title that is an RFC 2047 encoded word decoding to CR LF "Bcc: ..."
     note_to_sam_only(title=ENCODED_WORD_BCC)
 
@@ -105,7 +109,7 @@ def test_an_encoded_word_in_a_note_title_cannot_add_a_bcc(service: Settings, ses
     ],
 )
 def test_a_staff_name_that_decodes_to_an_address_cannot_add_a_second_to(
-    service: Settings, ses: Any, name: str
+    service: Settings, ses: SESV2Client, name: str
 ) -> None:
     # Given the note author's name is an encoded word that decodes to "<address>,"
     f.crm(author=False)
@@ -120,10 +124,12 @@ def test_a_staff_name_that_decodes_to_an_address_cannot_add_a_second_to(
     assert destinations() == [[SAM]]
     [sent] = sent_emails()
     assert sent.recipients == [SAM]
-    assert len(sent.message.get_all("To")) == 1
+    assert len(sent.message.get_all("To", [])) == 1
 
 
-def test_control_and_bidi_characters_never_reach_the_subject(service: Settings, ses: Any) -> None:
+def test_control_and_bidi_characters_never_reach_the_subject(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given a note title full of control characters: NUL, FS, DEL, a C1 and bidi overrides
     note_to_sam_only(title="Call\x00 the\x1c val\x7fuer\x9b \u202etxt.exe\u202c \u2066ok\u2069")
 
@@ -138,7 +144,7 @@ def test_control_and_bidi_characters_never_reach_the_subject(service: Settings, 
 
 
 def test_every_message_is_seven_bit_clean_with_lines_of_at_most_998_characters(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a note with a unicode title and a 5,000-character single-line unicode content
     content = ("Überprüfung der Bewertung — ünïcödé ✓ " * 200)[:5000]
@@ -169,7 +175,7 @@ def test_every_message_is_seven_bit_clean_with_lines_of_at_most_998_characters(
     ],
 )
 def test_an_address_ses_cannot_take_is_failed_permanently_and_the_run_succeeds(
-    service: Settings, ses: Any, address: str
+    service: Settings, ses: SESV2Client, address: str
 ) -> None:
     # Given rep-1 is due to Ben and to Zoë, whose address SES cannot send to
     f.crm()
@@ -202,7 +208,7 @@ def test_an_address_ses_cannot_take_is_failed_permanently_and_the_run_succeeds(
 
 @pytest.mark.parametrize("amount", ["1e26", "-9.99e125", "123456789012345678901234567890.12"])
 def test_an_absurd_repayment_amount_is_reported_and_the_others_sent(
-    service: Settings, ses: Any, amount: str
+    service: Settings, ses: SESV2Client, amount: str
 ) -> None:
     # Given rep-huge's amount is absurdly large, next to a healthy rep-1
     f.crm()
@@ -228,7 +234,7 @@ def test_an_absurd_repayment_amount_is_reported_and_the_others_sent(
 
 
 def test_an_absurd_loan_amount_is_reported_and_the_digest_still_sent(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given stale app-2's loan amount is 1e26, next to a healthy stale app-1
     f.crm()
@@ -245,7 +251,7 @@ def test_an_absurd_loan_amount_is_reported_and_the_digest_still_sent(
 
 
 def test_the_same_problem_of_one_item_is_reported_once(
-    service: Settings, ses: Any, stdout_json: Callable[[], list[dict[str, Any]]]
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # Given app-1 lists the same dangling borrower id three times next to Ben
     f.crm()
@@ -266,7 +272,9 @@ def test_the_same_problem_of_one_item_is_reported_once(
 # --- class 8: malformed paid_date, dry-run logs -----------------------------------------
 
 
-def test_a_malformed_paid_date_is_reported_and_not_sent(service: Settings, ses: Any) -> None:
+def test_a_malformed_paid_date_is_reported_and_not_sent(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given rep-1's paid_date is 30 February, next to a healthy unpaid rep-2
     f.crm()
     f.application()
@@ -306,7 +314,7 @@ def test_a_dry_run_logs_no_names_or_note_titles(
     assert "s***@lender.example.com.au" in text
 
 
-def test_recipients_counted_once_each_in_a_normal_run(service: Settings, ses: Any) -> None:
+def test_recipients_counted_once_each_in_a_normal_run(service: Settings, ses: SESV2Client) -> None:
     # Given a healthy note to Sam and Brooke (the hardened builder changes nothing for them)
     f.crm()
     f.application()
@@ -329,7 +337,7 @@ LONG_ID = "é" * 1020  # 2,040 bytes: a valid id, but any ledger key built from 
 
 
 def test_a_reference_over_the_key_limit_is_reported_and_the_others_sent(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given note-big points at an application id and rep-1's application at a borrower id
     # over DynamoDB's key limit, next to healthy items
@@ -357,7 +365,7 @@ def test_a_reference_over_the_key_limit_is_reported_and_the_others_sent(
 
 
 def test_an_item_whose_ledger_key_would_be_over_the_limit_is_reported_with_its_id_shortened(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a repayment, a note and a stale application whose ids are 2,040 bytes long
     f.crm()
@@ -393,7 +401,7 @@ def test_an_item_whose_ledger_key_would_be_over_the_limit_is_reported_with_its_i
 
 
 def test_ids_holding_the_key_separator_cannot_make_two_notices_share_a_ledger_key(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given note "n" by staff "x#2026-11-23#y" and note "n#2026-11-23#x" by staff "y":
     # joined with "#" as they are, both notices would have one ledger key
@@ -416,7 +424,9 @@ def test_ids_holding_the_key_separator_cannot_make_two_notices_share_a_ledger_ke
     assert Notification.get("note_reminders#n%232026-11-23%23x#2026-11-23#y").status == "sent"
 
 
-def test_a_borrower_at_an_internationalised_domain_is_reminded(service: Settings, ses: Any) -> None:
+def test_a_borrower_at_an_internationalised_domain_is_reminded(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given Ben's address is at an internationalised (non-ASCII) domain
     f.crm(borrowers=0)
     f.borrower(email="ben@bücher.example")

@@ -26,7 +26,7 @@ SAM = "sam.author@lender.example.com.au"
 NOON = "2026-11-23T01:00:00Z"  # 12:00 on 23 Nov 2026 in Sydney
 
 
-def invoke(client: Client, payload: Any, clock: str = NOON) -> Any:
+def invoke(client: Client, payload: object, clock: str = NOON) -> Any:
     """Invoke ``run_check`` with ``payload`` and the wall clock frozen at ``clock``."""
     with freeze_time(clock):
         return client.lambda_.invoke("run_check", payload).payload
@@ -113,7 +113,9 @@ def test_without_a_date_the_window_applies_unless_ignored(client: Client) -> Non
         ),
     ],
 )
-def test_a_bad_payload_fails_with_a_clear_error(client: Client, payload: Any, message: str) -> None:
+def test_a_bad_payload_fails_with_a_clear_error(
+    client: Client, payload: object, message: str
+) -> None:
     note_and_repayment_due()
 
     with pytest.raises(InvalidRequest) as raised:

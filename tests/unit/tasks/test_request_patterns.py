@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
+from mypy_boto3_sesv2 import SESV2Client
 
+from chalicelib.config import Settings
 from chalicelib.models import Application, Note, Staff
 from tests.aws_recorder import AwsCall
 from tests.support import run, sent_emails, sydney
@@ -60,7 +61,7 @@ def batch_get_tables(calls: list[AwsCall]) -> Counter[str]:
 
 
 def test_a_run_over_many_notes_queries_indexes_and_batches_lookups(
-    service: Any, ses: Any, aws_calls: Callable[[], list[AwsCall]]
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
 ) -> None:
     # Given 120 notes due today
     many_notes_due_today()

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from chalice.test import Client
 from freezegun import freeze_time
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.observability import mask_addresses
 from tests import factories
-from tests.support import run, scheduled_event, ses_error, ses_faults, sydney, utc
+from tests.support import Fault, run, scheduled_event, ses_error, ses_faults, sydney, utc
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -120,12 +121,12 @@ def test_each_check_reports_under_its_own_dimension(service: Settings, output: O
 
 
 def test_metrics_are_flushed_when_the_run_raises_delivery_incomplete(
-    service: Settings, ses: Any, output: Output
+    service: Settings, ses: SESV2Client, output: Output
 ) -> None:
     # Given SES throttling Ben and rejecting Mia
     factories.repayment_due_to_two_borrowers()
 
-    def faults(recipient: str) -> Any:
+    def faults(recipient: str) -> Fault:
         if recipient == BEN:
             return ses_error("Throttling", 400)
         return ses_error("MessageRejected", 400)
@@ -163,7 +164,7 @@ def test_runs_that_do_not_act_and_dry_runs_publish_no_metrics(
 
 
 def test_log_lines_mask_addresses_and_never_hold_an_email_body(
-    service: Settings, ses: Any, output: Output
+    service: Settings, ses: SESV2Client, output: Output
 ) -> None:
     # Given a note to its author and BDM, and SES rejecting the BDM with its address
     factories.crm()
@@ -205,7 +206,7 @@ def test_mask_addresses(text: str, masked: str) -> None:
 
 
 def test_delivery_incomplete_masks_the_addresses_in_its_message(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     factories.repayment_due_to_two_borrowers()
     throttled = ses_error("Throttling", 400, f"rate exceeded for {MIA}")

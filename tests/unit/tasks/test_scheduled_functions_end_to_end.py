@@ -24,6 +24,7 @@ from tests import factories
 from tests.conftest import DEV_ENV
 from tests.support import (
     REGION,
+    Fault,
     ledger_key,
     scheduled_event,
     sent_emails,
@@ -179,7 +180,7 @@ def test_a_transient_ses_failure_fails_the_invocation_so_lambda_retries(client: 
     factories.repayment(due_date="2026-11-30")
     shared = ses_client(REGION)  # the client the deployed function sends through
 
-    def throttle_ben(recipient: str) -> Any:
+    def throttle_ben(recipient: str) -> Fault:
         return ses_error("TooManyRequestsException", 429) if recipient == BEN else None
 
     # When the function runs, the Client propagates the handler's exception

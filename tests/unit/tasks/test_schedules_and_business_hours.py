@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib
 from datetime import date, datetime, timedelta
-from typing import Any
 
 import pytest
-from chalice.app import ScheduledEventConfig
+from chalice.app import ScheduledEventConfig, ScheduleExpression
+from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.exceptions import DoesNotExist
 
 import app
@@ -48,7 +48,7 @@ def seed_due_notice(check: str, today: date) -> dict[str, list[str]]:
     return {BEN: ["Upcoming Repayment Reminder"]}
 
 
-def acting_runs(check: str, ses: Any, instants: list[datetime]) -> list[datetime]:
+def acting_runs(check: str, ses: SESV2Client, instants: list[datetime]) -> list[datetime]:
     """Run ``check`` at each instant in turn; return the instants at which it acted."""
     return [at for at in instants if run(check, at, ses).acted]
 
@@ -75,6 +75,7 @@ def test_each_check_is_registered_as_an_hourly_utc_schedule() -> None:
     }
     for name, source in sources.items():
         assert isinstance(source, ScheduledEventConfig)
+        assert isinstance(source.schedule_expression, ScheduleExpression)
         assert source.schedule_expression.to_string() == "cron(0 * * * ? *)"
         assert source.handler_string == f"app.{name}"
         assert source.description
@@ -94,7 +95,7 @@ def test_each_schedule_handler_string_resolves_to_a_registered_lambda() -> None:
 
 @pytest.mark.parametrize("check", CHECKS)
 def test_each_check_acts_only_from_its_start_time_until_2000(
-    service: Settings, ses: Any, check: str
+    service: Settings, ses: SESV2Client, check: str
 ) -> None:
     # Given a notice that is due today
     start = START_HOUR[check]
@@ -120,7 +121,7 @@ def test_each_check_acts_only_from_its_start_time_until_2000(
 
 
 def test_an_early_morning_repayment_run_sends_nothing_and_the_0700_run_sends(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     factories.crm()
     factories.application()
@@ -142,7 +143,7 @@ def test_an_early_morning_repayment_run_sends_nothing_and_the_0700_run_sends(
 
 
 def test_the_last_second_before_2000_is_still_inside_the_window(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     seed_due_notice("note_reminders", date(2026, 11, 23))
 
@@ -153,7 +154,7 @@ def test_the_last_second_before_2000_is_still_inside_the_window(
 
 
 def test_a_note_added_at_1100_for_today_goes_out_at_the_1200_run(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a note for today, reminded by the 08:00 run
     factories.crm()
@@ -187,7 +188,7 @@ def test_a_note_added_at_1100_for_today_goes_out_at_the_1200_run(
 
 
 def test_runs_through_a_whole_day_act_only_inside_the_window_and_send_once(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     seed_due_notice("note_reminders", date(2026, 11, 23))
     # Local midnight 23 Nov (AEDT, UTC+11) is 13:00 UTC on 22 Nov.
@@ -210,7 +211,7 @@ def test_runs_through_a_whole_day_act_only_inside_the_window_and_send_once(
 )
 def test_the_window_is_configurable_through_the_environment(
     service: Settings,
-    ses: Any,
+    ses: SESV2Client,
     monkeypatch: pytest.MonkeyPatch,
     check: str,
     variable: str,
@@ -228,7 +229,7 @@ def test_the_window_is_configurable_through_the_environment(
     assert subjects_by_recipient() == expected
 
 
-def test_ignore_window_bypasses_the_gate(service: Settings, ses: Any) -> None:
+def test_ignore_window_bypasses_the_gate(service: Settings, ses: SESV2Client) -> None:
     seed_due_notice("note_reminders", date(2026, 11, 23))
 
     gated = run("note_reminders", sydney("2026-11-23 03:00"), ses)
@@ -246,7 +247,7 @@ def test_ignore_window_bypasses_the_gate(service: Settings, ses: Any) -> None:
 
 
 def test_notes_use_the_sydney_date_when_the_utc_date_is_the_day_before(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given notes around 23 Nov; 22:00 UTC on 22 Nov is 09:00 on 23 Nov in Sydney
     factories.crm()
@@ -279,7 +280,7 @@ def test_notes_use_the_sydney_date_when_the_utc_date_is_the_day_before(
 
 
 def test_repayments_use_the_sydney_date_when_the_utc_date_is_the_day_before(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given repayments whose notice depends on whether today is 22 or 23 Nov
     factories.crm()
@@ -300,7 +301,7 @@ def test_repayments_use_the_sydney_date_when_the_utc_date_is_the_day_before(
     assert Repayment.get("3-days-late").overdue_3_day_sent is True
 
 
-def test_stale_days_count_sydney_dates_not_utc_dates(service: Settings, ses: Any) -> None:
+def test_stale_days_count_sydney_dates_not_utc_dates(service: Settings, ses: SESV2Client) -> None:
     # Given two applications whose stage changed on 9 Nov (Sydney) and on 10 Nov (Sydney)
     # -- the second one at 01:00 on 10 Nov in Sydney is still 9 Nov in UTC
     factories.crm()
@@ -350,7 +351,7 @@ FIRST_ACTING_TRIGGER = {
 
 @pytest.mark.parametrize("check", CHECKS)
 def test_the_utc_trigger_that_opens_the_window_follows_daylight_saving(
-    service: Settings, ses: Any, check: str
+    service: Settings, ses: SESV2Client, check: str
 ) -> None:
     for day, first in FIRST_ACTING_TRIGGER[check]:
         opens = utc(first)
@@ -374,7 +375,7 @@ def test_the_utc_trigger_that_opens_the_window_follows_daylight_saving(
     ],
 )
 def test_stale_alerts_go_out_at_the_utc_hour_that_is_0900_in_sydney(
-    service: Settings, ses: Any, side: str, closed: str, open_: str
+    service: Settings, ses: SESV2Client, side: str, closed: str, open_: str
 ) -> None:
     business_day = utc(open_).astimezone(SYDNEY).date()
     expected = seed_due_notice("stale_applications", business_day)
@@ -391,7 +392,7 @@ def test_stale_alerts_go_out_at_the_utc_hour_that_is_0900_in_sydney(
 
 
 def test_the_window_closes_at_the_utc_hour_that_is_2000_in_sydney(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     cases = [
         # (business day, last acting trigger = 19:00 local, first closed trigger = 20:00 local)
@@ -407,7 +408,7 @@ def test_the_window_closes_at_the_utc_hour_that_is_2000_in_sydney(
 
 
 def test_the_dst_start_day_has_23_hourly_runs_and_each_notice_goes_once(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a note for Sun 4 Oct 2026, the day the clocks go forward
     seed_due_notice("note_reminders", date(2026, 10, 4))
@@ -427,7 +428,7 @@ def test_the_dst_start_day_has_23_hourly_runs_and_each_notice_goes_once(
 
 
 def test_the_dst_end_day_has_25_hourly_runs_and_each_notice_goes_once(
-    service: Settings, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given a note for Sun 5 Apr 2026, the day the clocks go back
     seed_due_notice("note_reminders", date(2026, 4, 5))
@@ -445,7 +446,7 @@ def test_the_dst_end_day_has_25_hourly_runs_and_each_notice_goes_once(
 
 
 def test_the_repeated_hour_on_the_dst_end_day_does_not_send_twice(
-    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a window that includes 02:00 and a note due on Sun 5 Apr 2026
     monkeypatch.setenv("NOTE_REMINDERS_START", "00:00")
@@ -469,7 +470,9 @@ def test_the_repeated_hour_on_the_dst_end_day_does_not_send_twice(
     assert entry.sent_at == first
 
 
-def test_the_repeated_hour_is_gated_the_same_both_times(service: Settings, ses: Any) -> None:
+def test_the_repeated_hour_is_gated_the_same_both_times(
+    service: Settings, ses: SESV2Client
+) -> None:
     seed_due_notice("repayment_reminders", date(2026, 4, 5))
 
     assert run("repayment_reminders", utc("2026-04-04 15:00"), ses).acted is False
@@ -481,7 +484,7 @@ def test_the_repeated_hour_is_gated_the_same_both_times(service: Settings, ses: 
 
 
 def test_a_perth_business_timezone_moves_the_gate(
-    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the business runs on Perth time (AWST, UTC+8, no daylight saving)
     monkeypatch.setenv("BUSINESS_TIMEZONE", "Australia/Perth")
@@ -500,7 +503,7 @@ def test_a_perth_business_timezone_moves_the_gate(
 
 
 def test_a_perth_business_day_ends_at_2000_perth_time(
-    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BUSINESS_TIMEZONE", "Australia/Perth")
     seed_due_notice("note_reminders", date(2026, 11, 23))
@@ -512,7 +515,7 @@ def test_a_perth_business_day_ends_at_2000_perth_time(
 
 
 def test_the_perth_business_date_lags_sydney(
-    service: Settings, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 13:30 UTC on 22 Nov is 00:30 on 23 Nov in Sydney but 21:30 on 22 Nov in Perth
     monkeypatch.setenv("BUSINESS_TIMEZONE", "Australia/Perth")

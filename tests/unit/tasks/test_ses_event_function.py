@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from chalice.app import CloudWatchEventConfig
 from chalice.test import Client
 from freezegun import freeze_time
 
@@ -75,6 +76,7 @@ def invoke(client: Client, name: str, *, token: str, message_id: str, **replace:
 
 def test_the_function_listens_for_the_six_ses_event_types_on_the_default_bus() -> None:
     [source] = [s for s in app.app.event_sources if s.name == "record_ses_events"]
+    assert isinstance(source, CloudWatchEventConfig)
 
     assert source.event_pattern == {
         "source": ["aws.ses"],
