@@ -67,6 +67,8 @@ def indexes_of(model: type[Model]) -> list[str]:
     ]
 
 
+# Long because it spells out the stage's allowed resources independently of the generator, in
+# one place, then judges every statement against them; split, the two halves could drift.
 def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[str]:
     """What in ``policy`` is a wildcard action or reaches beyond the stage's own resources.
 

@@ -634,6 +634,8 @@ def reported_failed(soak: PassResult) -> list[oracle.Identity]:
     ]
 
 
+# Long because it prints the soak's tables in the order a reader checks them; each table is a
+# few lines of formatting with nothing to share.
 def report(soak: PassResult, expected: list[oracle.Identity], opts: Options) -> oracle.Tally:
     """Print the tables and return the tally."""
     result = oracle.tally(

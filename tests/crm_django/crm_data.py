@@ -38,6 +38,8 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+# Long because it is data: the whole real-shape CRM, created in one transaction, read
+# against the expectations of test_crm_migration.py.
 def build_crm() -> None:
     """Create the data set (into an empty database)."""
     user, bdm, broker = _model("users.User"), _model("brokers.BDM"), _model("brokers.Broker")

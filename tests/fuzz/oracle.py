@@ -226,6 +226,8 @@ def _matches(reported: str, item_id: str) -> bool:
     return reported.endswith("…") and item_id.startswith(reported[:-1])
 
 
+# Long because every promise the fuzz checks is one short block here, judged on the same world;
+# split, each part would need the whole world passed again.
 def judge(
     world: list[Case],
     summaries: list[RunSummary],

@@ -288,6 +288,8 @@ BAD_TIMESTAMPS = (
 )
 
 
+# Long because each hostile variant of an application is one branch here, drawn in one
+# order that hypothesis shrinks; split, the variants would be spread over many strategies.
 @st.composite
 def stale_case(draw: st.DrawFn, case: int) -> Case:
     """An application in an active stage, stale for 15-60 days, and its BDM."""
@@ -390,6 +392,8 @@ BROKEN_LEDGER: tuple[dict[str, Any], ...] = (
 )
 
 
+# Long because each hostile variant of a note is one branch here, drawn in one
+# order that hypothesis shrinks; split, the variants would be spread over many strategies.
 @st.composite
 def note_case(draw: st.DrawFn, case: int) -> Case:
     """A note due today (or up to three days ago), its author and its application's BDM."""
@@ -563,6 +567,8 @@ FLAGS = ("reminder_sent", "overdue_3_day_sent", "overdue_7_day_sent", "overdue_1
 BAD_PAID_DATES = ("2026-02-30", "yesterday", "2026-13-01", "2026-11-2\r\nBcc: x", "0000-00-00")
 
 
+# Long because each hostile variant of a repayment is one branch here, drawn in one
+# order that hypothesis shrinks; split, the variants would be spread over many strategies.
 @st.composite
 def repayment_case(draw: st.DrawFn, case: int) -> Case:
     """An unpaid repayment in one notice window, its application, borrowers and BDM."""

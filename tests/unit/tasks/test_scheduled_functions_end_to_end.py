@@ -259,6 +259,7 @@ def test_an_unknown_function_name_is_refused(client: Client) -> None:
 # --- end to end --------------------------------------------------------------------------
 
 
+# Long because it is data: every item of the small CRM, read against the expected emails below.
 def small_crm() -> None:
     """Two BDMs, a note author, three borrowers, four applications, notes and repayments."""
     factories.crm(borrowers=3)
@@ -312,6 +313,7 @@ def small_crm() -> None:
     )
 
 
+# Long because its Then lists every email of the small CRM, one line each.
 def test_all_three_functions_at_noon_send_the_full_set_of_notices(client: Client) -> None:
     # Given a small CRM
     small_crm()
