@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from chalice.app import Chalice, CloudWatchEvent, Cron
 
 from chalicelib import ses_events
+from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
 from chalicelib.runner import handle_manual, handle_scheduled
 
 app = Chalice(app_name="loan-reminders")
@@ -15,6 +16,8 @@ app = Chalice(app_name="loan-reminders")
 # EventBridge schedules run in UTC; each check fires at the top of every hour and
 # acts only inside its business-time window (see chalicelib.config.Windows).
 HOURLY = Cron(0, "*", "*", "*", "?", "*")
+# Check names are written once, in each check's CHECK (chalicelib.registry lists them).
+STALE, NOTES, REPAYMENTS = stale_applications.CHECK, note_reminders.CHECK, repayment_reminders.CHECK
 
 
 def _context(event: CloudWatchEvent) -> LambdaContext | None:
@@ -24,29 +27,29 @@ def _context(event: CloudWatchEvent) -> LambdaContext | None:
 
 @app.schedule(
     HOURLY,
-    name="check_stale_applications",
+    name=f"check_{STALE.name}",
     description="Alert BDMs of applications stuck in one stage",
 )
 def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("stale_applications", event.to_dict(), _context(event))
+    return handle_scheduled(STALE.name, event.to_dict(), _context(event))
 
 
 @app.schedule(
     HOURLY,
-    name="check_note_reminders",
+    name=f"check_{NOTES.name}",
     description="Remind note authors and BDMs on the note's remind date",
 )
 def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("note_reminders", event.to_dict(), _context(event))
+    return handle_scheduled(NOTES.name, event.to_dict(), _context(event))
 
 
 @app.schedule(
     HOURLY,
-    name="check_repayment_reminders",
+    name=f"check_{REPAYMENTS.name}",
     description="Remind borrowers of due and overdue repayments; escalate to BDMs",
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled("repayment_reminders", event.to_dict(), _context(event))
+    return handle_scheduled(REPAYMENTS.name, event.to_dict(), _context(event))
 
 
 @app.lambda_function(name="run_check")

@@ -215,7 +215,7 @@ def parse_request(event: object) -> ManualRun:
     """Validate a ``run_check`` payload: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
     if not isinstance(event, Mapping):
         raise InvalidRequest(
-            f'the payload must be a JSON object like {{"check": "note_reminders", '
+            f'the payload must be a JSON object like {{"check": "{next(iter(registry.CHECKS))}", '
             f'"date": "2026-11-23", "dry_run": true}}, got {type(event).__name__}'
         )
     unknown = sorted(str(k) for k in event if k not in _MANUAL_FIELDS)
