@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
@@ -21,6 +22,8 @@ from chalicelib.models import UNREADABLE, Notification
 from chalicelib.observability import logger, mask_addresses
 from chalicelib.run import Part, Run, RunSummary
 
+# What each part of a notice carries for its email (Part.data), per check.
+D = TypeVar("D")
 # What a ledger write can fail with once botocore's own retries are spent.
 LEDGER_ERRORS = (PynamoDBException, ClientError, BotoCoreError)
 
@@ -40,16 +43,20 @@ class DeliveryIncomplete(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Notice:
-    """One email to one recipient covering one or more parts (a digest covers several)."""
+class Notice(Generic[D]):
+    """One email to one recipient covering one or more parts (a digest covers several).
+
+    ``D`` is what each part carries for the email (``Part.data``); ``compose`` renders
+    the email for the parts this run took.
+    """
 
     kind: str
     recipient: Recipient
-    parts: Sequence[Part]
-    compose: Callable[[Sequence[Part]], Email]
+    parts: Sequence[Part[D]]
+    compose: Callable[[Sequence[Part[D]]], Email]
 
 
-def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
+def deliver(run: Run, notices: Sequence[Notice[D]]) -> dict[str, str]:
     """Claim, send and record every notice; return each part's ledger status afterwards.
 
     Transient failures release their claims and are counted in ``retrying``; the
@@ -81,8 +88,8 @@ def deliver(run: Run, notices: Sequence[Notice]) -> dict[str, str]:
 
 def _take(
     run: Run,
-    notice: Notice,
-    part: Part,
+    notice: Notice[D],
+    part: Part[D],
     existing: dict[str, Notification],
     token: str,
     outcome: dict[str, str],
@@ -113,14 +120,16 @@ def _take(
     return False
 
 
-def _defer(run: Run, notice: Notice, outcome: dict[str, str]) -> None:
+def _defer(run: Run, notice: Notice[D], outcome: dict[str, str]) -> None:
     """Leave a notice due for the next run: too little Lambda time is left to send it."""
     run.summary.notices_due += len(notice.parts)
     run.summary.deferred += len(notice.parts)
     outcome.update({part.key: ledger.PENDING for part in notice.parts})
 
 
-def _hold_for_suppression(run: Run, notice: Notice, reason: str, outcome: dict[str, str]) -> None:
+def _hold_for_suppression(
+    run: Run, notice: Notice[D], reason: str, outcome: dict[str, str]
+) -> None:
     """Leave a notice to a suppressed address unclaimed and unsent.
 
     SES reported a hard bounce or a complaint for the address: mailing it again
@@ -146,7 +155,7 @@ def _attempts(entry: Notification | None) -> int:
     return (int(entry.attempts or 0) if entry is not None else 0) + 1
 
 
-def _claim(run: Run, notice: Notice, part: Part, token: str) -> bool:
+def _claim(run: Run, notice: Notice[D], part: Part[D], token: str) -> bool:
     """Claim one part; a DynamoDB error leaves it due (nothing was sent) for a retry."""
     try:
         return ledger.claim(_claim_of(run, notice, part, token), run.run_id, run.now, run.settle)
@@ -160,7 +169,7 @@ def _claim(run: Run, notice: Notice, part: Part, token: str) -> bool:
         return False
 
 
-def _abandon(run: Run, part: Part, entry: Notification) -> str:
+def _abandon(run: Run, part: Part[object], entry: Notification) -> str:
     if not ledger.abandon(entry, run.now):
         run.summary.skipped += 1
         return ledger.CLAIMED
@@ -172,7 +181,7 @@ def _abandon(run: Run, part: Part, entry: Notification) -> str:
     return ledger.FAILED
 
 
-def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
+def _preview(run: Run, notice: Notice[D], parts: Sequence[Part[D]]) -> None:
     """Render a notice a dry run would send and list it in the summary; send nothing.
 
     A notice that cannot be rendered (a template bug) stops the dry run with the
@@ -191,7 +200,7 @@ def _preview(run: Run, notice: Notice, parts: Sequence[Part]) -> None:
     )
 
 
-def _claim_of(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
+def _claim_of(run: Run, notice: Notice[D], part: Part[D], token: str) -> ledger.Claim:
     return ledger.Claim(
         key=part.key,
         kind=notice.kind,
@@ -204,7 +213,7 @@ def _claim_of(run: Run, notice: Notice, part: Part, token: str) -> ledger.Claim:
 
 
 def _send(
-    run: Run, notice: Notice, parts: Sequence[Part], token: str, attempts: int
+    run: Run, notice: Notice[D], parts: Sequence[Part[D]], token: str, attempts: int
 ) -> dict[str, str]:
     """Send one claimed notice and record the outcome on each of its parts."""
     subject = ""
@@ -227,11 +236,13 @@ def _send(
     return _record(run, parts, ledger.SENT, message_id, subject=subject)
 
 
-def _about(run: Run, parts: Sequence[Part], reason: str, **more: object) -> dict[str, object]:
+def _about(
+    run: Run, parts: Sequence[Part[object]], reason: str, **more: object
+) -> dict[str, object]:
     return {"check": run.summary.check, "keys": [p.key for p in parts], "reason": reason, **more}
 
 
-def _ambiguous(run: Run, parts: Sequence[Part], exc: AmbiguousSendError) -> tuple[str, str]:
+def _ambiguous(run: Run, parts: Sequence[Part[object]], exc: AmbiguousSendError) -> tuple[str, str]:
     """SES may have delivered it: ``unknown`` (settled by its Send event or due again
     after the settling window), or ``failed`` for an operator when no events come."""
     reason = f"outcome unknown, SES may have accepted it: {exc.reason}"
@@ -243,7 +254,9 @@ def _ambiguous(run: Run, parts: Sequence[Part], exc: AmbiguousSendError) -> tupl
     return ledger.UNKNOWN, reason
 
 
-def _not_sent(run: Run, parts: Sequence[Part], exc: Exception, attempts: int) -> tuple[str, str]:
+def _not_sent(
+    run: Run, parts: Sequence[Part[object]], exc: Exception, attempts: int
+) -> tuple[str, str]:
     """SES did not take it: released for the next run, or given up on after too many
     attempts, so a notice that keeps failing cannot fail every run forever."""
     transient = isinstance(exc, TransientSendError)
@@ -262,7 +275,7 @@ def _not_sent(run: Run, parts: Sequence[Part], exc: Exception, attempts: int) ->
 
 
 def _record(
-    run: Run, parts: Sequence[Part], status: str, detail: str, *, subject: str
+    run: Run, parts: Sequence[Part[object]], status: str, detail: str, *, subject: str
 ) -> dict[str, str]:
     """Write each part's outcome; a write that fails is logged and left for SES's events.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, TypedDict, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
@@ -21,6 +21,9 @@ from chalicelib.models import Borrower, CrmModel, Staff
 from chalicelib.observability import logger
 
 _M = TypeVar("_M", bound=CrmModel)
+_D = TypeVar("_D")
+# A part only carries its data, so a Part[Row] is usable wherever a Part[object] is.
+_D_co = TypeVar("_D_co", covariant=True)
 
 # What the log shows of each email a dry run would send (no names, no subjects).
 _LOGGED_WOULD_SEND = ("kind", "recipient_id", "recipient_email", "keys")
@@ -137,7 +140,7 @@ class Run:
             return {}
         return {item.id: item for item in model.batch_get(unique)}
 
-    def part(self, key: str, item_id: str, data: Any = None) -> Part | None:
+    def part(self, key: str, item_id: str, data: _D) -> Part[_D] | None:
         """A ledger part for ``item_id``, or ``None`` (reported) when its keys are too big.
 
         The part's key is the ledger's partition key and ``item_id`` the hash key of
@@ -175,9 +178,9 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Part:
+class Part(Generic[_D_co]):
     """One ledger entry of a notice: the CRM item it concerns and its data for the email."""
 
     key: str
     item_id: str
-    data: Any = None
+    data: _D_co

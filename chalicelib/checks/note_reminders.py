@@ -27,7 +27,7 @@ def run(run: Run) -> None:
     deliver(run, collect(run))
 
 
-def collect(run: Run) -> list[Notice]:
+def collect(run: Run) -> list[Notice[None]]:
     """Query the remind dates in the catch-up window and build one notice per person."""
     notes: list[Note] = []
     for back in range(run.settings.thresholds.note_catch_up_days + 1):
@@ -45,7 +45,7 @@ def collect(run: Run) -> list[Notice]:
         [n.created_by for n in notes]
         + [a.bd_id for a in applications.values() if not a.load_error],
     )
-    notices: list[Notice] = []
+    notices: list[Notice[None]] = []
     for note in notes:
         notices.extend(_notices_for(run, note, applications, staff))
     return notices
@@ -53,7 +53,7 @@ def collect(run: Run) -> list[Notice]:
 
 def _notices_for(
     run: Run, note: Note, applications: dict[str, Application], staff: dict[str, Staff]
-) -> list[Notice]:
+) -> list[Notice[None]]:
     try:
         remind_date = parse_date(note.remind_date, "remind_date")
     except ValueError as exc:
@@ -73,7 +73,7 @@ def _notices_for(
     if not any(person_id for person_id, _ in wanted):
         run.invalid(note.id, "note has neither an author (created_by) nor a BDM to remind")
         return []
-    notices: list[Notice] = []
+    notices: list[Notice[None]] = []
     seen: set[str] = set()
     for person_id, role in wanted:
         if not person_id:
@@ -85,7 +85,7 @@ def _notices_for(
             continue
         seen.update({recipient.id, recipient.email.lower()})
         key = NOTE_REMINDER.key(note.id, remind_date.isoformat(), recipient.id)
-        part = run.part(key, note.id)
+        part = run.part(key, note.id, None)
         if part is None:
             continue
         notices.append(
@@ -101,10 +101,10 @@ def _notices_for(
 
 def _composer(
     note: Note, recipient: Recipient, role: str, reference: str | None, remind_date: str
-) -> Callable[[Sequence[Part]], Email]:
+) -> Callable[[Sequence[Part[None]]], Email]:
     title = one_line(note.title or "") or "Untitled note"
 
-    def compose(parts: Sequence[Part]) -> Email:
+    def compose(parts: Sequence[Part[None]]) -> Email:
         return render(
             NOTE_REMINDER.template,
             recipient,

@@ -190,7 +190,7 @@ def _set_flag(run: Run, repayment: Repayment, flag: str) -> None:
         )
 
 
-def _drop_superseded(run: Run, notices: list[Notice]) -> list[Notice]:
+def _drop_superseded(run: Run, notices: list[Notice[NoticeOf]]) -> list[Notice[NoticeOf]]:
     """Drop notices a more severe notice of the same due date already reached.
 
     The flags already stop most of these; the ledger also covers a more severe
@@ -200,7 +200,7 @@ def _drop_superseded(run: Run, notices: list[Notice]) -> list[Notice]:
     later: dict[str, list[str]] = {}
     for notice in notices:
         part = notice.parts[0]
-        about: NoticeOf = part.data
+        about = part.data
         position = TIERS.index(about.tier)
         later[part.key] = [
             notice_key(about.repayment_id, about.due_date, severer, notice.recipient.id)
@@ -226,7 +226,7 @@ def _flagged_at_or_after(repayment: Repayment, tier: Tier) -> bool:
     return any(getattr(repayment, later.flag) for later in TIERS[TIERS.index(tier) :])
 
 
-def collect(run: Run) -> tuple[list[Notice], list[FlagWrite]]:
+def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite]]:
     """Build the due notices and, per repayment, the flag its notices will set."""
     t = run.settings.thresholds
     due: list[Due] = []
@@ -254,7 +254,7 @@ def collect(run: Run) -> tuple[list[Notice], list[FlagWrite]]:
     borrowers = run.fetch(Borrower, (b for a in readable for b in a.borrower_id_list()))
     bdms = run.fetch(Staff, (a.bd_id for a in readable))
 
-    notices: list[Notice] = []
+    notices: list[Notice[NoticeOf]] = []
     flags: list[FlagWrite] = []
     for item in due:
         made = _notices_for(run, item, applications, borrowers, bdms)
@@ -271,7 +271,7 @@ def _notices_for(
     applications: dict[str, Application],
     borrowers: dict[str, Borrower],
     bdms: dict[str, Staff],
-) -> list[Notice]:
+) -> list[Notice[NoticeOf]]:
     repayment = item.repayment
     try:
         amount = money(parse_amount(repayment.amount, "amount"))
@@ -315,7 +315,9 @@ def _notices_for(
     return [notice for notice in notices if notice is not None]
 
 
-def _notice(run: Run, item: Due, to: Recipient, context: dict[str, object]) -> Notice | None:
+def _notice(
+    run: Run, item: Due, to: Recipient, context: dict[str, object]
+) -> Notice[NoticeOf] | None:
     key = notice_key(item.repayment.id, item.due_date, item.tier, to.id)
     part = run.part(key, item.repayment.id, NoticeOf(item.repayment.id, item.due_date, item.tier))
     if part is None:
@@ -330,8 +332,8 @@ def _notice(run: Run, item: Due, to: Recipient, context: dict[str, object]) -> N
 
 def _composer(
     tier: Tier, t: Thresholds, to: Recipient, context: dict[str, object]
-) -> Callable[[Sequence[Part]], Email]:
-    def compose(parts: Sequence[Part]) -> Email:
+) -> Callable[[Sequence[Part[NoticeOf]]], Email]:
+    def compose(parts: Sequence[Part[NoticeOf]]) -> Email:
         return render(tier.template, to, tier.subject_for(t), context)
 
     return compose

@@ -50,11 +50,11 @@ def run(run: Run) -> None:
     deliver(run, collect(run))
 
 
-def collect(run: Run) -> list[Notice]:
+def collect(run: Run) -> list[Notice[StaleRow]]:
     """One digest per BDM of their applications unchanged long enough to alert."""
     due = _stale(run)
     bdms = run.fetch(Staff, (stale.app.bd_id for stale in due))
-    parts_by_bdm: dict[Recipient, list[Part]] = defaultdict(list)
+    parts_by_bdm: dict[Recipient, list[Part[StaleRow]]] = defaultdict(list)
     for stale in due:
         app = stale.app
         row = _row(run, app, stale.days)
@@ -141,10 +141,10 @@ def _row(run: Run, app: Application, days: int) -> StaleRow | None:
     )
 
 
-def _composer(bdm: Recipient, run: Run) -> Callable[[Sequence[Part]], Email]:
+def _composer(bdm: Recipient, run: Run) -> Callable[[Sequence[Part[StaleRow]]], Email]:
     threshold = run.settings.thresholds.stale_after_days
 
-    def compose(parts: Sequence[Part]) -> Email:
+    def compose(parts: Sequence[Part[StaleRow]]) -> Email:
         rows = sorted((p.data for p in parts), key=lambda r: (-r.days_in_stage, r.reference))
         subject = (
             f"Stale Application Alert: {rows[0].reference}"
