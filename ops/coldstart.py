@@ -2,8 +2,10 @@
 
 Measured from the deployment zip (``make package`` writes ``dist/dev/deployment.zip``)
 unzipped in a temporary directory, each figure in fresh interpreters, as Lambda starts
-them: nothing may write bytecode (Lambda's code directory is read-only), and the
-project's checkout is not on the path.
+them: nothing may write bytecode (Lambda's code directory is read-only), and the path
+holds the bundle, then what Lambda's Python runtime adds (boto3 and its dependencies,
+linked from this interpreter's), then the standard library: no site-packages (where
+optional dependencies such as blinker would be found) and not the project's checkout.
 
 - **import**: the time to ``import app`` over the time to import its dependencies alone,
   i.e. every third-party module that importing app.py leaves loaded (found in one
@@ -21,6 +23,7 @@ scheduled function's).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -44,6 +47,8 @@ SCHEDULED = ("check_stale_applications", "check_note_reminders", "check_repaymen
 # The project's own code; anything else that importing app.py loads is a dependency.
 PROJECT_MODULES = frozenset({"app", "chalicelib"})
 WARM_CALLS = 5
+# What Lambda's Python runtime puts on the path after the function's code.
+LAMBDA_RUNTIME = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 # Every check's window open around the clock, so that each invocation runs its check.
 ALL_DAY = {
     "STALE_APPLICATIONS_START": "00:00",
@@ -140,10 +145,24 @@ def unzipped(bundle: Path, into: Path) -> Path:
     return into
 
 
-def function_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def lambda_runtime(into: Path) -> Path:
+    """A directory standing for the runtime's packages: links to this interpreter's."""
+    into.mkdir()
+    for name in LAMBDA_RUNTIME:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ColdStartError(f"{name} is not installed here: it stands for the runtime's")
+        origin = Path(spec.origin)
+        source = origin.parent if origin.name == "__init__.py" else origin
+        (into / source.name).symlink_to(source)
+    return into
+
+
+def function_environment(runtime: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The stage's function environment with fake credentials and no bytecode writes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     env.pop("DYNAMODB_ENDPOINT_URL", None)
+    env["PYTHONPATH"] = str(runtime)
     env.update(stage_environment(STAGE))
     env.update(FAKE_CREDENTIALS)
     env.update({"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **ALL_DAY})
@@ -156,7 +175,7 @@ def _python(
     code: str, root: Path, env: Mapping[str, str], *args: str, stdin: str | None = None
 ) -> str:
     result = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", code, str(root), *args],
+        [sys.executable, "-S", "-c", code, str(root), *args],
         cwd=root,
         env=dict(env),
         input=stdin,
@@ -180,6 +199,7 @@ def dependencies(root: Path, env: Mapping[str, str]) -> list[str]:
         for name in found["loaded"]
         if name.split(".")[0] not in sys.stdlib_module_names | PROJECT_MODULES
         and name not in sys.builtin_module_names
+        and not name.startswith("_sysconfigdata")
     ]
 
 
@@ -220,7 +240,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(runtime: Path) -> Iterator[str]:
     """A moto server on a free loopback port with the stage's tables and a verified sender."""
     import boto3
     from moto.server import ThreadedMotoServer  # a dev dependency, like this tool
@@ -234,7 +254,8 @@ def moto_server() -> Iterator[str]:
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        env = function_environment({"DYNAMODB_ENDPOINT_URL": endpoint})
+        env = function_environment(runtime, {"DYNAMODB_ENDPOINT_URL": endpoint})
+        env.pop("PYTHONPATH")
         saved = dict(os.environ)
         os.environ.update({**env, "AWS_ENDPOINT_URL": endpoint})
         try:
@@ -258,16 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="coldstart-") as scratch:
-            root = unzipped(args.bundle, Path(scratch))
-            imported, without_clients = import_ratio(root, function_environment(), args.rounds)
+            root = unzipped(args.bundle, Path(scratch) / "task")
+            runtime = lambda_runtime(Path(scratch) / "runtime")
+            env = function_environment(runtime)
+            imported, without_clients = import_ratio(root, env, args.rounds)
             print(
                 f"import app {imported.measured * 1000:.0f} ms "
                 f"({without_clients * 1000:.0f} ms without making its clients), "
                 f"its dependencies alone {imported.floor * 1000:.0f} ms: {imported.ratio:.2f} x"
             )
-            with moto_server() as endpoint:
+            with moto_server(runtime) as endpoint:
                 env = function_environment(
-                    {"DYNAMODB_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint}
+                    runtime, {"DYNAMODB_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint}
                 )
                 calls = {f: first_call_ratio(root, env, f, args.rounds) for f in SCHEDULED}
     except ColdStartError as exc:
