@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.slim import ENDPOINTS, SERVICES, SlimError, slim
+from ops.slim import ENDPOINTS, SERVICES, SlimError, main, slim
 from ops.stages import stage_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,3 +109,19 @@ print(json.dumps(sorted(set(made))))
     made = json.loads(result.stdout.splitlines()[-1])
     assert made == ["dynamodb", "sesv2"]
     assert set(made) <= SERVICES
+
+
+def test_the_slim_command_reports_what_it_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a package whose botocore has S3's data too, and one without SESv2's
+    _bundle(tmp_path / "deployment.zip", PREFIXES)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    _bundle(broken / "deployment.zip", {"dynamodb": "dynamodb", "sts": "sts"})
+
+    # Then the first is slimmed (one service dropped) and the second refused
+    assert main([str(tmp_path)]) == 0
+    assert "1 services dropped" in capsys.readouterr().out
+    assert main([str(broken)]) == 1
+    assert "missing sesv2" in capsys.readouterr().err
