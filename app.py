@@ -18,8 +18,6 @@ runner.prepare()
 # EventBridge schedules run in UTC; each check fires at the top of every hour and
 # acts only inside its business-time window (see chalicelib.config.Windows).
 HOURLY = Cron(0, "*", "*", "*", "?", "*")
-# Check names are written once, in chalicelib.registry; a function imports its own check
-# when it first runs.
 
 
 def _context(event: CloudWatchEvent) -> LambdaContext | None:
@@ -27,6 +25,8 @@ def _context(event: CloudWatchEvent) -> LambdaContext | None:
     return cast("LambdaContext | None", event.context)
 
 
+# Check names are written once, in chalicelib.registry; each function imports its own
+# check's module when it first runs.
 @app.schedule(
     HOURLY,
     name=f"check_{STALE_APPLICATIONS}",
