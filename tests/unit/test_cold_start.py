@@ -112,3 +112,14 @@ def test_without_the_functions_settings_importing_makes_no_client() -> None:
     # Then the import succeeds and every client is left for its first use
     assert ses_clients == 0
     assert all(unbound)
+
+
+def test_the_registry_names_each_check_from_its_module_and_nothing_else() -> None:
+    # Then each check is named after its registry entry, in the registry's order ...
+    assert [registry.check(name).name for name in registry.NAMES] == list(registry.CHECKS)
+    assert registry.declared_in("chalicelib.checks.note_reminders") == "note_reminders"
+    # ... and a module that is no check's, or a name the registry lacks, is refused
+    with pytest.raises(LookupError, match=r"chalicelib\.mailer declares no check"):
+        registry.declared_in("chalicelib.mailer")
+    with pytest.raises(AttributeError, match="no attribute 'CHECK_NAMES'"):
+        registry.CHECK_NAMES  # noqa: B018
