@@ -69,13 +69,17 @@ WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
 policy: install
 	$(BIN)/python -m ops.cli policy
 
-## One SAM template for STAGE in PACKAGE_DIR: functions, roles, tables, retries, DLQ, alarms.
+## One SAM template for STAGE in PACKAGE_DIR: functions, roles, tables, retries, DLQ, alarms;
+## its deployment.zip carries botocore's data for the services called only (ops/slim.py) and
+## bytecode for the functions' runtime (ops/bytecode.py).
 package: install
 	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_DIR)-merge.json
 	$(BIN)/python -m ops.cli --stage $(STAGE) template --output $(PACKAGE_DIR)-merge.json
 	$(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(PACKAGE_DIR)-merge.json $(PACKAGE_DIR)
+	$(BIN)/python -m ops.slim $(PACKAGE_DIR)
+	$(BIN)/python -m ops.bytecode $(PACKAGE_DIR)
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 	@echo "$(PACKAGE_DIR)/sam.json: valid (cfn-lint)"
 

@@ -7,17 +7,17 @@ from typing import Any, cast
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from chalice.app import Chalice, CloudWatchEvent, Cron
 
-from chalicelib import ses_events
-from chalicelib.checks import note_reminders, repayment_reminders, stale_applications
+from chalicelib import runner, ses_events
+from chalicelib.registry import NOTE_REMINDERS, REPAYMENT_REMINDERS, STALE_APPLICATIONS
 from chalicelib.runner import handle_manual, handle_scheduled
 
 app = Chalice(app_name="loan-reminders")
+# Lambda's init phase: the AWS clients are made once here, before the first invocation.
+runner.prepare()
 
 # EventBridge schedules run in UTC; each check fires at the top of every hour and
 # acts only inside its business-time window (see chalicelib.config.Windows).
 HOURLY = Cron(0, "*", "*", "*", "?", "*")
-# Check names are written once, in each check's CHECK (chalicelib.registry lists them).
-STALE, NOTES, REPAYMENTS = stale_applications.CHECK, note_reminders.CHECK, repayment_reminders.CHECK
 
 
 def _context(event: CloudWatchEvent) -> LambdaContext | None:
@@ -25,31 +25,33 @@ def _context(event: CloudWatchEvent) -> LambdaContext | None:
     return cast("LambdaContext | None", event.context)
 
 
+# Check names are written once, in chalicelib.registry; each function imports its own
+# check's module when it first runs.
 @app.schedule(
     HOURLY,
-    name=f"check_{STALE.name}",
+    name=f"check_{STALE_APPLICATIONS}",
     description="Alert BDMs of applications stuck in one stage",
 )
 def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled(STALE.name, event.to_dict(), _context(event))
+    return handle_scheduled(STALE_APPLICATIONS, event.to_dict(), _context(event))
 
 
 @app.schedule(
     HOURLY,
-    name=f"check_{NOTES.name}",
+    name=f"check_{NOTE_REMINDERS}",
     description="Remind note authors and BDMs on the note's remind date",
 )
 def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled(NOTES.name, event.to_dict(), _context(event))
+    return handle_scheduled(NOTE_REMINDERS, event.to_dict(), _context(event))
 
 
 @app.schedule(
     HOURLY,
-    name=f"check_{REPAYMENTS.name}",
+    name=f"check_{REPAYMENT_REMINDERS}",
     description="Remind borrowers of due and overdue repayments; escalate to BDMs",
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:
-    return handle_scheduled(REPAYMENTS.name, event.to_dict(), _context(event))
+    return handle_scheduled(REPAYMENT_REMINDERS, event.to_dict(), _context(event))
 
 
 @app.lambda_function(name="run_check")

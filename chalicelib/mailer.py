@@ -12,9 +12,8 @@ from email.parser import BytesHeaderParser
 from email.policy import SMTP, compat32, default
 from email.utils import getaddresses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -24,6 +23,7 @@ from botocore.exceptions import (
 )
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from chalicelib import clients
 from chalicelib.formatting import clean_body, one_line
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
@@ -267,17 +267,21 @@ _default_clients: dict[str, SESV2Client] = {}
 
 
 def ses_client(region: str) -> SESV2Client:
-    """Return the SESv2 client for ``region``, created once per warm container."""
+    """Return the SESv2 client for ``region``, made once per container from its session."""
     if region not in _default_clients:
-        _default_clients[region] = boto3.client(
-            "sesv2",
-            region_name=region,
-            # No automatic retries: botocore would re-send after a read timeout or a
-            # 5xx, when SES may already have accepted the message (a duplicate).
-            config=Config(
-                retries={"mode": "standard", "total_max_attempts": 1},
-                connect_timeout=5,
-                read_timeout=15,
+        # botocore-stubs type a botocore session's clients as plain BaseClients.
+        _default_clients[region] = cast(
+            "SESV2Client",
+            clients.session().create_client(
+                "sesv2",
+                region_name=region,
+                # No automatic retries: botocore would re-send after a read timeout or a
+                # 5xx, when SES may already have accepted the message (a duplicate).
+                config=Config(
+                    retries={"mode": "standard", "total_max_attempts": 1},
+                    connect_timeout=5,
+                    read_timeout=15,
+                ),
             ),
         )
     return _default_clients[region]

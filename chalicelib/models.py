@@ -7,6 +7,7 @@ here, so creating a table from its model creates its indexes too.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeVar
 
 from pynamodb.attributes import (
@@ -17,11 +18,13 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.exceptions import AttributeDeserializationError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
+from chalicelib import clients
 from chalicelib.config import Settings
 
 _M = TypeVar("_M", bound="CrmModel")
@@ -317,11 +320,26 @@ ALL_MODELS: tuple[type[Model], ...] = tuple(TABLE_FIELDS)
 
 
 def bind(settings: Settings) -> None:
-    """Point every model at the stage's table names and region."""
+    """Point every model at the stage's table names and region, through one shared client.
+
+    PynamoDB gives each model a connection with its own botocore session and client,
+    each made on its first request; here every model's connection sends through the
+    one client of :func:`_dynamodb` (one HTTP pool), made now.
+    """
+    client = _dynamodb(settings.region, settings.dynamodb_endpoint).client
     for model, attr in TABLE_FIELDS.items():
         table_name = getattr(settings.tables, attr)
         wanted = (table_name, settings.region, settings.dynamodb_endpoint)
-        if (model.Meta.table_name, model.Meta.region, model.Meta.host) == wanted:
-            continue  # keep the cached connection (and its HTTP pool) of a warm container
-        model.Meta.table_name, model.Meta.region, model.Meta.host = wanted
-        model._connection = None
+        if (model.Meta.table_name, model.Meta.region, model.Meta.host) != wanted:
+            model.Meta.table_name, model.Meta.region, model.Meta.host = wanted
+            model._connection = None
+        model._get_connection().connection._client = client
+
+
+@functools.cache
+def _dynamodb(region: str, host: str | None) -> Connection:
+    """One PynamoDB connection per region and endpoint, on the container's botocore session."""
+    connection = Connection(region=region, host=host)
+    # PynamoDB would start a session of its own per connection and thread.
+    connection._local.session = clients.session()
+    return connection

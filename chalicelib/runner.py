@@ -18,9 +18,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from chalicelib import models, registry
-from chalicelib.config import Settings
+from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import DeliveryIncomplete
-from chalicelib.mailer import Mailer
+from chalicelib.mailer import Mailer, ses_client
 from chalicelib.observability import logger, publish_run, run_metrics
 from chalicelib.run import Run, RunSummary
 
@@ -106,6 +106,22 @@ def _in_business_hours(check: str, local: datetime, settings: Settings) -> bool:
         },
     )
     return False
+
+
+def prepare(environ: Mapping[str, str] | None = None) -> None:
+    """The init phase: make the container's SES and DynamoDB clients before any invocation.
+
+    Lambda runs this once per container, when app.py is imported, so the first
+    invocation reuses the clients as every warm one does. Without the functions'
+    settings (Chalice's CLI imports app.py to package or deploy it) nothing is made
+    and each client is made on first use instead.
+    """
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError:
+        return
+    ses_client(settings.region)
+    models.bind(settings)
 
 
 def _mailer(settings: Settings) -> Mailer:
@@ -215,7 +231,7 @@ def parse_request(event: object) -> ManualRun:
     """Validate a ``run_check`` payload: ``{"check", "date"?, "dry_run"?, "ignore_window"?}``."""
     if not isinstance(event, Mapping):
         raise InvalidRequest(
-            f'the payload must be a JSON object like {{"check": "{next(iter(registry.CHECKS))}", '
+            f'the payload must be a JSON object like {{"check": "{registry.NAMES[0]}", '
             f'"date": "2026-11-23", "dry_run": true}}, got {type(event).__name__}'
         )
     unknown = sorted(str(k) for k in event if k not in _MANUAL_FIELDS)
@@ -225,9 +241,9 @@ def parse_request(event: object) -> ManualRun:
             f"expected {', '.join(_MANUAL_FIELDS)}"
         )
     check = event.get("check")
-    if check not in registry.CHECKS:
+    if check not in registry.NAMES:
         raise InvalidRequest(
-            f"unknown check {check!r}; expected one of {', '.join(registry.CHECKS)}"
+            f"unknown check {check!r}; expected one of {', '.join(registry.NAMES)}"
         )
     raw_date = event.get("date")
     day = None if raw_date is None else parse_day(raw_date)

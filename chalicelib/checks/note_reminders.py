@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from chalicelib import registry
 from chalicelib.checks import Check, Kind
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, one_line, parse_date
@@ -17,8 +18,10 @@ from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Note, Staff
 from chalicelib.run import Part, Run
 
+NAME = registry.declared_in(__name__)
+
 NOTE_REMINDER = Kind(
-    "note_reminders", "note_reminders", "note_reminder", ("note_id", "remind_date", "recipient_id")
+    "note_reminders", NAME, "note_reminder", ("note_id", "remind_date", "recipient_id")
 )
 
 
@@ -121,4 +124,4 @@ def _composer(
     return compose
 
 
-CHECK = Check("note_reminders", run, "note_reminders_start", (NOTE_REMINDER,))
+CHECK = Check(NAME, run, "note_reminders_start", (NOTE_REMINDER,))

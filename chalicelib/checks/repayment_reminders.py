@@ -17,7 +17,7 @@ from enum import Enum
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import ledger
+from chalicelib import ledger, registry
 from chalicelib.checks import Check, Kind
 from chalicelib.config import Thresholds
 from chalicelib.delivery import Notice, deliver
@@ -28,7 +28,7 @@ from chalicelib.models import Application, Borrower, Repayment, Staff
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run
 
-NAME = "repayment_reminders"
+NAME = registry.declared_in(__name__)
 
 
 class Audience(Enum):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from chalicelib import registry
 from chalicelib.checks import Check, Kind
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import (
@@ -26,9 +27,11 @@ from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Staff
 from chalicelib.run import Part, Run
 
+NAME = registry.declared_in(__name__)
+
 STALE_DIGEST = Kind(
     "stale_applications",
-    "stale_applications",
+    NAME,
     "stale_applications",
     ("application_id", "stage", "stage_last_updated", "cycle"),
 )
@@ -161,4 +164,4 @@ def _composer(bdm: Recipient, run: Run) -> Callable[[Sequence[Part[StaleRow]]], 
     return compose
 
 
-CHECK = Check("stale_applications", run, "stale_applications_start", (STALE_DIGEST,))
+CHECK = Check(NAME, run, "stale_applications_start", (STALE_DIGEST,))
