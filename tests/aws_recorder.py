@@ -130,3 +130,12 @@ def aws_calls(request: pytest.FixtureRequest) -> Callable[[], list[AwsCall]]:
     """The AWS operations made by checks run in this test so far."""
     nodeid = request.node.nodeid
     return lambda: [call for call in RECORDER.calls if call.test == nodeid]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start each session with no recorded operations.
+
+    mutmut runs pytest several times in one process (and forks from it): a test's
+    operations from an earlier session must not count again under the same node id.
+    """
+    RECORDER.calls.clear()
