@@ -417,3 +417,22 @@ def test_the_ses_client_never_retries_and_gives_up_waiting_in_time(
     assert client.meta.region_name == REGION
     # And a warm container reuses it
     assert mailer.ses_client(REGION) is client
+
+
+def test_each_region_gets_its_own_ses_client_in_that_region(fresh_clients: None, aws: None) -> None:
+    # Given the functions' own region has a client
+    home = mailer.ses_client(REGION)
+
+    # When a client for another region is asked for
+    mailer._default_clients.pop("eu-west-1", None)
+    try:
+        other = mailer.ses_client("eu-west-1")
+
+        # Then it is a new client in that region, with the same settings, kept for reuse
+        assert other is not home
+        assert other.meta.region_name == "eu-west-1"
+        assert other.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
+        assert mailer.ses_client("eu-west-1") is other
+        assert mailer.ses_client(REGION) is home
+    finally:
+        mailer._default_clients.pop("eu-west-1", None)
