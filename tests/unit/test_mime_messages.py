@@ -290,6 +290,11 @@ def client_error(code: str | None, status: int | None, message: str | None = "no
         (client_error(None, 502, "gateway"), AmbiguousSendError, "Unknown: gateway"),
         (client_error(None, 400, None), TransientSendError, "Unknown:"),
         (client_error("Paused", 400, None), TransientSendError, "Paused:"),
+        (
+            ClientError({"Error": {"Code": "X", "Message": "m"}}, "SendEmail"),
+            TransientSendError,
+            "X: m",
+        ),  # type: ignore[typeddict-item]
     ],
     ids=[
         "rejected",
@@ -303,6 +308,7 @@ def client_error(code: str | None, status: int | None, message: str | None = "no
         "no-code",
         "no-error",
         "no-message",
+        "no-metadata",
     ],
 )
 def test_ses_errors_are_classified_by_code_then_status(

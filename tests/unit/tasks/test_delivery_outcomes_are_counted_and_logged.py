@@ -401,3 +401,45 @@ def test_a_ledger_error_without_a_dynamodb_answer_is_reported_by_its_type_and_me
     assert error.startswith("claim failed: ")
     assert "ReadTimeoutError" in error or "UpdateError" in error
     assert "https://dynamodb.example" in error or "Read timeout" in error
+
+
+def test_a_ledger_error_without_a_code_is_reported_by_its_type(service: Any, ses: Any) -> None:
+    # Given DynamoDB answers the claim of Mia's notice with an error that names no code
+    three_borrowers()
+
+    def codeless(params: dict[str, Any], **_: Any) -> Any:
+        if for_key(REP1_MIA)(json.loads(params["body"])):
+            response, parsed = ses_error("Ignored", 400)
+            return response, {"ResponseMetadata": parsed["ResponseMetadata"]}
+        return None
+
+    client = ledger_client()
+    client.meta.events.register("before-call.dynamodb.UpdateItem", codeless)
+    try:
+        # When the run goes through
+        with pytest.raises(DeliveryIncomplete) as raised:
+            run("repayment_reminders", MONDAY, ses)
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", codeless)
+
+    # Then the error is reported by the type PynamoDB raised
+    assert raised.value.summary.errors == ["claim failed: VerboseClientError"]
+
+
+def test_every_notice_given_up_in_a_run_is_counted_failed(
+    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given one attempt is the limit, and SES throttles Mia's and Ava's sends
+    monkeypatch.setenv("MAX_TRANSIENT_ATTEMPTS", "1")
+    three_borrowers()
+
+    # When the run goes through
+    throttled = ses_faults(
+        ses, lambda to: ses_error("TooManyRequestsException", 429) if to != BEN else None
+    )
+    with throttled:
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then both are given up as failed, and nothing is left retrying
+    assert (summary.sent, summary.failed, summary.retrying) == (1, 2, 0)
+    assert entry(REP1_MIA).status == entry(REP1_AVA).status == ledger.FAILED
