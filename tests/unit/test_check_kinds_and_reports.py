@@ -436,3 +436,22 @@ def test_each_region_gets_its_own_ses_client_in_that_region(fresh_clients: None,
         assert mailer.ses_client(REGION) is home
     finally:
         mailer._default_clients.pop("eu-west-1", None)
+
+
+def test_a_stale_application_with_an_absurd_loan_amount_is_reported_by_field(
+    reported: None, ses: Any
+) -> None:
+    # Given app-2's loan amount is beyond any loan, next to a healthy stale app-1
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application(
+        "app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO, loan_amount=10**20
+    )
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then app-2 is reported, naming the field, and app-1 is still alerted
+    reason = only_reason(summary, "app-2")
+    assert reason.startswith("loan_amount ")
+    assert reason.endswith(" is out of range")
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
