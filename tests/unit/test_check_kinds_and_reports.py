@@ -455,3 +455,23 @@ def test_a_stale_application_with_an_absurd_loan_amount_is_reported_by_field(
     assert reason.startswith("loan_amount ")
     assert reason.endswith(" is out of range")
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_a_stale_digest_names_the_threshold_the_stage_label_and_a_missing_broker(
+    service: Settings, ses: Any
+) -> None:
+    # Given app-1, stale exactly at the threshold, has no broker on record
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO, broker_name=None)
+
+    # When the stale check runs
+    run("stale_applications", MONDAY, ses)
+
+    # Then the digest states the threshold, shows the stage's label and a dash for the broker
+    [sent] = sent_emails()
+    assert "not changed stage for 14 days or more" in sent.text
+    assert (
+        "- APP-1001: Valuation Ordered, 14 days in stage, loan amount $750,000.00, broker —"
+        in sent.text
+    )
+    assert "<td>—</td>" in sent.html
