@@ -475,3 +475,23 @@ def test_a_stale_digest_names_the_threshold_the_stage_label_and_a_missing_broker
         in sent.text
     )
     assert "<td>—</td>" in sent.html
+
+
+def test_a_stale_digest_lists_the_longest_stuck_first_then_by_reference(
+    service: Settings, ses: Any
+) -> None:
+    # Given three of Brooke's applications: two stuck 14 days, one 20
+    f.crm()
+    f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-1", reference_number="APP-1001", stage_last_updated=FORTNIGHT_AGO)
+    f.application(
+        "app-2", reference_number="APP-1002", stage_last_updated="2026-11-03T10:00:00+11:00"
+    )
+
+    # When the stale check runs
+    run("stale_applications", MONDAY, ses)
+
+    # Then the digest lists the 20-day one first, then the others by reference
+    [sent] = sent_emails()
+    positions = [sent.text.index(f"- APP-100{n}:") for n in (2, 1, 3)]
+    assert positions == sorted(positions)
