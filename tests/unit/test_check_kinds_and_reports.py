@@ -495,3 +495,33 @@ def test_a_stale_digest_lists_the_longest_stuck_first_then_by_reference(
     [sent] = sent_emails()
     positions = [sent.text.index(f"- APP-100{n}:") for n in (2, 1, 3)]
     assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    ("stage_last_updated", "reason"),
+    [
+        pytest.param(
+            "2026-01-05T10:00:00",
+            "stage_last_updated '2026-01-05T10:00:00' has no UTC offset",
+            id="no-offset",
+        ),
+        pytest.param(
+            "0001-01-01T00:00:00+11:00",
+            "stage_last_updated '0001-01-01T00:00:00+11:00' is out of range",
+            id="no-local-date",
+        ),
+    ],
+)
+def test_an_unusable_stage_timestamp_is_reported_by_field_and_value(
+    reported: None, ses: Any, stage_last_updated: str, reason: str
+) -> None:
+    # Given app-2's stage_last_updated cannot be placed on a business date
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated=stage_last_updated)
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then the reason names the field and quotes the value, and app-1 is alerted
+    assert only_reason(summary, "app-2") == reason
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
