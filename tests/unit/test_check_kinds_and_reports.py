@@ -525,3 +525,20 @@ def test_an_unusable_stage_timestamp_is_reported_by_field_and_value(
     # Then the reason names the field and quotes the value, and app-1 is alerted
     assert only_reason(summary, "app-2") == reason
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_a_stale_application_without_a_row_does_not_stop_the_ones_after_it(
+    reported: None, ses: Any
+) -> None:
+    # Given app-0, in the first stage queried, has no reference; app-1 is stale later on
+    f.application(
+        "app-0", reference_number=None, stage="inquiry", stage_last_updated=FORTNIGHT_AGO
+    )
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then app-0 is reported and app-1 still alerted
+    assert only_reason(summary, "app-0") == "reference_number is missing"
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
