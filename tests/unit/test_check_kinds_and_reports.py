@@ -531,9 +531,7 @@ def test_a_stale_application_without_a_row_does_not_stop_the_ones_after_it(
     reported: None, ses: Any
 ) -> None:
     # Given app-0, in the first stage queried, has no reference; app-1 is stale later on
-    f.application(
-        "app-0", reference_number=None, stage="inquiry", stage_last_updated=FORTNIGHT_AGO
-    )
+    f.application("app-0", reference_number=None, stage="inquiry", stage_last_updated=FORTNIGHT_AGO)
     f.application(stage_last_updated=FORTNIGHT_AGO)
 
     # When the stale check runs
@@ -541,4 +539,25 @@ def test_a_stale_application_without_a_row_does_not_stop_the_ones_after_it(
 
     # Then app-0 is reported and app-1 still alerted
     assert only_reason(summary, "app-0") == "reference_number is missing"
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_the_stale_query_reads_only_applications_within_two_days_of_the_threshold(
+    reported: None, ses: Any
+) -> None:
+    # Given app-1 stale (14 days), app-3 changed 13 days ago at 23:00 (within the two days
+    # of offset slack the query allows) and app-2 changed 12 days ago
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application(
+        "app-3", reference_number="APP-1003", stage_last_updated="2026-11-10T23:00:00+11:00"
+    )
+    f.application(
+        "app-2", reference_number="APP-1002", stage_last_updated="2026-11-11T10:00:00+11:00"
+    )
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then it read app-1 and app-3 only, and alerted app-1
+    assert summary.items_read == 2
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
