@@ -561,3 +561,17 @@ def test_the_stale_query_reads_only_applications_within_two_days_of_the_threshol
     # Then it read app-1 and app-3 only, and alerted app-1
     assert summary.items_read == 2
     assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_the_stale_query_bound_is_exclusive(reported: None, ses: Any) -> None:
+    # Given app-2's stage_last_updated is exactly the query's bound (twelve days back, a
+    # bare date), next to a stale app-1
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated="2026-11-11")
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then app-2 is not even read (so not reported either)
+    assert summary.items_read == 1
+    assert summary.invalid_items == []
