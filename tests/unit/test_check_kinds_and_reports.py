@@ -575,3 +575,39 @@ def test_the_stale_query_bound_is_exclusive(reported: None, ses: Any) -> None:
     # Then app-2 is not even read (so not reported either)
     assert summary.items_read == 1
     assert summary.invalid_items == []
+
+
+def test_a_note_reminder_tells_the_bdm_their_role_and_reports_a_missing_author_as_author(
+    service: Settings, ses: Any
+) -> None:
+    # Given note-1's author exists and is reminded with Brooke (the BDM); note-2's author
+    # does not exist
+    f.note_for_author_and_bdm()
+    f.note("note-2", created_by="staff-9")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then Brooke's reminders say she is the BDM, Sam's does not
+    texts = {sent.recipients[0]: sent.text for sent in sent_emails()}
+    role = "where you are the business development manager"
+    assert role in texts[BROOKE]
+    assert role not in texts[SAM]
+    # And note-2's missing author is reported as its author
+    assert summary.invalid_items == [
+        {"item_id": "note-2", "reason": "author 'staff-9' does not exist"}
+    ]
+
+
+def test_a_bdm_missing_for_a_note_is_reported_as_the_bdm(service: Settings, ses: Any) -> None:
+    # Given note-1 is on an application whose BDM does not exist
+    f.crm()
+    f.application(bd_id="bdm-9")
+    f.note()
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then its author is reminded and the BDM reported as the BDM
+    assert subjects_by_recipient() == {SAM: ["Note Reminder: Call the valuer"]}
+    assert summary.invalid_items == [{"item_id": "note-1", "reason": "BDM 'bdm-9' does not exist"}]
