@@ -611,3 +611,53 @@ def test_a_bdm_missing_for_a_note_is_reported_as_the_bdm(service: Settings, ses:
     # Then its author is reminded and the BDM reported as the BDM
     assert subjects_by_recipient() == {SAM: ["Note Reminder: Call the valuer"]}
     assert summary.invalid_items == [{"item_id": "note-1", "reason": "BDM 'bdm-9' does not exist"}]
+
+
+def test_a_note_author_and_bdm_with_one_address_get_one_reminder(
+    service: Settings, ses: Any
+) -> None:
+    # Given note-1's author (staff-2) has the BDM's address, in capitals
+    f.crm()
+    f.staff("staff-2", "Sam Author", BROOKE.upper())
+    f.application()
+    f.note()
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then one reminder goes to that address, as the author's
+    assert summary.sent == 1
+    [sent] = sent_emails()
+    assert sent.recipients == [BROOKE.upper()]
+
+
+def test_a_note_without_an_author_still_reminds_the_bdm(service: Settings, ses: Any) -> None:
+    # Given note-1 has no author, on Brooke's application
+    f.crm()
+    f.application()
+    f.note(created_by=None)
+
+    # When the note check runs
+    run("note_reminders", MONDAY, ses)
+
+    # Then Brooke is reminded
+    assert subjects_by_recipient() == {BROOKE: ["Note Reminder: Call the valuer"]}
+
+
+def test_a_note_author_whose_key_would_be_too_big_is_reported_and_the_bdm_reminded(
+    service: Settings, ses: Any
+) -> None:
+    # Given note-1's author has an id that fits a key on its own, but not in the ledger key
+    long_id = "s" * 2040
+    f.crm()
+    f.staff(long_id, "Sam Author", SAM)
+    f.application()
+    f.note(created_by=long_id)
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then the author's reminder is reported and Brooke is still reminded
+    assert [i["item_id"] for i in summary.invalid_items] == ["note-1"]
+    assert "ledger key" in summary.invalid_items[0]["reason"]
+    assert subjects_by_recipient() == {BROOKE: ["Note Reminder: Call the valuer"]}
