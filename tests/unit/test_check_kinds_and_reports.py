@@ -661,3 +661,23 @@ def test_a_note_author_whose_key_would_be_too_big_is_reported_and_the_bdm_remind
     assert [i["item_id"] for i in summary.invalid_items] == ["note-1"]
     assert "ledger key" in summary.invalid_items[0]["reason"]
     assert subjects_by_recipient() == {BROOKE: ["Note Reminder: Call the valuer"]}
+
+
+@pytest.mark.parametrize("title", [None, " \t "], ids=["none", "blank"])
+def test_a_note_without_a_title_or_content_is_sent_as_an_untitled_note(
+    service: Settings, ses: Any, title: str | None
+) -> None:
+    # Given note-1 has no usable title and no content, to its author only
+    f.crm()
+    f.note(application_id=None, title=title, content=None)
+
+    # When the note check runs
+    run("note_reminders", MONDAY, ses)
+
+    # Then the subject and the body say "Untitled note", and nothing stands in for content
+    [sent] = sent_emails()
+    assert sent.subject == "Note Reminder: Untitled note"
+    assert "Untitled note" in sent.text
+    lines = sent.text.splitlines()
+    at = lines.index("Untitled note")
+    assert lines[at + 1 : at + 3] == ["", ""]
