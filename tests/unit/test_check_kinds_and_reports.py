@@ -681,3 +681,26 @@ def test_a_note_without_a_title_or_content_is_sent_as_an_untitled_note(
     lines = sent.text.splitlines()
     at = lines.index("Untitled note")
     assert lines[at + 1 : at + 3] == ["", ""]
+
+
+def test_an_unreadable_note_does_not_stop_the_notes_read_after_it(
+    reported: None, ses: Any
+) -> None:
+    # Given an unreadable note-0 stored first, then note-1 and note-2, all due today
+    f.raw_item(
+        "test-notes",
+        {"id": {"S": "note-0"}, "remind_date": {"S": "2026-11-23"}, "title": {"N": "1"}},
+    )
+    f.application()
+    f.note(application_id=None)
+    f.note("note-2", application_id=None, title="Send the contract")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then note-0 is reported and both others reach their author
+    assert only_reason(summary, "note-0").startswith("unreadable item")
+    assert sorted(subjects_by_recipient()[SAM]) == [
+        "Note Reminder: Call the valuer",
+        "Note Reminder: Send the contract",
+    ]
