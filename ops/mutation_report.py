@@ -50,6 +50,11 @@ class ModuleScore:
         return self.killed + self.timeout
 
     @property
+    def unchecked(self) -> int:
+        """Mutants mutmut has not run yet (an interrupted run); they count as undetected."""
+        return sum(code is None for code in self.undetected.values())
+
+    @property
     def score(self) -> float:
         """Detected as a percentage of the mutants that are not equivalent."""
         scored = self.total - self.equivalent
@@ -137,15 +142,21 @@ def render(report: Report, threshold: float) -> str:
     """The score table, then the undetected mutants and the equivalents list's problems."""
     width = max([len(m.module) for m in report.modules] + [len("module")])
     lines = [
-        f"{'module':<{width}}  {'killed':>6}  {'timeout':>7}  {'total':>5}  {'equiv':>5}  score",
+        f"{'module':<{width}}  {'killed':>6}  {'timeout':>7}  {'total':>5}  {'equiv':>5}"
+        f"  {'unrun':>5}  score",
     ]
     for m in report.modules:
         mark = "" if m.score >= threshold else f"  < {threshold:g} %"
         lines.append(
             f"{m.module:<{width}}  {m.killed:>6}  {m.timeout:>7}  {m.total:>5}  "
-            f"{m.equivalent:>5}  {m.score:5.1f} %{mark}"
+            f"{m.equivalent:>5}  {m.unchecked:>5}  {m.score:5.1f} %{mark}"
         )
-    undetected = [(name, code) for m in report.modules for name, code in m.undetected.items()]
+    undetected = [
+        (name, code)
+        for m in report.modules
+        for name, code in m.undetected.items()
+        if code is not None
+    ]
     if undetected:
         lines += ["", "Undetected mutants (`mutmut show NAME` prints the change):"]
         lines += [f"  {name}: {describe(code)}" for name, code in undetected]

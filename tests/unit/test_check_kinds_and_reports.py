@@ -588,7 +588,8 @@ def test_a_note_reminder_tells_the_bdm_their_role_and_reports_a_missing_author_a
     # When the note check runs
     summary = run("note_reminders", MONDAY, ses)
 
-    # Then Brooke's reminders say she is the BDM, Sam's does not
+    # Then Brooke gets both notes' reminders, each saying she is the BDM; Sam's does not
+    assert sorted(sent.recipients[0] for sent in sent_emails()) == [BROOKE, BROOKE, SAM]
     texts = {sent.recipients[0]: sent.text for sent in sent_emails()}
     role = "where you are the business development manager"
     assert role in texts[BROOKE]
