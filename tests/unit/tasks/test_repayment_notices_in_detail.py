@@ -15,6 +15,7 @@ import pytest
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import ledger
+from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Repayment
 from chalicelib.runner import run_check
 from tests import factories as f
@@ -175,3 +176,54 @@ def test_a_flag_waits_for_a_notice_another_run_holds_then_follows_it(
     assert (summary.sent, summary.skipped) == (1, 1)
     assert [m.recipients for m in sent_emails()] == [[BEN]]
     assert not flagged_before
+
+
+def test_a_flag_follows_a_held_notice_that_its_run_sent_meanwhile(service: Any, ses: Any) -> None:
+    # Given another run holds Mia's reminder and records it as sent while this run sends Ben's
+    f.repayment_due_to_two_borrowers()
+    mia = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
+    claim = ledger.Claim(mia, "repayment_upcoming", "rep-1", "bor-2", MIA, "2026-11-23", "t")
+    assert ledger.claim(claim, "other-run", MONDAY)
+
+    def other_run_finishes(to: str) -> None:
+        with another_actor():
+            ledger.mark_sent(mia, "other-run", "Upcoming", "msg-1", MONDAY)
+
+    # When this run goes through
+    with ses_faults(ses, other_run_finishes):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then it re-reads Mia's entry, finds it sent and flags the repayment
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert Repayment.get("rep-1").reminder_sent is True
+
+
+def test_a_dry_run_of_the_repayment_check_sets_no_flag(service: Any, ses: Any) -> None:
+    f.repayment_due_to_two_borrowers()
+
+    summary = run("repayment_reminders", MONDAY, dry_run=True)
+
+    assert [w["recipient_email"] for w in summary.would_send] == [BEN, MIA]
+    assert sent_emails() == []
+    assert not Repayment.get("rep-1").reminder_sent
+
+
+def test_a_severer_notice_still_pending_does_not_supersede_a_milder_one(
+    service: Any, ses: Any
+) -> None:
+    # Given rep-1's overdue notice to Ben was throttled on 3 December (left pending)
+    f.crm()
+    f.application()
+    f.repayment()
+    throttled = ses_faults(ses, lambda to: ses_error("TooManyRequestsException", 429))
+    with throttled, pytest.raises(DeliveryIncomplete):
+        run("repayment_reminders", sydney("2026-12-03 09:00"), ses)
+
+    # When a run for 30 November happens afterwards
+    late = run_check(
+        "repayment_reminders", at=sydney("2026-11-30 12:00"), now=sydney("2026-12-03 10:00")
+    )
+
+    # Then Ben still gets the upcoming reminder: nothing severer reached him
+    assert late.sent == 1
+    assert [m.subject for m in sent_emails()] == ["Upcoming Repayment Reminder"]
