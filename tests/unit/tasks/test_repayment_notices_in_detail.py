@@ -227,3 +227,21 @@ def test_a_severer_notice_still_pending_does_not_supersede_a_milder_one(
     # Then Ben still gets the upcoming reminder: nothing severer reached him
     assert late.sent == 1
     assert [m.subject for m in sent_emails()] == ["Upcoming Repayment Reminder"]
+
+
+@pytest.mark.parametrize(
+    ("due", "says"),
+    [("2026-11-30", "(in 7 days)"), ("2026-11-24", "(tomorrow)"), ("2026-11-23", "(today)")],
+    ids=["week", "tomorrow", "today"],
+)
+def test_an_upcoming_reminder_says_how_many_days_until_the_due_date(
+    service: Any, ses: Any, due: str, says: str
+) -> None:
+    f.crm()
+    f.application()
+    f.repayment(due_date=due)
+
+    run("repayment_reminders", MONDAY, ses)
+
+    [sent] = sent_emails()
+    assert says in sent.text
