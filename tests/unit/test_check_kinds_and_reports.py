@@ -684,9 +684,7 @@ def test_a_note_without_a_title_or_content_is_sent_as_an_untitled_note(
     assert lines[at + 1 : at + 3] == ["", ""]
 
 
-def test_an_unreadable_note_does_not_stop_the_notes_read_after_it(
-    reported: None, ses: Any
-) -> None:
+def test_an_unreadable_note_does_not_stop_the_notes_read_after_it(reported: None, ses: Any) -> None:
     # Given an unreadable note-0 stored first, then note-1 and note-2, all due today
     f.raw_item(
         "test-notes",
