@@ -245,3 +245,21 @@ def test_an_upcoming_reminder_says_how_many_days_until_the_due_date(
 
     [sent] = sent_emails()
     assert says in sent.text
+
+
+def test_the_repayment_check_queries_only_due_dates_inside_the_notice_windows(
+    service: Any, ses: Any
+) -> None:
+    # Given repayments 17 days overdue (last escalation day), 18 days overdue, and due in
+    # 7 and 8 days
+    f.crm()
+    f.application()
+    for n, due in enumerate(("2026-11-06", "2026-11-05", "2026-11-30", "2026-12-01")):
+        f.repayment(f"rep-{n}", due_date=due)
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then only the two inside the windows were read, and each got its notice
+    assert summary.items_read == 2
+    assert summary.sent == 2
