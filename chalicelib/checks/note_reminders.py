@@ -7,12 +7,12 @@ after the remind date; older ones are not.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 
 from chalicelib import registry
 from chalicelib.checks import Check, Kind
 from chalicelib.delivery import Notice, deliver
-from chalicelib.formatting import au_date, one_line, parse_date
+from chalicelib.formatting import au_date, one_line
 from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
 from chalicelib.models import Application, Note, Staff
@@ -32,7 +32,8 @@ def run(run: Run) -> None:
 
 def collect(run: Run) -> list[Notice[None]]:
     """Query the remind dates in the catch-up window and build one notice per person."""
-    notes: list[Note] = []
+    # Each note with the day it was found under: its remind_date is that day's ISO date.
+    notes: list[tuple[Note, date]] = []
     for back in range(run.settings.thresholds.note_catch_up_days + 1):
         day = run.today - timedelta(days=back)
         for note in Note.by_remind_date.query(day.isoformat()):
@@ -40,28 +41,27 @@ def collect(run: Run) -> list[Notice[None]]:
             if note.load_error:
                 run.invalid(note.id, note.load_error)
                 continue
-            notes.append(note)
+            notes.append((note, day))
 
-    applications = run.fetch(Application, (n.application_id for n in notes))
+    applications = run.fetch(Application, (n.application_id for n, _ in notes))
     staff = run.fetch(
         Staff,
-        [n.created_by for n in notes]
+        [n.created_by for n, _ in notes]
         + [a.bd_id for a in applications.values() if not a.load_error],
     )
     notices: list[Notice[None]] = []
-    for note in notes:
-        notices.extend(_notices_for(run, note, applications, staff))
+    for note, remind_date in notes:
+        notices.extend(_notices_for(run, note, remind_date, applications, staff))
     return notices
 
 
 def _notices_for(
-    run: Run, note: Note, applications: dict[str, Application], staff: dict[str, Staff]
+    run: Run,
+    note: Note,
+    remind_date: date,
+    applications: dict[str, Application],
+    staff: dict[str, Staff],
 ) -> list[Notice[None]]:
-    try:
-        remind_date = parse_date(note.remind_date, "remind_date")
-    except ValueError as exc:
-        run.invalid(note.id, str(exc))
-        return []
     reference = None
     bd_id = None
     if note.application_id:

@@ -137,7 +137,8 @@ def _row(run: Run, app: Application, days: int) -> StaleRow | None:
             return None
     return StaleRow(
         reference=app.reference_number,
-        stage=STAGE_LABELS.get(str(app.stage), str(app.stage)),
+        # Only ACTIVE_STAGES are queried, and each of them has a label.
+        stage=STAGE_LABELS[str(app.stage)],
         days_in_stage=days,
         loan_amount=loan_amount,
         broker=app.broker_name or "—",

@@ -425,3 +425,297 @@ def test_the_ses_client_never_retries_and_gives_up_waiting_in_time(
     assert client.meta.region_name == REGION
     # And a warm container reuses it
     assert mailer.ses_client(REGION) is client
+
+
+def test_each_region_gets_its_own_ses_client_in_that_region(fresh_clients: None, aws: None) -> None:
+    # Given the functions' own region has a client
+    home = mailer.ses_client(REGION)
+
+    # When a client for another region is asked for
+    mailer._default_clients.pop("eu-west-1", None)
+    try:
+        other = mailer.ses_client("eu-west-1")
+
+        # Then it is a new client in that region, with the same settings, kept for reuse
+        assert other is not home
+        assert other.meta.region_name == "eu-west-1"
+        # botocore-stubs declare Config's options only as constructor arguments.
+        retries = other.meta.config.retries  # type: ignore[attr-defined]
+        assert retries == {"mode": "standard", "total_max_attempts": 1}
+        assert mailer.ses_client("eu-west-1") is other
+        assert mailer.ses_client(REGION) is home
+    finally:
+        mailer._default_clients.pop("eu-west-1", None)
+
+
+def test_a_stale_application_with_an_absurd_loan_amount_is_reported_by_field(
+    reported: None, ses: SESV2Client
+) -> None:
+    # Given app-2's loan amount is beyond any loan, next to a healthy stale app-1
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application(
+        "app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO, loan_amount=10**20
+    )
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then app-2 is reported, naming the field, and app-1 is still alerted
+    reason = only_reason(summary, "app-2")
+    assert reason.startswith("loan_amount ")
+    assert reason.endswith(" is out of range")
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_a_stale_digest_names_the_threshold_the_stage_label_and_a_missing_broker(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1, stale exactly at the threshold, has no broker on record
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO, broker_name=None)
+
+    # When the stale check runs
+    run("stale_applications", MONDAY, ses)
+
+    # Then the digest states the threshold, shows the stage's label and a dash for the broker
+    [sent] = sent_emails()
+    assert "not changed stage for 14 days or more" in sent.text
+    assert (
+        "- APP-1001: Valuation Ordered, 14 days in stage, loan amount $750,000.00, broker —"
+        in sent.text
+    )
+    assert "<td>—</td>" in sent.html
+
+
+def test_a_stale_digest_lists_the_longest_stuck_first_then_by_reference(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given three of Brooke's applications: two stuck 14 days, one 20
+    f.crm()
+    f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-1", reference_number="APP-1001", stage_last_updated=FORTNIGHT_AGO)
+    f.application(
+        "app-2", reference_number="APP-1002", stage_last_updated="2026-11-03T10:00:00+11:00"
+    )
+
+    # When the stale check runs
+    run("stale_applications", MONDAY, ses)
+
+    # Then the digest lists the 20-day one first, then the others by reference
+    [sent] = sent_emails()
+    positions = [sent.text.index(f"- APP-100{n}:") for n in (2, 1, 3)]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    ("stage_last_updated", "reason"),
+    [
+        pytest.param(
+            "2026-01-05T10:00:00",
+            "stage_last_updated '2026-01-05T10:00:00' has no UTC offset",
+            id="no-offset",
+        ),
+        pytest.param(
+            "0001-01-01T00:00:00+11:00",
+            "stage_last_updated '0001-01-01T00:00:00+11:00' is out of range",
+            id="no-local-date",
+        ),
+    ],
+)
+def test_an_unusable_stage_timestamp_is_reported_by_field_and_value(
+    reported: None, ses: SESV2Client, stage_last_updated: str, reason: str
+) -> None:
+    # Given app-2's stage_last_updated cannot be placed on a business date
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated=stage_last_updated)
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then the reason names the field and quotes the value, and app-1 is alerted
+    assert only_reason(summary, "app-2") == reason
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_a_stale_application_without_a_row_does_not_stop_the_ones_after_it(
+    reported: None, ses: SESV2Client
+) -> None:
+    # Given app-0, in the first stage queried, has no reference; app-1 is stale later on
+    f.application("app-0", reference_number=None, stage="inquiry", stage_last_updated=FORTNIGHT_AGO)
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then app-0 is reported and app-1 still alerted
+    assert only_reason(summary, "app-0") == "reference_number is missing"
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_the_stale_query_reads_only_applications_within_two_days_of_the_threshold(
+    reported: None, ses: SESV2Client
+) -> None:
+    # Given app-1 stale (14 days), app-3 changed 13 days ago at 23:00 (within the two days
+    # of offset slack the query allows) and app-2 changed 12 days ago
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application(
+        "app-3", reference_number="APP-1003", stage_last_updated="2026-11-10T23:00:00+11:00"
+    )
+    f.application(
+        "app-2", reference_number="APP-1002", stage_last_updated="2026-11-11T10:00:00+11:00"
+    )
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then it read app-1 and app-3 only, and alerted app-1
+    assert summary.items_read == 2
+    assert subjects_by_recipient() == {BROOKE: ["Stale Application Alert: APP-1001"]}
+
+
+def test_the_stale_query_bound_is_exclusive(reported: None, ses: SESV2Client) -> None:
+    # Given app-2's stage_last_updated is exactly the query's bound (twelve days back, a
+    # bare date), next to a stale app-1
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated="2026-11-11")
+
+    # When the stale check runs
+    summary = run("stale_applications", MONDAY, ses)
+
+    # Then app-2 is not even read (so not reported either)
+    assert summary.items_read == 1
+    assert summary.invalid_items == []
+
+
+def test_a_note_reminder_tells_the_bdm_their_role_and_reports_a_missing_author_as_author(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1's author exists and is reminded with Brooke (the BDM); note-2's author
+    # does not exist
+    f.note_for_author_and_bdm()
+    f.note("note-2", created_by="staff-9")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then Brooke gets both notes' reminders, each saying she is the BDM; Sam's does not
+    assert sorted(sent.recipients[0] for sent in sent_emails()) == [BROOKE, BROOKE, SAM]
+    texts = {sent.recipients[0]: sent.text for sent in sent_emails()}
+    role = "where you are the business development manager"
+    assert role in texts[BROOKE]
+    assert role not in texts[SAM]
+    # And note-2's missing author is reported as its author
+    assert summary.invalid_items == [
+        {"item_id": "note-2", "reason": "author 'staff-9' does not exist"}
+    ]
+
+
+def test_a_bdm_missing_for_a_note_is_reported_as_the_bdm(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 is on an application whose BDM does not exist
+    f.crm()
+    f.application(bd_id="bdm-9")
+    f.note()
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then its author is reminded and the BDM reported as the BDM
+    assert subjects_by_recipient() == {SAM: ["Note Reminder: Call the valuer"]}
+    assert summary.invalid_items == [{"item_id": "note-1", "reason": "BDM 'bdm-9' does not exist"}]
+
+
+def test_a_note_author_and_bdm_with_one_address_get_one_reminder(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1's author (staff-2) has the BDM's address, in capitals
+    f.crm()
+    f.staff("staff-2", "Sam Author", BROOKE.upper())
+    f.application()
+    f.note()
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then one reminder goes to that address, as the author's
+    assert summary.sent == 1
+    [sent] = sent_emails()
+    assert sent.recipients == [BROOKE.upper()]
+
+
+def test_a_note_without_an_author_still_reminds_the_bdm(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 has no author, on Brooke's application
+    f.crm()
+    f.application()
+    f.note(created_by=None)
+
+    # When the note check runs
+    run("note_reminders", MONDAY, ses)
+
+    # Then Brooke is reminded
+    assert subjects_by_recipient() == {BROOKE: ["Note Reminder: Call the valuer"]}
+
+
+def test_a_note_author_whose_key_would_be_too_big_is_reported_and_the_bdm_reminded(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1's author has an id that fits a key on its own, but not in the ledger key
+    long_id = "s" * 2040
+    f.crm()
+    f.staff(long_id, "Sam Author", SAM)
+    f.application()
+    f.note(created_by=long_id)
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then the author's reminder is reported and Brooke is still reminded
+    assert [i["item_id"] for i in summary.invalid_items] == ["note-1"]
+    assert "ledger key" in summary.invalid_items[0]["reason"]
+    assert subjects_by_recipient() == {BROOKE: ["Note Reminder: Call the valuer"]}
+
+
+@pytest.mark.parametrize("title", [None, " \t "], ids=["none", "blank"])
+def test_a_note_without_a_title_or_content_is_sent_as_an_untitled_note(
+    service: Settings, ses: SESV2Client, title: str | None
+) -> None:
+    # Given note-1 has no usable title and no content, to its author only
+    f.crm()
+    f.note(application_id=None, title=title, content=None)
+
+    # When the note check runs
+    run("note_reminders", MONDAY, ses)
+
+    # Then the subject and the body say "Untitled note", and nothing stands in for content
+    [sent] = sent_emails()
+    assert sent.subject == "Note Reminder: Untitled note"
+    assert "Untitled note" in sent.text
+    lines = sent.text.splitlines()
+    at = lines.index("Untitled note")
+    assert lines[at + 1 : at + 3] == ["", ""]
+
+
+def test_an_unreadable_note_does_not_stop_the_notes_read_after_it(
+    reported: None, ses: SESV2Client
+) -> None:
+    # Given an unreadable note-0 stored first, then note-1 and note-2, all due today
+    f.raw_item(
+        "test-notes",
+        {"id": {"S": "note-0"}, "remind_date": {"S": "2026-11-23"}, "title": {"N": "1"}},
+    )
+    f.application()
+    f.note(application_id=None)
+    f.note("note-2", application_id=None, title="Send the contract")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then note-0 is reported and both others reach their author
+    assert only_reason(summary, "note-0").startswith("unreadable item")
+    assert sorted(subjects_by_recipient()[SAM]) == [
+        "Note Reminder: Call the valuer",
+        "Note Reminder: Send the contract",
+    ]

@@ -855,3 +855,45 @@ def test_a_retried_mark_sent_after_ses_rejected_the_message_leaves_it_failed(
     assert after["status"] == ledger.FAILED
     assert after["failure_reason"] == "rejected by SES: Virus detected"
     assert [e.id for e in ledger.failed_entries()] == [KEY]
+
+
+def test_failed_entries_are_listed_oldest_first_and_filtered_by_kind_and_item(
+    ledger_table: Settings,
+) -> None:
+    # Given three failed entries: two note reminders (note-1, note-2) and a repayment notice
+    def failed(key: str, kind: str, item_id: str, at: datetime) -> None:
+        Notification(
+            id=key,
+            kind=kind,
+            item_id=item_id,
+            recipient_id="staff-2",
+            recipient_email=SAM,
+            business_date="2026-11-23",
+            status=ledger.FAILED,
+            run_id=RUN,
+            attempts=1,
+            created_at=CREATED,
+            updated_at=at,
+            claimed_at=at,
+            lease_expires_at=at + ledger.CLAIM_LEASE,
+            failed_status=ledger.FAILED,
+            failed_at=at,
+        ).save()
+
+    note_2 = NOTE_REMINDER.key("note-2", "2026-11-23", "staff-2")
+    repayment = registry.kind("repayment_upcoming").key("rep-1", "2026-11-30", "bor-1")
+    failed(note_2, NOTE_REMINDER.name, "note-2", minutes_ago(30))
+    failed(KEY, NOTE_REMINDER.name, "note-1", minutes_ago(60))
+    failed(repayment, "repayment_upcoming", "rep-1", minutes_ago(10))
+
+    # When they are listed, by kind, by item, and by both
+    def listed(**filters: Any) -> list[str]:
+        return [entry.id for entry in ledger.failed_entries(**filters)]
+
+    # Then each filter keeps exactly its entries, oldest failure first
+    assert listed() == [KEY, note_2, repayment]
+    assert listed(kinds=[NOTE_REMINDER.name]) == [KEY, note_2]
+    assert listed(kinds=iter(["repayment_upcoming", "stale_applications"])) == [repayment]
+    assert listed(item_id="note-2") == [note_2]
+    assert listed(kinds=[NOTE_REMINDER.name], item_id="rep-1") == []
+    assert listed(kinds=[NOTE_REMINDER.name], item_id="note-1") == [KEY]

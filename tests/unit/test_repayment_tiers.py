@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib import ledger, registry
 from chalicelib.checks.repayment_reminders import TIERS, Audience, tier_for
 from chalicelib.config import Thresholds
 
@@ -48,3 +49,23 @@ def test_tiers_run_mildest_first_each_with_its_own_flag() -> None:
     ]
     t = Thresholds()
     assert [tier.window(t)[0] for tier in TIERS] == sorted(tier.window(t)[0] for tier in TIERS)
+
+
+def test_a_kind_builds_its_ledger_key_from_its_free_parts_in_order() -> None:
+    # Given the 3-day overdue kind, whose tier part is fixed
+    kind = registry.kind("repayment_overdue_3_day")
+
+    # When a key is built from the free parts, then from too few or too many
+    key = kind.key("rep#1", "2026-11-30", "bor-1")
+
+    # Then the fixed tier sits in its place, each part escaped, and a wrong count is refused
+    assert key == ledger.notice_key(
+        "repayment_reminders", "rep#1", "2026-11-30", "overdue_3_day", "bor-1"
+    )
+    assert key == "repayment_reminders#rep%231#2026-11-30#overdue_3_day#bor-1"
+    for wrong in (("rep-1", "2026-11-30"), ("rep-1", "2026-11-30", "bor-1", "x")):
+        with pytest.raises(TypeError) as raised:
+            kind.key(*wrong)
+        assert str(raised.value) == (
+            "repayment_overdue_3_day keys take repayment_id, due_date, recipient_id"
+        )

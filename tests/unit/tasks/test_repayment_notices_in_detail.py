@@ -1,0 +1,265 @@
+"""Repayment notices in detail: what each says, what the operator's log says, the flags.
+
+The escalation names the borrowers and falls back to the application id without a
+reference; a superseded notice and a flag left unset on a deleted repayment are
+logged with the keys an operator needs; a flag is set only when every notice of
+its repayment is sent, re-reading the ones another run held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib import ledger
+from chalicelib.delivery import DeliveryIncomplete
+from chalicelib.models import Repayment
+from chalicelib.runner import run_check
+from tests import factories as f
+from tests.aws_recorder import another_actor
+from tests.factories import BEN, BROOKE, MIA
+from tests.support import ledger_key, run, sent_emails, ses_error, ses_faults, sydney
+
+pytestmark = [pytest.mark.task, pytest.mark.execution]
+
+Logs = Callable[[], list[dict[str, Any]]]
+MONDAY = sydney("2026-11-23 09:00")
+
+
+def logged(logs: Logs, message: str) -> list[dict[str, Any]]:
+    return [record for record in logs() if record.get("message") == message]
+
+
+def test_an_escalation_names_every_borrower_reached_to_the_bdm(service: Any, ses: Any) -> None:
+    # Given rep-1 is ten days overdue on an application of Ben and Mia without a reference
+    f.crm(borrowers=2)
+    f.application(borrower_ids=["bor-1", "bor-2"], reference_number=None)
+    f.repayment(due_date="2026-11-13")
+
+    # When the repayment check runs
+    run("repayment_reminders", MONDAY, ses)
+
+    # Then Brooke's escalation names both borrowers and the application by its id
+    [sent] = sent_emails()
+    assert sent.recipients == [BROOKE]
+    assert "Ben Lee" in sent.text
+    assert "Mia Chen" in sent.text
+    assert "app-1" in sent.text
+    assert Repayment.get("rep-1").overdue_10_day_sent is True
+
+
+def test_an_escalation_to_a_bdm_that_does_not_exist_is_reported_and_sends_nothing(
+    service: Any, ses: Any
+) -> None:
+    # Given rep-1 is ten days overdue and its application's BDM does not exist
+    f.crm()
+    f.application(bd_id="bdm-9")
+    f.repayment(due_date="2026-11-13")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then nothing is sent, the BDM is reported and no flag is set
+    assert sent_emails() == []
+    assert summary.invalid_items == [{"item_id": "rep-1", "reason": "BDM 'bdm-9' does not exist"}]
+    assert not Repayment.get("rep-1").overdue_10_day_sent
+
+
+def test_an_escalation_of_an_application_without_a_bdm_is_reported(service: Any, ses: Any) -> None:
+    f.crm()
+    f.application(bd_id=None)
+    f.repayment(due_date="2026-11-13")
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    assert sent_emails() == []
+    assert summary.invalid_items == [
+        {"item_id": "rep-1", "reason": "application 'app-1' has no bd_id"}
+    ]
+
+
+def test_a_superseded_notice_is_logged_with_the_notice_that_superseded_it(
+    service: Any, ses: Any, stdout_json: Logs
+) -> None:
+    # Given rep-1's overdue notice reached Ben and was rejected for Mia on 3 December (so
+    # no flag stops the milder notice: the ledger does)
+    f.repayment_due_to_two_borrowers()
+    with ses_faults(ses, lambda to: ses_error("MessageRejected", 400) if to == MIA else None):
+        run("repayment_reminders", sydney("2026-12-03 09:00"), ses)
+    stdout_json()
+
+    # When a run for 30 November happens afterwards
+    run_check("repayment_reminders", at=sydney("2026-11-30 12:00"), now=sydney("2026-12-03 10:00"))
+
+    # Then each borrower's upcoming reminder is logged as superseded by the overdue notice
+    records = logged(stdout_json, "notice superseded by a more severe one")
+    assert [(r["check"], r["key"], r["superseded_by"]) for r in records] == [
+        (
+            "repayment_reminders",
+            ledger_key("repayment_upcoming", "rep-1", "2026-11-30", b),
+            ledger_key("repayment_overdue_3_day", "rep-1", "2026-11-30", b),
+        )
+        for b in ("bor-1", "bor-2")
+    ]
+
+
+def test_a_flag_not_set_on_a_deleted_repayment_is_logged(
+    service: Any, ses: Any, stdout_json: Logs
+) -> None:
+    # Given a repayment the CRM deletes while its reminders are being sent
+    f.repayment_due_to_two_borrowers()
+
+    def delete_repayment(to: str) -> None:
+        with another_actor():
+            Repayment(id="rep-1").delete()
+
+    # When the run sends and then sets the flag
+    with ses_faults(ses, delete_repayment):
+        run("repayment_reminders", MONDAY, ses)
+
+    # Then the unset flag is logged as a warning naming the repayment and the flag
+    [record] = logged(stdout_json, "repayment deleted in the CRM during the run; flag not set")
+    assert (record["level"], record["check"], record["item_id"], record["flag"]) == (
+        "WARNING",
+        "repayment_reminders",
+        "rep-1",
+        "reminder_sent",
+    )
+    with pytest.raises(DoesNotExist):
+        Repayment.get("rep-1")
+
+
+def test_no_flag_is_set_when_one_notice_of_the_repayment_failed(service: Any, ses: Any) -> None:
+    # Given SES rejects Mia's reminder
+    f.repayment_due_to_two_borrowers()
+
+    # When the run goes through
+    with ses_faults(ses, lambda to: ses_error("MessageRejected", 400) if to == MIA else None):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then Ben's went out, but the repayment is not flagged
+    assert (summary.sent, summary.failed) == (1, 1)
+    assert not Repayment.get("rep-1").reminder_sent
+
+
+def test_a_paid_repayment_with_a_malformed_paid_date_is_reported_by_field(
+    service: Any, ses: Any
+) -> None:
+    f.repayment_due_to_two_borrowers(paid_date="yesterday")
+
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    assert sent_emails() == []
+    assert summary.invalid_items == [
+        {"item_id": "rep-1", "reason": "paid_date 'yesterday' is not a YYYY-MM-DD date"}
+    ]
+
+
+def test_a_flag_waits_for_a_notice_another_run_holds_then_follows_it(
+    service: Any, ses: Any
+) -> None:
+    # Given another run holds Mia's reminder while this one sends Ben's
+    f.repayment_due_to_two_borrowers()
+    mia = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
+    claim = ledger.Claim(mia, "repayment_upcoming", "rep-1", "bor-2", MIA, "2026-11-23", "t")
+    assert ledger.claim(claim, "other-run", MONDAY)
+
+    # When this run goes through, and the other run then records Mia's as sent
+    summary = run("repayment_reminders", MONDAY, ses)
+    flagged_before = Repayment.get("rep-1").reminder_sent
+    ledger.mark_sent(mia, "other-run", "Upcoming", "msg-1", MONDAY)
+
+    # Then this run did not flag the repayment: one of its notices was not sent yet
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert [m.recipients for m in sent_emails()] == [[BEN]]
+    assert not flagged_before
+
+
+def test_a_flag_follows_a_held_notice_that_its_run_sent_meanwhile(service: Any, ses: Any) -> None:
+    # Given another run holds Mia's reminder and records it as sent while this run sends Ben's
+    f.repayment_due_to_two_borrowers()
+    mia = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
+    claim = ledger.Claim(mia, "repayment_upcoming", "rep-1", "bor-2", MIA, "2026-11-23", "t")
+    assert ledger.claim(claim, "other-run", MONDAY)
+
+    def other_run_finishes(to: str) -> None:
+        with another_actor():
+            ledger.mark_sent(mia, "other-run", "Upcoming", "msg-1", MONDAY)
+
+    # When this run goes through
+    with ses_faults(ses, other_run_finishes):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then it re-reads Mia's entry, finds it sent and flags the repayment
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert Repayment.get("rep-1").reminder_sent is True
+
+
+def test_a_dry_run_of_the_repayment_check_sets_no_flag(service: Any, ses: Any) -> None:
+    f.repayment_due_to_two_borrowers()
+
+    summary = run("repayment_reminders", MONDAY, dry_run=True)
+
+    assert [w["recipient_email"] for w in summary.would_send] == [BEN, MIA]
+    assert sent_emails() == []
+    assert not Repayment.get("rep-1").reminder_sent
+
+
+def test_a_severer_notice_still_pending_does_not_supersede_a_milder_one(
+    service: Any, ses: Any
+) -> None:
+    # Given rep-1's overdue notice to Ben was throttled on 3 December (left pending)
+    f.crm()
+    f.application()
+    f.repayment()
+    throttled = ses_faults(ses, lambda to: ses_error("TooManyRequestsException", 429))
+    with throttled, pytest.raises(DeliveryIncomplete):
+        run("repayment_reminders", sydney("2026-12-03 09:00"), ses)
+
+    # When a run for 30 November happens afterwards
+    late = run_check(
+        "repayment_reminders", at=sydney("2026-11-30 12:00"), now=sydney("2026-12-03 10:00")
+    )
+
+    # Then Ben still gets the upcoming reminder: nothing severer reached him
+    assert late.sent == 1
+    assert [m.subject for m in sent_emails()] == ["Upcoming Repayment Reminder"]
+
+
+@pytest.mark.parametrize(
+    ("due", "says"),
+    [("2026-11-30", "(in 7 days)"), ("2026-11-24", "(tomorrow)"), ("2026-11-23", "(today)")],
+    ids=["week", "tomorrow", "today"],
+)
+def test_an_upcoming_reminder_says_how_many_days_until_the_due_date(
+    service: Any, ses: Any, due: str, says: str
+) -> None:
+    f.crm()
+    f.application()
+    f.repayment(due_date=due)
+
+    run("repayment_reminders", MONDAY, ses)
+
+    [sent] = sent_emails()
+    assert says in sent.text
+
+
+def test_the_repayment_check_queries_only_due_dates_inside_the_notice_windows(
+    service: Any, ses: Any
+) -> None:
+    # Given repayments 17 days overdue (last escalation day), 18 days overdue, and due in
+    # 7 and 8 days
+    f.crm()
+    f.application()
+    for n, due in enumerate(("2026-11-06", "2026-11-05", "2026-11-30", "2026-12-01")):
+        f.repayment(f"rep-{n}", due_date=due)
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then only the two inside the windows were read, and each got its notice
+    assert summary.items_read == 2
+    assert summary.sent == 2

@@ -1,0 +1,360 @@
+"""The raw messages the mailer builds, and how it reads SES's answers.
+
+Addresses SES can take, RFC 2047 encoded words and their limits, the header block
+and its verification, the MIME body, the send request (configuration set, tag) and
+the classification of SES's errors. The checks' tests send through moto; these pin
+the edges directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+from email.policy import default
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+
+from chalicelib import mailer
+from chalicelib.formatting import one_line
+from chalicelib.mailer import (
+    AmbiguousSendError,
+    Email,
+    Mailer,
+    MessageBuildError,
+    PermanentSendError,
+    Recipient,
+    TransientSendError,
+)
+from tests.support import REGION, SENDER, ses_error
+
+# The longest domain there can be: 253 characters.
+DOMAIN_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
+BEN = Recipient(id="bor-1", name="Ben Lee", email="ben.lee@example.net")
+
+
+def notice(
+    to: Recipient = BEN, subject: str = "Upcoming Repayment Reminder", text: str = "Hello"
+) -> Email:
+    return Email(to=to, subject=subject, text=text, html=f"<p>{text}</p>")
+
+
+def words(header: str) -> list[bytes]:
+    """The decoded bytes of each encoded word in a header value we wrote."""
+    out = []
+    for word in header.split("\r\n "):
+        assert word.startswith("=?utf-8?b?")
+        assert word.endswith("?=")
+        out.append(base64.b64decode(word.removeprefix("=?utf-8?b?").removesuffix("?=")))
+    return out
+
+
+# --- addresses -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "spec"),
+    [
+        (" ben.lee@example.net ", "ben.lee@example.net"),
+        ("a" * 64 + "@example.net", "a" * 64 + "@example.net"),
+        ("ben@bücher.example", "ben@xn--bcher-kva.example"),
+        ("ben@" + "a" * 63 + ".example", "ben@" + "a" * 63 + ".example"),
+        ("x@" + DOMAIN_253, "x@" + DOMAIN_253),
+    ],
+    ids=["trimmed", "64-char-local", "idn", "63-char-label", "253-char-domain"],
+)
+def test_an_address_ses_can_take_is_written_as_ascii(address: str, spec: str) -> None:
+    assert mailer.address_spec(address) == spec
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("ben.lee", "local part"),
+        ("@example.net", "local part"),
+        ("a" * 65 + "@example.net", "local part"),
+        ("bén@example.net", "local part"),
+        ("ben..lee@example.net", "local part"),
+        ("ben@localhost", "invalid domain"),
+        ("x@" + DOMAIN_253 + "a", "invalid domain"),
+        ("ben@" + "a" * 64 + ".example", "invalid domain"),
+        ("ben@-example.net", "invalid domain"),
+        ("ben@exa mple.net", "invalid domain"),
+        ("ben@\ud800.example", "cannot be encoded"),
+    ],
+    ids=[
+        "no-at",
+        "empty-local",
+        "65-char-local",
+        "non-ascii-local",
+        "double-dot",
+        "one-label",
+        "254-char-domain",
+        "64-char-label",
+        "leading-hyphen",
+        "space",
+        "unencodable-domain",
+    ],
+)
+def test_an_address_ses_cannot_take_is_a_build_error(address: str, problem: str) -> None:
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.address_spec(address)
+    assert problem in raised.value.reason
+    assert isinstance(raised.value, PermanentSendError)
+
+
+# --- header text ---------------------------------------------------------------------------
+
+
+def test_plain_ascii_header_text_is_written_as_it_is() -> None:
+    assert mailer.header_text("Upcoming Repayment Reminder") == "Upcoming Repayment Reminder"
+
+
+def test_header_text_is_capped_at_half_a_line() -> None:
+    assert mailer.header_text("x" * 499) == "x" * 499
+    capped = mailer.header_text("x" * 500)
+    assert b"".join(words(capped)).decode("utf-8") == "x" * 498 + "…"
+
+
+@pytest.mark.parametrize("text", ["Café", "=?utf-8?q?evil?=", "日本"], ids=["utf8", "word", "cjk"])
+def test_other_header_text_becomes_encoded_words(text: str) -> None:
+    encoded = mailer.header_text(text)
+    assert b"".join(words(encoded)).decode("utf-8") == one_line(text, 499)
+
+
+def test_each_encoded_word_holds_at_most_45_bytes_and_never_splits_a_character() -> None:
+    # 45 one-byte characters fit one word; the 46th starts a second
+    assert words(mailer.encoded_words("é" + "a" * 43)) == ["é".encode() + b"a" * 43]
+    assert words(mailer.encoded_words("é" + "a" * 44)) == ["é".encode() + b"a" * 43, b"a"]
+    # A two-byte character that would make 46 bytes goes to the next word whole
+    assert words(mailer.encoded_words("a" * 44 + "é")) == [b"a" * 44, "é".encode()]
+    encoded = mailer.encoded_words("é" * 100)
+    assert all(len(line) <= 76 for line in encoded.split("\r\n"))
+    assert [len(w) for w in words(encoded)] == [44, 44, 44, 44, 24]
+
+
+def test_a_mailbox_quotes_a_plain_name_and_encodes_any_other() -> None:
+    assert mailer.mailbox("Ben Lee", "ben.lee@example.net") == '"Ben Lee" <ben.lee@example.net>'
+    assert mailer.mailbox("  ", "ben.lee@example.net") == "<ben.lee@example.net>"
+    encoded = mailer.mailbox('Ben "Boss" Lee', "ben.lee@example.net")
+    assert encoded.endswith(" <ben.lee@example.net>")
+    assert b"".join(words(encoded.removesuffix(" <ben.lee@example.net>"))) == b'Ben "Boss" Lee'
+
+
+def test_a_mailbox_name_is_cut_at_80_characters() -> None:
+    address = "ben.lee@example.net"
+    assert mailer.mailbox("B" * 80, address) == f'"{"B" * 80}" <{address}>'
+    cut = mailer.mailbox("B" * 81, address).removesuffix(f" <{address}>")
+    assert b"".join(words(cut)).decode("utf-8") == "B" * 79 + "…"
+
+
+# --- the raw message -----------------------------------------------------------------------
+
+
+def test_a_message_is_our_header_block_then_a_quoted_printable_alternative_body() -> None:
+    raw = mailer.to_mime(notice(text="Héllo"), SENDER)
+
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    assert head[:3] == [
+        f"From: {SENDER}",
+        'To: "Ben Lee" <ben.lee@example.net>',
+        "Subject: Upcoming Repayment Reminder",
+    ]
+    assert [line.split(":")[0] for line in head[3:5]] == ["MIME-Version", "Content-Type"]
+    message = email.message_from_bytes(raw, policy=default)
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = message.iter_parts()
+    assert (text["Content-Transfer-Encoding"], html["Content-Transfer-Encoding"]) == (
+        "quoted-printable",
+        "quoted-printable",
+    )
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert text.get_content().splitlines() == ["Héllo"]
+    assert html.get_content().splitlines() == ["<p>Héllo</p>"]
+    assert raw.isascii()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"From: a\r\n\xe9", "not 7-bit clean"),
+        (b"From: a\r\nbare\nLF", "bare CR or LF"),
+        (b"From: a\r\nbare\rCR", "bare CR or LF"),
+        (b"From: a\r\n" + b"x" * 999, "longer than 998"),
+    ],
+    ids=["8-bit", "bare-lf", "bare-cr", "long-line"],
+)
+def test_a_raw_message_that_is_not_clean_is_refused(raw: bytes, problem: str) -> None:
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.verify(raw, [("From", "a")], "ben.lee@example.net")
+    assert problem in raised.value.reason
+
+
+def test_a_line_of_exactly_998_characters_is_accepted_by_the_line_check() -> None:
+    raw = mailer.to_mime(notice(), SENDER)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    headers = mailer.header_block(notice(), SENDER)
+    padded = head + b"\r\nX-Pad: " + b"x" * 990 + b"\r\n\r\n" + body
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.verify(padded, headers, "ben.lee@example.net")
+    assert raised.value.reason == "header block does not have exactly the headers set"
+
+
+def test_a_header_that_reads_back_differently_is_refused() -> None:
+    headers = mailer.header_block(notice(), SENDER)
+    raw = mailer.to_mime(notice(), SENDER).replace(b"Subject: Upcoming", b"Subject: Upcomin!")
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.verify(raw, headers, "ben.lee@example.net")
+    assert raised.value.reason == "Subject header does not read back as written"
+
+
+def test_a_to_header_for_anyone_else_is_refused() -> None:
+    headers = mailer.header_block(notice(), SENDER)
+    raw = mailer.to_mime(notice(), SENDER)
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.verify(raw, headers, "mia.chen@example.net")
+    assert raised.value.reason == "To header does not hold exactly the intended recipient"
+
+
+# --- the send request ----------------------------------------------------------------------
+
+
+class Recording:
+    """An SES client stand-in at the boundary: records requests, answers or raises."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answer = answer
+
+    def send_email(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return {"MessageId": 1234}
+
+
+def test_a_send_with_a_configuration_set_names_it_and_tags_the_token() -> None:
+    client = Recording()
+    sender = Mailer(SENDER, REGION, client=client, configuration_set="reminders")  # type: ignore[arg-type]
+
+    assert sender.send(notice(), "tok-1") == "1234"
+
+    [request] = client.requests
+    assert request["FromEmailAddress"] == SENDER
+    assert request["ConfigurationSetName"] == "reminders"
+    assert request["EmailTags"] == [{"Name": "send_token", "Value": "tok-1"}]
+    data = request["Content"]["Raw"]["Data"]
+    assert data.startswith(f"From: {SENDER}\r\nTo: ".encode())
+
+
+def test_a_send_without_a_token_or_configuration_set_carries_neither() -> None:
+    client = Recording()
+    Mailer(SENDER, REGION, client=client, configuration_set="reminders").send(notice())  # type: ignore[arg-type]
+    Mailer(SENDER, REGION, client=client).send(notice(), "tok-1")  # type: ignore[arg-type]
+
+    first, second = client.requests
+    assert first["ConfigurationSetName"] == "reminders"
+    assert "EmailTags" not in first
+    assert "ConfigurationSetName" not in second
+    assert "EmailTags" not in second
+
+
+def client_error(code: str | None, status: int | None, message: str | None = "no") -> ClientError:
+    response: dict[str, Any] = {"ResponseMetadata": {}}
+    if code is not None or message is not None:
+        response["Error"] = {}
+        if code is not None:
+            response["Error"]["Code"] = code
+        if message is not None:
+            response["Error"]["Message"] = message
+    if status is not None:
+        response["ResponseMetadata"]["HTTPStatusCode"] = status
+    return ClientError(response, "SendEmail")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        (client_error("MessageRejected", 400), PermanentSendError, "MessageRejected: no"),
+        (client_error("BadRequestException", 400), PermanentSendError, "BadRequestException: no"),
+        (
+            client_error("InvalidParameterValue", 400),
+            PermanentSendError,
+            "InvalidParameterValue: no",
+        ),
+        (client_error("MessageRejected", 500), PermanentSendError, "MessageRejected: no"),
+        (client_error("InternalFailure", 500), AmbiguousSendError, "InternalFailure: no"),
+        (client_error("ServiceUnavailable", 503), AmbiguousSendError, "ServiceUnavailable: no"),
+        (client_error("Throttling", 499), TransientSendError, "Throttling: no"),
+        (client_error("Throttling", None), TransientSendError, "Throttling: no"),
+        (client_error(None, 502, "gateway"), AmbiguousSendError, "Unknown: gateway"),
+        (client_error(None, 400, None), TransientSendError, "Unknown:"),
+        (client_error("Paused", 400, None), TransientSendError, "Paused:"),
+        (
+            ClientError({"Error": {"Code": "X", "Message": "m"}}, "SendEmail"),
+            TransientSendError,
+            "X: m",
+        ),
+    ],
+    ids=[
+        "rejected",
+        "bad-request",
+        "invalid-parameter",
+        "rejected-5xx",
+        "500",
+        "503",
+        "499",
+        "no-status",
+        "no-code",
+        "no-error",
+        "no-message",
+        "no-metadata",
+    ],
+)
+def test_ses_errors_are_classified_by_code_then_status(
+    error: ClientError, kind: type[Exception], reason: str
+) -> None:
+    classified = mailer.classify_client_error(error)
+    assert type(classified) is kind
+    assert classified.reason == reason
+    assert str(classified) == reason
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind"),
+    [
+        (ConnectTimeoutError(endpoint_url="https://email"), TransientSendError),
+        (ReadTimeoutError(endpoint_url="https://email"), AmbiguousSendError),
+        (client_error("MessageRejected", 400), PermanentSendError),
+    ],
+    ids=["connect-timeout", "read-timeout", "client-error"],
+)
+def test_a_failed_send_raises_what_the_failure_means(
+    raised: Exception, kind: type[mailer.SendError]
+) -> None:
+    sender = Mailer(SENDER, REGION, client=Recording(raised))  # type: ignore[arg-type]
+    with pytest.raises(kind) as caught:
+        sender.send(notice())
+    assert caught.value.__cause__ is raised
+    assert isinstance(caught.value, mailer.SendError)
+    if not isinstance(raised, ClientError):
+        assert caught.value.reason == f"{type(raised).__name__}: {raised}"
+
+
+def test_the_default_client_is_created_lazily_once_per_region(aws: None) -> None:
+    mailer._default_clients.pop(REGION, None)
+    try:
+        sender = Mailer(SENDER, REGION)
+        assert REGION not in mailer._default_clients
+        assert sender.client is mailer.ses_client(REGION)
+        assert sender.client is sender.client
+    finally:
+        mailer._default_clients.pop(REGION, None)
+
+
+def test_ses_error_helper_matches_what_the_mailer_reads() -> None:
+    _, parsed = ses_error("MessageRejected", 400)
+    # botocore-stubs want its private TypedDict; ses_error builds that shape as a plain dict.
+    error = ClientError(parsed, "SendEmail")  # type: ignore[arg-type]
+    assert mailer.classify_client_error(error).reason == ("MessageRejected: injected")
