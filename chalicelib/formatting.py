@@ -58,7 +58,10 @@ def money(amount: Decimal | float | int) -> str:
     try:
         value = Decimal(str(amount)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     except InvalidOperation:
-        raise ValueError(f"{amount!r} cannot be shown as an amount in cents") from None
+        value = Decimal("NaN")
+    if not value.is_finite():
+        # quantize keeps a NaN, which only fails later, comparing it with zero.
+        raise ValueError(f"{amount!r} cannot be shown as an amount in cents")
     sign = "-" if value < 0 else ""
     return f"{sign}${abs(value):,.2f}"
 

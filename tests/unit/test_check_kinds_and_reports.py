@@ -719,3 +719,38 @@ def test_an_unreadable_note_does_not_stop_the_notes_read_after_it(
         "Note Reminder: Call the valuer",
         "Note Reminder: Send the contract",
     ]
+
+
+def test_an_unreadable_repayment_does_not_stop_the_repayments_due_after_it(
+    reported: None, ses: SESV2Client
+) -> None:
+    # Given an unreadable rep-0 read first, then rep-1, both due on 30/11/2026
+    f.raw_item(
+        "test-repayments",
+        {"id": {"S": "rep-0"}, "due_date": {"S": "2026-11-30"}, "amount": {"S": "x"}},
+    )
+    f.application(borrower_ids=["bor-1"])
+    f.repayment()
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then rep-0 is reported and rep-1 still reaches its borrower
+    assert only_reason(summary, "rep-0").startswith("unreadable item")
+    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+
+
+def test_a_paid_repayment_does_not_stop_the_repayments_due_after_it(
+    reported: None, ses: SESV2Client
+) -> None:
+    # Given a paid rep-0 read first, then an unpaid rep-1, both due on 30/11/2026
+    f.application(borrower_ids=["bor-1"])
+    f.repayment("rep-0", paid_date="2026-11-20")
+    f.repayment()
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then only rep-1 is reminded, and nothing is reported
+    assert summary.invalid_items == []
+    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}

@@ -114,6 +114,8 @@ def test_parse_amount_returns_decimals(value: object, expected: Decimal) -> None
         ("1,000", "amount '1,000' is not a number"),
         ("NaN", "amount 'NaN' is not a number"),
         (float("inf"), "amount inf is not a number"),
+        (Decimal("1e15"), "amount Decimal('1E+15') is out of range"),
+        (Decimal("-1e15"), "amount Decimal('-1E+15') is out of range"),
     ],
 )
 def test_parse_amount_errors_name_the_field(value: object, message: str) -> None:
@@ -173,3 +175,9 @@ def test_one_line_caps_length_with_an_ellipsis() -> None:
     assert len(capped) == 150
     assert capped == "x" * 149 + "…"
     assert one_line("word " * 10, limit=11) == "word word…"
+
+
+@pytest.mark.parametrize("amount", [Decimal("NaN"), float("inf"), Decimal("1e30")])
+def test_money_refuses_what_cannot_be_shown_in_cents_and_says_so(amount: object) -> None:
+    with pytest.raises(ValueError, match=r"cannot be shown as an amount in cents$"):
+        money(amount)  # type: ignore[arg-type]  # NaN and inf arrive as float or Decimal
