@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger, suppression
+from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification
 from chalicelib.observability import mask_addresses
@@ -113,7 +115,7 @@ def for_key(key: str, status: str | None = None) -> Callable[[dict[str, Any]], b
 
 
 def test_an_abandoned_claim_is_counted_failed_logged_and_stamped_with_the_run_time(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
 ) -> None:
     # Given no SES events, another run live on Ben's notice, a dead run's claims on Mia's
     # and Ava's (their leases ran out)
@@ -143,7 +145,7 @@ def test_an_abandoned_claim_is_counted_failed_logged_and_stamped_with_the_run_ti
 
 
 def test_an_abandon_lost_to_the_dead_run_finishing_counts_as_skipped(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
 ) -> None:
     # Given no SES events, another run live on Ben's notice, and a run presumed dead on
     # Mia's that records her notice as sent just before this run abandons it
@@ -179,7 +181,7 @@ def test_an_abandon_lost_to_the_dead_run_finishing_counts_as_skipped(
 
 
 def test_notices_to_suppressed_addresses_are_counted_held_and_logged(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given Mia's and Ava's addresses bounced; Ben's did not
     three_borrowers()
@@ -201,7 +203,7 @@ def test_notices_to_suppressed_addresses_are_counted_held_and_logged(
 
 
 def test_notices_deferred_for_lack_of_time_are_counted_as_due_and_deferred(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given three notices due, and time for only the first
     three_borrowers()
@@ -225,8 +227,8 @@ def test_notices_deferred_for_lack_of_time_are_counted_as_due_and_deferred(
     ],
 )
 def test_ambiguous_sends_are_each_counted_and_logged_with_the_reason(
-    service: Any,
-    ses: Any,
+    service: Settings,
+    ses: SESV2Client,
     monkeypatch: pytest.MonkeyPatch,
     stdout_json: Logs,
     events: bool,
@@ -253,7 +255,7 @@ def test_ambiguous_sends_are_each_counted_and_logged_with_the_reason(
 
 
 def test_a_transient_send_failure_is_logged_with_its_reason_and_attempts_and_no_traceback(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given SES throttles Mia's send
     three_borrowers()
@@ -280,7 +282,7 @@ def test_a_transient_send_failure_is_logged_with_its_reason_and_attempts_and_no_
 
 
 def test_an_unexpected_send_error_is_logged_with_its_repr_and_traceback(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given Mia's send breaks in a way that is not an SES answer (a bug, say)
     three_borrowers()
@@ -298,7 +300,9 @@ def test_an_unexpected_send_error_is_logged_with_its_repr_and_traceback(
     assert entry(REP1_MIA).status == ledger.PENDING
 
 
-def test_the_run_error_names_the_first_five_transient_errors(service: Any, ses: Any) -> None:
+def test_the_run_error_names_the_first_five_transient_errors(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given six borrowers whose sends are all throttled, each with its own message
     f.crm(borrowers=3)
     for n in range(4, 7):
@@ -328,7 +332,7 @@ def test_the_run_error_names_the_first_five_transient_errors(service: Any, ses: 
 
 
 def test_a_claim_refused_by_dynamodb_is_left_due_and_reported_by_its_error_code(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given DynamoDB refuses the claim of Mia's notice
     three_borrowers()
@@ -351,7 +355,7 @@ def test_a_claim_refused_by_dynamodb_is_left_due_and_reported_by_its_error_code(
 
 
 def test_an_outcome_dynamodb_refuses_to_record_is_reported_and_left_claimed(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given DynamoDB refuses to record Mia's notice as sent
     three_borrowers()
@@ -378,7 +382,7 @@ def test_an_outcome_dynamodb_refuses_to_record_is_reported_and_left_claimed(
 
 
 def test_a_ledger_error_without_a_dynamodb_answer_is_reported_by_its_type_and_message(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given every attempt to claim Mia's notice times out
     three_borrowers()
@@ -403,7 +407,9 @@ def test_a_ledger_error_without_a_dynamodb_answer_is_reported_by_its_type_and_me
     assert "https://dynamodb.example" in error or "Read timeout" in error
 
 
-def test_a_ledger_error_without_a_code_is_reported_by_its_type(service: Any, ses: Any) -> None:
+def test_a_ledger_error_without_a_code_is_reported_by_its_type(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given DynamoDB answers the claim of Mia's notice with an error that names no code
     three_borrowers()
 
@@ -427,7 +433,7 @@ def test_a_ledger_error_without_a_code_is_reported_by_its_type(service: Any, ses
 
 
 def test_every_notice_given_up_in_a_run_is_counted_failed(
-    service: Any, ses: Any, monkeypatch: pytest.MonkeyPatch
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given one attempt is the limit, and SES throttles Mia's and Ava's sends
     monkeypatch.setenv("MAX_TRANSIENT_ATTEMPTS", "1")
@@ -443,3 +449,24 @@ def test_every_notice_given_up_in_a_run_is_counted_failed(
     # Then both are given up as failed, and nothing is left retrying
     assert (summary.sent, summary.failed, summary.retrying) == (1, 2, 0)
     assert entry(REP1_MIA).status == entry(REP1_AVA).status == ledger.FAILED
+
+
+def test_every_claim_refused_in_a_run_is_counted_as_retrying(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given DynamoDB refuses the claims of Mia's and Ava's notices
+    three_borrowers()
+
+    # When the run goes through
+    both = dynamodb_error(
+        "UpdateItem",
+        "AccessDeniedException",
+        lambda body: for_key(REP1_MIA)(body) or for_key(REP1_AVA)(body),
+    )
+    with both, pytest.raises(DeliveryIncomplete) as raised:
+        run("repayment_reminders", MONDAY, ses)
+
+    # Then Ben is mailed and both others are left due, each counted
+    summary = raised.value.summary
+    assert (summary.sent, summary.retrying) == (1, 2)
+    assert summary.errors == ["claim failed: AccessDeniedException"] * 2

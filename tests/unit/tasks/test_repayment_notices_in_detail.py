@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import ledger
+from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Repayment
 from chalicelib.runner import run_check
@@ -33,7 +35,9 @@ def logged(logs: Logs, message: str) -> list[dict[str, Any]]:
     return [record for record in logs() if record.get("message") == message]
 
 
-def test_an_escalation_names_every_borrower_reached_to_the_bdm(service: Any, ses: Any) -> None:
+def test_an_escalation_names_every_borrower_reached_to_the_bdm(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given rep-1 is ten days overdue on an application of Ben and Mia without a reference
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"], reference_number=None)
@@ -52,7 +56,7 @@ def test_an_escalation_names_every_borrower_reached_to_the_bdm(service: Any, ses
 
 
 def test_an_escalation_to_a_bdm_that_does_not_exist_is_reported_and_sends_nothing(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given rep-1 is ten days overdue and its application's BDM does not exist
     f.crm()
@@ -68,7 +72,9 @@ def test_an_escalation_to_a_bdm_that_does_not_exist_is_reported_and_sends_nothin
     assert not Repayment.get("rep-1").overdue_10_day_sent
 
 
-def test_an_escalation_of_an_application_without_a_bdm_is_reported(service: Any, ses: Any) -> None:
+def test_an_escalation_of_an_application_without_a_bdm_is_reported(
+    service: Settings, ses: SESV2Client
+) -> None:
     f.crm()
     f.application(bd_id=None)
     f.repayment(due_date="2026-11-13")
@@ -82,7 +88,7 @@ def test_an_escalation_of_an_application_without_a_bdm_is_reported(service: Any,
 
 
 def test_a_superseded_notice_is_logged_with_the_notice_that_superseded_it(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given rep-1's overdue notice reached Ben and was rejected for Mia on 3 December (so
     # no flag stops the milder notice: the ledger does)
@@ -107,7 +113,7 @@ def test_a_superseded_notice_is_logged_with_the_notice_that_superseded_it(
 
 
 def test_a_flag_not_set_on_a_deleted_repayment_is_logged(
-    service: Any, ses: Any, stdout_json: Logs
+    service: Settings, ses: SESV2Client, stdout_json: Logs
 ) -> None:
     # Given a repayment the CRM deletes while its reminders are being sent
     f.repayment_due_to_two_borrowers()
@@ -132,7 +138,9 @@ def test_a_flag_not_set_on_a_deleted_repayment_is_logged(
         Repayment.get("rep-1")
 
 
-def test_no_flag_is_set_when_one_notice_of_the_repayment_failed(service: Any, ses: Any) -> None:
+def test_no_flag_is_set_when_one_notice_of_the_repayment_failed(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given SES rejects Mia's reminder
     f.repayment_due_to_two_borrowers()
 
@@ -146,7 +154,7 @@ def test_no_flag_is_set_when_one_notice_of_the_repayment_failed(service: Any, se
 
 
 def test_a_paid_repayment_with_a_malformed_paid_date_is_reported_by_field(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     f.repayment_due_to_two_borrowers(paid_date="yesterday")
 
@@ -159,7 +167,7 @@ def test_a_paid_repayment_with_a_malformed_paid_date_is_reported_by_field(
 
 
 def test_a_flag_waits_for_a_notice_another_run_holds_then_follows_it(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given another run holds Mia's reminder while this one sends Ben's
     f.repayment_due_to_two_borrowers()
@@ -178,7 +186,9 @@ def test_a_flag_waits_for_a_notice_another_run_holds_then_follows_it(
     assert not flagged_before
 
 
-def test_a_flag_follows_a_held_notice_that_its_run_sent_meanwhile(service: Any, ses: Any) -> None:
+def test_a_flag_follows_a_held_notice_that_its_run_sent_meanwhile(
+    service: Settings, ses: SESV2Client
+) -> None:
     # Given another run holds Mia's reminder and records it as sent while this run sends Ben's
     f.repayment_due_to_two_borrowers()
     mia = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
@@ -198,7 +208,7 @@ def test_a_flag_follows_a_held_notice_that_its_run_sent_meanwhile(service: Any, 
     assert Repayment.get("rep-1").reminder_sent is True
 
 
-def test_a_dry_run_of_the_repayment_check_sets_no_flag(service: Any, ses: Any) -> None:
+def test_a_dry_run_of_the_repayment_check_sets_no_flag(service: Settings, ses: SESV2Client) -> None:
     f.repayment_due_to_two_borrowers()
 
     summary = run("repayment_reminders", MONDAY, dry_run=True)
@@ -209,7 +219,7 @@ def test_a_dry_run_of_the_repayment_check_sets_no_flag(service: Any, ses: Any) -
 
 
 def test_a_severer_notice_still_pending_does_not_supersede_a_milder_one(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given rep-1's overdue notice to Ben was throttled on 3 December (left pending)
     f.crm()
@@ -235,7 +245,7 @@ def test_a_severer_notice_still_pending_does_not_supersede_a_milder_one(
     ids=["week", "tomorrow", "today"],
 )
 def test_an_upcoming_reminder_says_how_many_days_until_the_due_date(
-    service: Any, ses: Any, due: str, says: str
+    service: Settings, ses: SESV2Client, due: str, says: str
 ) -> None:
     f.crm()
     f.application()
@@ -248,7 +258,7 @@ def test_an_upcoming_reminder_says_how_many_days_until_the_due_date(
 
 
 def test_the_repayment_check_queries_only_due_dates_inside_the_notice_windows(
-    service: Any, ses: Any
+    service: Settings, ses: SESV2Client
 ) -> None:
     # Given repayments 17 days overdue (last escalation day), 18 days overdue, and due in
     # 7 and 8 days
