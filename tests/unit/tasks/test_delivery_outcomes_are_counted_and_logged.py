@@ -25,7 +25,7 @@ from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification
 from chalicelib.observability import mask_addresses
 from tests import factories as f
-from tests.aws_recorder import another_actor
+from tests.aws_recorder import AwsCall, another_actor
 from tests.factories import BEN, MIA
 from tests.support import ledger_key, run, sent_emails, ses_error, ses_faults, sydney, utc
 
@@ -470,3 +470,21 @@ def test_every_claim_refused_in_a_run_is_counted_as_retrying(
     summary = raised.value.summary
     assert (summary.sent, summary.retrying) == (1, 2)
     assert summary.errors == ["claim failed: AccessDeniedException"] * 2
+
+
+def test_each_message_carries_the_send_token_of_its_ledger_entry(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given rep-1 is due to Ben, Mia and Ava
+    three_borrowers()
+
+    # When the run sends their reminders through the stage's configuration set (its own mailer)
+    run("repayment_reminders", MONDAY, None)
+
+    # Then each message is tagged with the token its ledger entry holds, for SES's events
+    sends = [c.params for c in aws_calls() if c.operation == "SendEmail"]
+    tagged = sorted(tag["Value"] for s in sends for tag in s["EmailTags"])
+    entries = sorted(str(Notification.get(k).send_token) for k in (REP1_BEN, REP1_MIA, REP1_AVA))
+    assert [tag["Name"] for s in sends for tag in s["EmailTags"]] == ["send_token"] * 3
+    assert tagged == entries
+    assert len(set(tagged)) == 3
