@@ -488,3 +488,23 @@ def test_each_message_carries_the_send_token_of_its_ledger_entry(
     assert [tag["Name"] for s in sends for tag in s["EmailTags"]] == ["send_token"] * 3
     assert tagged == entries
     assert len(set(tagged)) == 3
+
+
+def test_every_notice_rejected_in_a_run_is_counted_and_logged_with_its_reason(
+    service: Settings, ses: SESV2Client, stdout_json: Logs
+) -> None:
+    # Given SES rejects Mia's and Ava's reminders
+    three_borrowers()
+
+    # When the run sends (a permanent rejection does not fail it)
+    rejecting = {MIA, AVA}
+    with ses_faults(ses, lambda to: ses_error("MessageRejected", 400) if to in rejecting else None):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then both are counted as failed and each is logged with its key and SES's reason
+    assert (summary.sent, summary.failed) == (1, 2)
+    records = logged(stdout_json, "notice rejected permanently")
+    assert sorted((r["check"], tuple(r["keys"]), r["reason"]) for r in records) == [
+        ("repayment_reminders", (key,), "MessageRejected: injected")
+        for key in sorted((REP1_MIA, REP1_AVA))
+    ]
