@@ -84,6 +84,22 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``make mutation``, run a mutant's tests fastest first.
+
+    mutmut hands each mutant its tests in no particular order and stops at the first
+    failure, so a mutant that a 5 ms unit test kills could otherwise wait behind seconds
+    of moto tests. The durations are the ones mutmut measured (mutants/mutmut-stats.json).
+    """
+    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        return
+    stats = Path("mutmut-stats.json")
+    if not stats.exists():
+        return
+    durations: dict[str, float] = json.loads(stats.read_text())["duration_by_test"]
+    items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
+
+
 @pytest.fixture(scope="session")
 def dynamodb_endpoint(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
