@@ -9,7 +9,7 @@ from chalice.app import Chalice, CloudWatchEvent, Cron
 
 from chalicelib import runner, ses_events
 from chalicelib.registry import NOTE_REMINDERS, REPAYMENT_REMINDERS, STALE_APPLICATIONS
-from chalicelib.runner import handle_manual, handle_scheduled
+from chalicelib.runner import SCHEDULED_PREFIX, handle_manual, handle_scheduled
 
 app = Chalice(app_name="loan-reminders")
 # Lambda's init phase: the AWS clients are made once here, before the first invocation.
@@ -26,10 +26,10 @@ def _context(event: CloudWatchEvent) -> LambdaContext | None:
 
 
 # Check names are written once, in chalicelib.registry; each function imports its own
-# check's module when it first runs.
+# check's module in the init phase (runner.prepare finds it from Lambda's _HANDLER).
 @app.schedule(
     HOURLY,
-    name=f"check_{STALE_APPLICATIONS}",
+    name=f"{SCHEDULED_PREFIX}{STALE_APPLICATIONS}",
     description="Alert BDMs of applications stuck in one stage",
 )
 def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def check_stale_applications(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.schedule(
     HOURLY,
-    name=f"check_{NOTE_REMINDERS}",
+    name=f"{SCHEDULED_PREFIX}{NOTE_REMINDERS}",
     description="Remind note authors and BDMs on the note's remind date",
 )
 def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def check_note_reminders(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.schedule(
     HOURLY,
-    name=f"check_{REPAYMENT_REMINDERS}",
+    name=f"{SCHEDULED_PREFIX}{REPAYMENT_REMINDERS}",
     description="Remind borrowers of due and overdue repayments; escalate to BDMs",
 )
 def check_repayment_reminders(event: CloudWatchEvent) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Scheduled runs take their moment from the EventBridge event; manual runs (the
 
 from __future__ import annotations
 
+import os
 import re
 import time as clock
 import uuid
@@ -26,6 +27,8 @@ from chalicelib.run import Run, RunSummary
 
 # A manual run for a business date runs as if scheduled at midday, inside every window.
 MANUAL_RUN_TIME = time(12, 0)
+# A scheduled function is named, in app.py and in Lambda, after the check it runs.
+SCHEDULED_PREFIX = "check_"
 
 
 def in_window(local: datetime, start: time, end: time) -> bool:
@@ -112,7 +115,8 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
     """The init phase: make the container's SES and DynamoDB clients before any invocation.
 
     Lambda runs this once per container, when app.py is imported, so the first
-    invocation reuses the clients as every warm one does. Without the functions'
+    invocation reuses the clients as every warm one does; a scheduled function also
+    imports its own check here (:func:`scheduled_check`). Without the functions'
     settings (Chalice's CLI imports app.py to package or deploy it) nothing is made
     and each client is made on first use instead.
     """
@@ -122,6 +126,19 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
         return
     ses_client(settings.region)
     models.bind(settings)
+    check = scheduled_check((os.environ if environ is None else environ).get("_HANDLER", ""))
+    if check is not None:
+        registry.check(check)
+
+
+def scheduled_check(handler: str) -> str | None:
+    """The check a scheduled function runs, from its handler (``app.check_<name>``).
+
+    Lambda names the function's handler in ``_HANDLER``: the init phase imports that
+    function's own check, so its first invocation does not. Other functions load none.
+    """
+    name = handler.rpartition(".")[2].removeprefix(SCHEDULED_PREFIX)
+    return name if handler.startswith("app.") and name in registry.NAMES else None
 
 
 def _mailer(settings: Settings) -> Mailer:

@@ -15,9 +15,11 @@ optional dependencies such as blinker would be found) and not the project's chec
   imported) over a warm one, in one interpreter per round, against a moto server with
   the stage's tables created empty and the check's window open all day.
 
-Each ratio is the median over the rounds of one figure over the median of the other.
-The last line printed is ``import <i.ii> x floor, first call <f.ff> x warm`` (the worst
-scheduled function's).
+Each interpreter has ``_HANDLER`` set as Lambda sets it for the function measured, so
+its init phase imports that function's check (``chalicelib.runner.prepare``). Each ratio
+is the median over the rounds of one figure over the median of the other. The last line
+printed is ``import <i.ii> x floor, first call <f.ff> x warm`` (each the worst scheduled
+function's).
 """
 
 from __future__ import annotations
@@ -203,12 +205,21 @@ def dependencies(root: Path, env: Mapping[str, str]) -> list[str]:
     ]
 
 
-def import_ratio(root: Path, env: Mapping[str, str], rounds: int) -> tuple[Ratio, float]:
-    """``import app`` over importing its dependencies alone, medians of ``rounds`` each.
+def handler_environment(env: Mapping[str, str], function: str) -> dict[str, str]:
+    """``env`` as Lambda sets it for ``function``: ``_HANDLER`` names its handler."""
+    return {**env, "_HANDLER": f"app.{function}"}
+
+
+def import_ratio(
+    root: Path, env: Mapping[str, str], rounds: int, function: str
+) -> tuple[Ratio, float]:
+    """``function``'s ``import app`` over importing its dependencies alone, medians of
+    ``rounds`` each.
 
     Also the median ``import app`` without the functions' settings, when the init phase
     makes no client: what the import costs before the clients are made.
     """
+    env = handler_environment(env, function)
     names = json.dumps(dependencies(root, env))
     unset = {k: v for k, v in env.items() if k != "SENDER_EMAIL"}
     app, floor, without_clients = [], [], []
@@ -224,6 +235,7 @@ def import_ratio(root: Path, env: Mapping[str, str], rounds: int) -> tuple[Ratio
 def first_call_ratio(root: Path, env: Mapping[str, str], function: str, rounds: int) -> Ratio:
     """``function``'s first invocation over a warm one, medians over ``rounds`` interpreters."""
     first, warm = [], []
+    env = handler_environment(env, function)
     for _ in range(rounds):
         out = _python(_INVOCATIONS, root, env, function, str(1 + WARM_CALLS), REGION)
         times = json.loads(out.rsplit("TIMES ", 1)[1])
@@ -271,6 +283,60 @@ def moto_server(runtime: Path) -> Iterator[str]:
         server.stop()
 
 
+@dataclass(frozen=True)
+class ColdStart:
+    """Each scheduled function's import and first-call figures; the worst of each."""
+
+    imports: dict[str, tuple[Ratio, float]]
+    calls: dict[str, Ratio]
+
+    @property
+    def import_ratio(self) -> float:
+        """The worst function's ``import app`` over its dependencies alone."""
+        return max(ratio.ratio for ratio, _ in self.imports.values())
+
+    @property
+    def first_call_ratio(self) -> float:
+        """The worst function's first invocation over a warm one."""
+        return max(call.ratio for call in self.calls.values())
+
+
+def measure(bundle: Path = DEFAULT_BUNDLE, rounds: int = 7) -> ColdStart:
+    """Both figures for every scheduled function, from ``bundle`` unzipped (``ColdStartError``
+    when it is missing or a measuring interpreter fails)."""
+    with tempfile.TemporaryDirectory(prefix="coldstart-") as scratch:
+        root = unzipped(bundle, Path(scratch) / "task")
+        runtime = lambda_runtime(Path(scratch) / "runtime")
+        env = function_environment(runtime)
+        imports = {f: import_ratio(root, env, rounds, f) for f in SCHEDULED}
+        with moto_server(runtime) as endpoint:
+            env = function_environment(
+                runtime, {"DYNAMODB_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint}
+            )
+            calls = {f: first_call_ratio(root, env, f, rounds) for f in SCHEDULED}
+    return ColdStart(imports, calls)
+
+
+def report(measured: ColdStart) -> list[str]:
+    """One line per function and figure, then ``import <i> x floor, first call <f> x warm``."""
+    lines = [
+        f"{function}: import app {imported.measured * 1000:.0f} ms "
+        f"({without_clients * 1000:.0f} ms without making its clients), "
+        f"its dependencies alone {imported.floor * 1000:.0f} ms: {imported.ratio:.2f} x"
+        for function, (imported, without_clients) in measured.imports.items()
+    ]
+    lines += [
+        f"{function}: first call {call.measured * 1000:.1f} ms, warm "
+        f"{call.floor * 1000:.1f} ms: {call.ratio:.2f} x"
+        for function, call in measured.calls.items()
+    ]
+    lines.append(
+        f"import {measured.import_ratio:.2f} x floor, "
+        f"first call {measured.first_call_ratio:.2f} x warm"
+    )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure the bundle and print both ratios, the summary line last."""
     parser = argparse.ArgumentParser(prog="python -m ops.coldstart", description=__doc__)
@@ -278,31 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     try:
-        with tempfile.TemporaryDirectory(prefix="coldstart-") as scratch:
-            root = unzipped(args.bundle, Path(scratch) / "task")
-            runtime = lambda_runtime(Path(scratch) / "runtime")
-            env = function_environment(runtime)
-            imported, without_clients = import_ratio(root, env, args.rounds)
-            print(
-                f"import app {imported.measured * 1000:.0f} ms "
-                f"({without_clients * 1000:.0f} ms without making its clients), "
-                f"its dependencies alone {imported.floor * 1000:.0f} ms: {imported.ratio:.2f} x"
-            )
-            with moto_server(runtime) as endpoint:
-                env = function_environment(
-                    runtime, {"DYNAMODB_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint}
-                )
-                calls = {f: first_call_ratio(root, env, f, args.rounds) for f in SCHEDULED}
+        measured = measure(args.bundle, args.rounds)
     except ColdStartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    for function, call in calls.items():
-        print(
-            f"{function}: first call {call.measured * 1000:.1f} ms, warm "
-            f"{call.floor * 1000:.1f} ms: {call.ratio:.2f} x"
-        )
-    worst = max(call.ratio for call in calls.values())
-    print(f"import {imported.ratio:.2f} x floor, first call {worst:.2f} x warm")
+    print("\n".join(report(measured)))
     return 0
 
 

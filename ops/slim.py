@@ -6,6 +6,11 @@ and every client it makes first lists them all and parses the endpoints of them 
 ``PACKAGE_DIR/deployment.zip`` without the other services' models and with an
 ``endpoints.json`` that lists only theirs (every partition and region kept), so the
 init phase that makes the clients reads what it uses. Run it before ``ops.bytecode``.
+
+The kept services' models lose their documentation too (``service-2.json.gz`` becomes a
+plain ``service-2.json``, which botocore's loader tries first): only docstrings read it,
+it is four fifths of each model, and every cold start parses each model with an
+``OrderedDict`` per JSON object, so it was most of the time the clients take to make.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ ENDPOINTS = f"{DATA}endpoints.json"
 # The services the shipped code makes clients for: PynamoDB's DynamoDB, the mailer's and
 # the SES events' SESv2, and STS for botocore's own credential providers.
 SERVICES = frozenset({"dynamodb", "sesv2", "sts"})
+MODEL = "/service-2.json.gz"
+# The parts of a model whose "documentation" only docstrings read. The metadata's
+# clientContextParams keep theirs: botocore reads that key when it makes a client.
+DOCUMENTED = ("operations", "shapes")
 
 
 class SlimError(RuntimeError):
@@ -53,7 +62,7 @@ def endpoint_prefixes(bundle: zipfile.ZipFile, services: frozenset[str]) -> set[
     """The endpoint prefixes (``sesv2`` is ``email``) of ``services``, from their models."""
     prefixes = set()
     for name in bundle.namelist():
-        if _service_of(name) in services and name.endswith("/service-2.json.gz"):
+        if _service_of(name) in services and name.endswith(MODEL):
             model = json.loads(gzip.decompress(bundle.read(name)))
             prefixes.add(str(model["metadata"]["endpointPrefix"]))
     return prefixes
@@ -73,6 +82,23 @@ def slim_endpoints(endpoints: dict[str, Any], prefixes: set[str]) -> dict[str, A
         for partition in endpoints["partitions"]
     ]
     return {**endpoints, "partitions": partitions}
+
+
+def _undocumented(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _undocumented(v) for k, v in node.items() if k != "documentation"}
+    if isinstance(node, list):
+        return [_undocumented(v) for v in node]
+    return node
+
+
+def without_documentation(model: dict[str, Any]) -> dict[str, Any]:
+    """A service model without the documentation of itself, its operations and shapes."""
+    kept = {k: v for k, v in model.items() if k != "documentation"}
+    for part in DOCUMENTED:
+        if part in kept:
+            kept[part] = _undocumented(kept[part])
+    return kept
 
 
 def slim(bundle: Path, services: frozenset[str] = SERVICES) -> Slimmed:
@@ -98,9 +124,21 @@ def slim(bundle: Path, services: frozenset[str] = SERVICES) -> Slimmed:
                 if info.filename == ENDPOINTS:
                     kept = slim_endpoints(json.loads(data), prefixes)
                     data = json.dumps(kept, separators=(",", ":")).encode()
+                elif service is not None and info.filename.endswith(MODEL):
+                    model = without_documentation(json.loads(gzip.decompress(data)))
+                    data = json.dumps(model, separators=(",", ":")).encode()
+                    info = _renamed(info, info.filename.removesuffix(".gz"))
                 target.writestr(info, data)
     written.replace(bundle)
     return Slimmed(len(services), len(present - services), size_before, bundle.stat().st_size)
+
+
+def _renamed(info: zipfile.ZipInfo, name: str) -> zipfile.ZipInfo:
+    """``info`` under another name, with its date and permissions."""
+    renamed = zipfile.ZipInfo(name, info.date_time)
+    renamed.external_attr = info.external_attr
+    renamed.compress_type = zipfile.ZIP_DEFLATED
+    return renamed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chalice.app import ScheduledEventConfig
 
+import app
 from chalicelib import registry
+from chalicelib.runner import scheduled_check
 from ops.stages import stage_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +71,33 @@ def test_a_scheduled_run_loads_its_own_check_only(check: str) -> None:
     assert name == check
     assert CHECK_MODULES & set(loaded) == {f"chalicelib.checks.{check}"}
     assert {module.split(".")[0] for module in loaded}.isdisjoint({"boto3", "s3transfer"})
+
+
+@pytest.mark.parametrize("check", registry.NAMES)
+def test_a_scheduled_function_imports_its_own_check_in_the_init_phase(check: str) -> None:
+    # When Lambda imports the app for the scheduled function of one check (_HANDLER)
+    code = "import json, sys, app; print(json.dumps(sorted(sys.modules)))"
+    loaded = _fresh(code, {**FUNCTION_ENV, "_HANDLER": f"app.check_{check}"})
+
+    # Then that check's module is loaded before any invocation, and no other check's
+    assert CHECK_MODULES & set(loaded) == {f"chalicelib.checks.{check}"}
+
+
+def test_each_schedule_names_the_check_its_handler_runs() -> None:
+    # Given the schedules app.py registers, and its other handlers
+    schedules = {
+        s.name: s.handler_string
+        for s in app.app.event_sources
+        if isinstance(s, ScheduledEventConfig)
+    }
+    others = ["app.run_check", "app.on_ses_event", "check_note_reminders", "app.check_nothing", ""]
+
+    # Then each schedule's handler leads the init phase to the check it runs, and no other
+    # handler (nor a malformed one) leads it to any
+    assert {name: scheduled_check(handler) for name, handler in schedules.items()} == {
+        f"check_{name}": name for name in registry.NAMES
+    }
+    assert [scheduled_check(handler) for handler in others] == [None] * len(others)
 
 
 def test_the_init_phase_makes_every_client_from_one_session() -> None:

@@ -10,9 +10,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import botocore.loaders
+import botocore.model
 import pytest
 
-from ops.slim import ENDPOINTS, SERVICES, SlimError, main, slim
+from ops.slim import ENDPOINTS, SERVICES, SlimError, main, slim, without_documentation
 from ops.stages import stage_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +127,56 @@ def test_the_slim_command_reports_what_it_dropped(
     assert "1 services dropped" in capsys.readouterr().out
     assert main([str(broken)]) == 1
     assert "missing sesv2" in capsys.readouterr().err
+
+
+def test_it_drops_the_models_documentation_and_keeps_what_clients_read(tmp_path: Path) -> None:
+    # Given a bundle whose DynamoDB model documents itself, an operation, a shape, and
+    # a client context parameter (whose documentation botocore reads)
+    others = {service: prefix for service, prefix in PREFIXES.items() if service != "dynamodb"}
+    bundle = _bundle(tmp_path / "deployment.zip", others)
+    model = {
+        "metadata": {"endpointPrefix": "dynamodb"},
+        "documentation": "<p>Amazon DynamoDB</p>",
+        "operations": {"Query": {"name": "Query", "documentation": "<p>Finds items</p>"}},
+        "shapes": {"Key": {"type": "string", "documentation": "<p>A key</p>"}},
+        "clientContextParams": {"Accelerate": {"type": "boolean", "documentation": "Kept"}},
+    }
+    folder = "botocore/data/dynamodb/2020-01-01"
+    with zipfile.ZipFile(bundle, "a") as archive:
+        archive.writestr(f"{folder}/service-2.json.gz", gzip.compress(json.dumps(model).encode()))
+
+    # When it is slimmed
+    slim(bundle)
+
+    # Then the model is plain JSON (botocore's loader tries .json first) without the
+    # documentation of the service, its operations and shapes, and keeps the rest
+    with zipfile.ZipFile(bundle) as archive:
+        names = set(archive.namelist())
+        slimmed = json.loads(archive.read(f"{folder}/service-2.json"))
+    assert f"{folder}/service-2.json.gz" not in names
+    assert slimmed == {
+        "metadata": {"endpointPrefix": "dynamodb"},
+        "operations": {"Query": {"name": "Query"}},
+        "shapes": {"Key": {"type": "string"}},
+        "clientContextParams": {"Accelerate": {"type": "boolean", "documentation": "Kept"}},
+    }
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_a_real_model_without_documentation_still_describes_every_operation(service: str) -> None:
+    # Given botocore's own model of a kept service, and the same without documentation
+    loader = botocore.loaders.create_loader()
+    model = loader.load_service_model(service, "service-2")
+    stripped = botocore.model.ServiceModel(without_documentation(model), service)
+    original = botocore.model.ServiceModel(model, service)
+
+    # Then every operation's input and output shapes are the same, member for member
+    assert stripped.operation_names == original.operation_names
+    for name in original.operation_names:
+        for shape in ("input_shape", "output_shape"):
+            before = getattr(original.operation_model(name), shape)
+            after = getattr(stripped.operation_model(name), shape)
+            assert (after and list(after.members)) == (before and list(before.members))
+    assert [p.name for p in stripped.client_context_parameters] == [
+        p.name for p in original.client_context_parameters
+    ]
