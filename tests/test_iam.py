@@ -74,7 +74,7 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
 
     Allowed resources, spelled out independently of the generator: the stage's six
     tables, their declared indexes, the sender's SES identity (address or domain) and
-    the stage's configuration set; log actions only on the stage's own Lambda log
+    the stage's configuration set, its fan-out queue; log actions only on the stage's own Lambda log
     groups; ``*`` only for an action with no resource type (:data:`NO_RESOURCE_TYPE`).
     """
     region, account = settings.region, "${aws:PrincipalAccount}"
@@ -93,6 +93,8 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
         allowed.add(
             f"arn:aws:ses:{region}:{account}:configuration-set/{settings.ses_configuration_set}"
         )
+    # The stage's fan-out queue: a run short of time hands notices to it.
+    allowed.add(f"arn:aws:sqs:{region}:{account}:{function_prefix}fanout")
     logs = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function_prefix}*"
 
     problems: list[str] = []
@@ -323,6 +325,10 @@ def test_the_policy_of_the_test_environment_is_as_narrow(settings: Settings) -> 
         (lambda s: s[3].pop("Condition"), "not limited to ses:FromAddress"),
         (lambda s: s[3].update(Resource=["arn:aws:ses:*:*:identity/*"]), "identity/* is wider"),
         (lambda s: s[4].update(Resource=["*"]), "log resource * is not"),
+        (
+            lambda s: s[-1].update(Resource=["arn:aws:sqs:*:*:*"]),
+            "HandNoticesToTheFanOutQueue: resource arn:aws:sqs:*:*:* is wider",
+        ),
         (lambda s: s.append({"Effect": "Deny", "NotAction": "x"}), "unexpected ['NotAction']"),
     ],
 )
