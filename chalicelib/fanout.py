@@ -57,10 +57,11 @@ NOTICES_PER_MESSAGE = 10
 # SQS's limit, for one message and for the sum of one SendMessageBatch's messages.
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_BATCH_ENTRIES = 10
-# Concurrent consumers at most (the event source mapping's MaximumConcurrency): with
-# the consumer's measured per-notice cost (ops/bench_fanout.py), enough to reach a
-# 200/s SES quota; lower it for a smaller quota, or throttled sends are redelivered.
-MAX_CONCURRENCY = 20
+# Concurrent consumers at most (the event source mapping's MaximumConcurrency). Each
+# sends one notice at a time; at the measured ~100 ms a notice (ops/bench_fanout.py,
+# 50 ms of it SES) 25 reach a 200/s SES quota with some room. Lower it for a smaller
+# quota: throttled sends are released and their records redelivered, costing time.
+MAX_CONCURRENCY = 25
 # The queue app.py names; the template replaces it with the stage's own queue's ARN.
 QUEUE_PLACEHOLDER = "loan-reminders-fanout"
 # SQS records per consumer invocation (the event source mapping's BatchSize).
