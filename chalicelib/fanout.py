@@ -36,13 +36,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import clients, ledger, models, registry
+from chalicelib import observability as metric
 from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import LEDGER_ERRORS, Notice, deliver
 from chalicelib.formatting import valid_email
 from chalicelib.limits import EMAIL_CHARS, key_problem
 from chalicelib.mailer import Email, Mailer, Recipient
 from chalicelib.models import Notification
-from chalicelib.observability import logger
+from chalicelib.observability import logger, publish_counts
 from chalicelib.run import Part, Run, RunSummary
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
@@ -51,6 +52,10 @@ if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
 
 # The ledger status a run reports for a notice it handed to the queue.
 ENQUEUED = "enqueued"
+# EMF metrics (namespace LoanReminders, dimensions check and service): notices a run
+# handed to the queue, and messages the consumer dropped as too old.
+NOTICES_ENQUEUED = "NoticesEnqueued"
+MESSAGES_EXPIRED = "FanoutMessagesExpired"
 # Message format version: a consumer refuses (as poison) a message of another version.
 VERSION = 1
 NOTICES_PER_MESSAGE = 10
@@ -174,6 +179,7 @@ class FanOut:
             run.summary.enqueued += len(notice.parts)
             outcome.update({part.key: ENQUEUED for part in notice.parts})
         gone = {id(notice) for notice in taken}
+        publish_counts(run.summary.check, {NOTICES_ENQUEUED: run.summary.enqueued})
         logger.info(
             "notices handed to the fan-out queue",
             extra={
@@ -428,6 +434,28 @@ class Consumed:
     summaries: list[RunSummary] = field(default_factory=list)
     poison: list[dict[str, str]] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    expired_by_check: dict[str, int] = field(default_factory=dict)
+
+    def publish(self) -> None:
+        """One EMF document per check: what its notices came to, and messages dropped as old.
+
+        The same metrics as a scheduled run's, so its alarms (NoticesFailed) cover these.
+        """
+        checks = {s.check for s in self.summaries} | set(self.expired_by_check)
+        for check in sorted(checks):
+            mine = [s for s in self.summaries if s.check == check]
+            publish_counts(
+                check,
+                {
+                    metric.NOTICES_SENT: sum(s.sent for s in mine),
+                    metric.NOTICES_FAILED: sum(s.failed for s in mine),
+                    metric.NOTICES_RETRYING: sum(s.retrying for s in mine),
+                    metric.NOTICES_UNKNOWN: sum(s.unknown for s in mine),
+                    metric.NOTICES_DEFERRED: sum(s.deferred for s in mine),
+                    metric.NOTICES_SUPPRESSED: sum(s.suppressed for s in mine),
+                    MESSAGES_EXPIRED: self.expired_by_check.get(check, 0),
+                },
+            )
 
     def response(self) -> dict[str, Any]:
         """SQS's partial batch response: the records to receive again."""
@@ -467,6 +495,9 @@ def handle_batch(
         clock = (now or datetime.now(UTC)).astimezone(UTC)
         if clock - batch.enqueued_at > max_age:
             consumed.expired.append(message_id)
+            consumed.expired_by_check[batch.check] = (
+                consumed.expired_by_check.get(batch.check, 0) + 1
+            )
             logger.warning(
                 "fan-out message too old; dropped, the next run collects what is still due",
                 extra={
@@ -527,5 +558,10 @@ def _deliver(
 def handle(
     event: Mapping[str, Any], remaining_ms: Callable[[], int] | None = None
 ) -> dict[str, Any]:
-    """Entry point of the ``deliver_fanout`` function: the partial batch response."""
-    return handle_batch(event, remaining_ms).response()
+    """Entry point of the ``deliver_fanout`` function: the partial batch response.
+
+    Chalice's SQS handler returns what the function returns, so Lambda gets this dict.
+    """
+    consumed = handle_batch(event, remaining_ms)
+    consumed.publish()
+    return consumed.response()

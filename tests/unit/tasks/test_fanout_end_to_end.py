@@ -13,6 +13,7 @@ with the 30 s margin and ``FANOUT_SEND_RATE=0.01`` a run can send 2 notices itse
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -265,3 +266,27 @@ def test_a_run_without_a_queue_defers_nothing_while_its_time_suffices(
 
     # Then it sends them all itself
     assert (payload["sent"], payload["enqueued"]) == (6, 0)
+
+
+def test_the_producer_and_the_consumer_publish_their_counts_as_emf_metrics(
+    client: Client, queue: str, stdout_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given four reminders handed to the queue
+    six_notes_to_six_authors()
+    produce(client)
+    produced = [d for d in stdout_json() if "NoticesEnqueued" in d]
+
+    # When the consumer delivers them
+    consume(client, sqs_event(client, received(queue)))
+    consumed = [d for d in stdout_json() if "_aws" in d]
+
+    # Then the run counted them enqueued, and the consumer sent, under the check's dimensions
+    assert [(d["check"], d["service"], d["NoticesEnqueued"]) for d in produced] == [
+        ("note_reminders", "loan-reminders-dev", [4.0])
+    ]
+    [document] = consumed
+    assert (document["check"], document["NoticesSent"], document["NoticesFailed"]) == (
+        "note_reminders",
+        [4.0],
+        [0.0],
+    )
