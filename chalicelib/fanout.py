@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from chalicelib.observability import logger, publish_counts
 from chalicelib.run import Part, Run, RunSummary
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
+    from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
@@ -69,6 +71,9 @@ MAX_BATCH_ENTRIES = 10
 MAX_CONCURRENCY = 25
 # The queue app.py names; the template replaces it with the stage's own queue's ARN.
 QUEUE_PLACEHOLDER = "loan-reminders-fanout"
+# One consumer's share of the SES quota (FANOUT_CONSUMER_RATE, set by the template):
+# MAX_CONCURRENCY consumers at 8 messages a second stay within a 200/s quota.
+CONSUMER_RATE = 8.0
 # SQS records per consumer invocation (the event source mapping's BatchSize).
 BATCH_SIZE = 10
 # A message older than this (FANOUT_MAX_AGE_MINUTES) is dropped: by then the next hourly
@@ -419,6 +424,59 @@ def _part(check: str, raw: Any) -> Part[None]:
     return Part(key=key, item_id=item_id, data=None)
 
 
+class PacedMailer(Mailer):
+    """A mailer that sends at most ``rate`` messages a second: one consumer's quota share.
+
+    Consumers run concurrently (up to :data:`MAX_CONCURRENCY`), each unaware of the
+    others; pacing each to ``quota / MAX_CONCURRENCY`` keeps them together under the
+    quota, so SES never throttles them (a throttled send would cost a redelivery).
+    """
+
+    def __init__(
+        self,
+        sender: str,
+        region: str,
+        *,
+        rate: float,
+        client: SESV2Client | None = None,
+        configuration_set: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(sender, region, client=client, configuration_set=configuration_set)
+        self._interval = 1 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+
+    def send(self, email: Email, token: str | None = None) -> str:
+        """Wait for this consumer's next slot, then send as :meth:`Mailer.send` does."""
+        now = self._clock()
+        if self._next is not None and self._next > now:
+            self._sleep(self._next - now)
+            now = self._next
+        self._next = now + self._interval
+        return super().send(email, token)
+
+
+def consumer_mailer(settings: Settings, environ: Mapping[str, str] | None = None) -> Mailer:
+    """The consumer's mailer: paced at ``FANOUT_CONSUMER_RATE`` when it is set."""
+    env = os.environ if environ is None else environ
+    rate = _number(env, "FANOUT_CONSUMER_RATE", 0.0)
+    if rate < 0:
+        raise ConfigError(f"FANOUT_CONSUMER_RATE must not be negative, got {rate!r}")
+    if rate == 0:
+        return Mailer(
+            settings.sender_email, settings.region, configuration_set=settings.ses_configuration_set
+        )
+    return PacedMailer(
+        settings.sender_email,
+        settings.region,
+        rate=rate,
+        configuration_set=settings.ses_configuration_set,
+    )
+
+
 def _stored(email: Email) -> Callable[[Sequence[Part[None]]], Email]:
     def compose(parts: Sequence[Part[None]]) -> Email:
         return email
@@ -474,9 +532,7 @@ def handle_batch(
     """Deliver the notices of an SQS event's records; see the module's docstring."""
     settings = settings or Settings.from_env()
     models.bind(settings)
-    mailer = mailer or Mailer(
-        settings.sender_email, settings.region, configuration_set=settings.ses_configuration_set
-    )
+    mailer = mailer or consumer_mailer(settings)
     if max_age is None:
         fan_out = FanOutSettings.from_env()
         max_age = timedelta(minutes=fan_out.max_age_minutes if fan_out else MAX_AGE_MINUTES)

@@ -12,9 +12,11 @@ it. :func:`measure` is what ``make bench`` calls with an endpoint it started its
   ledger on DynamoDB Local.
 
 The projection for ``due`` notices at a ``quota`` of messages per second: the
-consumers, ``concurrency`` of them each sending one notice at a time, deliver
-``min(quota, concurrency / consumer cost)`` notices a second; the producer renders
-and enqueues at ``1 / producer cost`` a second at the same time, so the wall time is
+consumers, ``concurrency`` of them each sending one notice at a time and at most
+``FANOUT_CONSUMER_RATE`` a second, deliver
+``min(quota, concurrency * min(1 / consumer cost, consumer rate))`` notices a second;
+the producer renders and enqueues at ``1 / producer cost`` a second at the same time, so
+the wall time is
 the slower of the two pipelines (plus the first message's trip, left out).
 """
 
@@ -89,9 +91,15 @@ def project(
     due: int = 100_000,
     quota: float = 200.0,
     concurrency: int = fanout.MAX_CONCURRENCY,
+    pace: float | None = fanout.CONSUMER_RATE,
 ) -> Projection:
-    """The wall time for ``due`` notices from the measured per-notice costs."""
-    by_concurrency = concurrency / (consumer_ms / 1000)
+    """The wall time for ``due`` notices from the measured per-notice costs.
+
+    Each consumer sends one notice at a time, and at most ``pace`` a second (its
+    share of the quota, ``FANOUT_CONSUMER_RATE``; None: unpaced).
+    """
+    per_consumer = 1000 / consumer_ms if pace is None else min(1000 / consumer_ms, pace)
+    by_concurrency = concurrency * per_consumer
     consumer_rate = min(quota, by_concurrency)
     producer_seconds = due * producer_ms / 1000
     delivering = due / consumer_rate

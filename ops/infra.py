@@ -719,6 +719,8 @@ def fanout_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, A
             "Properties": {
                 "FunctionName": stage.function_prefix + consumer.name,
                 "Timeout": FANOUT_TIMEOUT_SECONDS,
+                # Each consumer's share of the SES quota (see chalicelib.fanout.PacedMailer).
+                "Environment": {"Variables": {"FANOUT_CONSUMER_RATE": f"{fanout.CONSUMER_RATE:g}"}},
                 "Events": {
                     f"{consumer.logical_id}SqsEventSource": {
                         "Properties": {

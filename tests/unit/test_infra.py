@@ -628,6 +628,9 @@ def test_the_consumer_reads_the_stage_queue_with_partial_batch_responses(
     assert source["Properties"]["BatchSize"] == fanout.BATCH_SIZE
     assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": fanout.MAX_CONCURRENCY}
     assert set(consumer["DependsOn"]) == {"FanoutQueue", "FanoutConsumePolicy"}
+    # Paced so that every consumer at once stays within a 200/s quota
+    rate = float(consumer["Properties"]["Environment"]["Variables"]["FANOUT_CONSUMER_RATE"])
+    assert rate * source["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 200
 
 
 def test_only_the_scheduled_functions_get_the_queue_and_only_the_consumer_receives(

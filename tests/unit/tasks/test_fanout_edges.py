@@ -21,7 +21,7 @@ from mypy_boto3_sqs import SQSClient
 
 from chalicelib import fanout, ledger
 from chalicelib.config import Settings
-from chalicelib.mailer import Mailer, ses_client
+from chalicelib.mailer import Email, Mailer, Recipient, ses_client
 from chalicelib.models import Notification
 from tests import factories
 from tests.support import REGION, SENDER, ledger_key, lost_responses, run, sent_emails, sydney
@@ -319,3 +319,42 @@ def test_a_poison_message_is_reported_with_its_id_and_reason(
 
     assert consumed.poison == [{"message_id": "bad-1", "reason": "body is not a JSON object"}]
     assert consumed.response() == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+
+
+def test_a_paced_consumer_waits_for_its_share_of_the_quota_between_sends(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given a consumer's mailer paced at 4 messages a second, on a clock the test moves
+    now = [100.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    mailer = fanout.PacedMailer(
+        SENDER, REGION, rate=4, client=ses, clock=lambda: now[0], sleep=sleep
+    )
+    email = Email(
+        to=Recipient("author-0", "Author 0", "author0@lender.example.com.au"),
+        subject="Note Reminder: Call the valuer",
+        text="text",
+        html="<p>html</p>",
+    )
+
+    # When it sends three at once, then one after a long pause
+    for _ in range(3):
+        mailer.send(email)
+    now[0] += 10
+    mailer.send(email)
+
+    # Then it waited a quarter second before the second and third only, and all went out
+    assert waits == [0.25, 0.25]
+    assert len(sent_emails()) == 4
+
+
+def test_the_consumer_is_paced_only_where_the_template_sets_its_rate(settings: Settings) -> None:
+    assert isinstance(
+        fanout.consumer_mailer(settings, {"FANOUT_CONSUMER_RATE": "8"}), fanout.PacedMailer
+    )
+    assert not isinstance(fanout.consumer_mailer(settings, {}), fanout.PacedMailer)
