@@ -15,9 +15,9 @@ The projection for ``due`` notices at a ``quota`` of messages per second: the
 consumers, ``concurrency`` of them each sending one notice at a time and at most
 ``FANOUT_CONSUMER_RATE`` a second, deliver
 ``min(quota, concurrency * min(1 / consumer cost, consumer rate))`` notices a second;
-the producer renders and enqueues at ``1 / producer cost`` a second at the same time, so
-the wall time is
-the slower of the two pipelines (plus the first message's trip, left out).
+the producer renders and enqueues at ``1 / producer cost`` a second at the same time,
+so the wall time is the slower of the two pipelines (plus the first message's trip,
+left out).
 """
 
 from __future__ import annotations
