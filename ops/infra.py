@@ -54,6 +54,8 @@ ADDRESS_METRICS = {
 SES_EVENT_TYPES = ("send", "delivery", "bounce", "complaint", "reject", "deliveryDelay")
 # The function app.py declares for them (its rule is narrowed to the stage's set here).
 SES_EVENTS_FUNCTION = "record_ses_events"
+# The fan-out queue's consumer in app.py.
+FANOUT_FUNCTION = "deliver_fanout"
 # Lambda retries a failed scheduled run twice (about 1 and 3 minutes later); an event
 # older than an hour is dropped to the dead-letter queue: the next hourly run has
 # taken over by then (the ledger makes an overlap harmless).
@@ -124,6 +126,8 @@ class Stage:
     service: str
     policy_file: Path
     autogen_policy: bool
+    # The fan-out consumer's own policy file: the stage's, plus receiving from its queue.
+    consumer_policy_file: Path
 
     @property
     def function_prefix(self) -> str:
@@ -168,6 +172,8 @@ def load_stage(name: str, config: Path | None = None, region: str = REGION) -> S
     env["AWS_REGION"] = region
     env.pop("DYNAMODB_ENDPOINT_URL", None)
     policy_name = stage.get("iam_policy_file", data.get("iam_policy_file", f"policy-{name}.json"))
+    consumer = stage.get("lambda_functions", {}).get(FANOUT_FUNCTION, {})
+    consumer_policy = consumer.get("iam_policy_file", f"policy-{name}-fanout.json")
     return Stage(
         name=name,
         app_name=str(data["app_name"]),
@@ -175,6 +181,7 @@ def load_stage(name: str, config: Path | None = None, region: str = REGION) -> S
         service=env.get("POWERTOOLS_SERVICE_NAME", data["app_name"]),
         policy_file=config.parent / str(policy_name),
         autogen_policy=bool(stage.get("autogen_policy", data.get("autogen_policy", True))),
+        consumer_policy_file=config.parent / str(consumer_policy),
     )
 
 
@@ -327,6 +334,21 @@ def _suppress_statement() -> dict[str, Any]:
 def stage_policy(stage: Stage) -> dict[str, Any]:
     """The policy document of ``stage`` (what its policy file must contain)."""
     return policy_document(stage.settings, stage.function_prefix)
+
+
+def consumer_policy(stage: Stage, arns: Arns | None = None) -> dict[str, Any]:
+    """The fan-out consumer's policy: the stage's, and what Lambda's poller needs of its queue."""
+    arns = arns or Arns(stage.settings)
+    document = policy_document(stage.settings, stage.function_prefix, arns)
+    document["Statement"].append(
+        {
+            "Sid": "ReceiveFromTheFanOutQueue",
+            "Effect": "Allow",
+            "Action": list(FANOUT_CONSUME_ACTIONS),
+            "Resource": [arns.fanout_queue(stage.function_prefix)],
+        }
+    )
+    return document
 
 
 def stack_policy(stage: Stage) -> dict[str, Any]:
@@ -572,14 +594,29 @@ def alarm_email_subscription() -> dict[str, Any]:
 
 
 def role_policies(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
-    """Each function's role carries the stage policy, with the stack's account and region."""
+    """Each function's role carries its policy file, with the stack's account and region.
+
+    That is the stage policy, and for the fan-out consumer its own (:func:`consumer_policy`).
+    """
     # Chalice embeds the policy file; the stack gets the same with its own account.
     policy = stack_policy(stage)
+    consumer = _sub_strings(
+        consumer_policy(
+            stage, Arns(stage.settings, account="${AWS::AccountId}", region="${AWS::Region}")
+        )
+    )
     return {
-        role: {
-            "Properties": {"Policies": [{"PolicyName": f"{role}Policy", "PolicyDocument": policy}]}
+        function.role_id(stage): {
+            "Properties": {
+                "Policies": [
+                    {
+                        "PolicyName": f"{function.role_id(stage)}Policy",
+                        "PolicyDocument": consumer if function.on_queue else policy,
+                    }
+                ]
+            }
         }
-        for role in (function.role_id(stage) for function in functions)
+        for function in functions
     }
 
 
@@ -670,8 +707,8 @@ def fanout_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, A
 
     The scheduled functions get the queue's URL (``FANOUT_QUEUE_URL``: without it a run
     never fans out). The consumer's event source is pointed at the queue with partial
-    batch responses (``ReportBatchItemFailures``, which Chalice cannot set), and its role
-    alone may receive from it, through a policy the function waits for.
+    batch responses (``ReportBatchItemFailures``, which Chalice cannot set); its role
+    alone may receive from it (:func:`consumer_policy`, see :func:`role_policies`).
     """
     [consumer] = [f for f in functions if f.on_queue]
     resources: dict[str, Any] = {
@@ -696,26 +733,9 @@ def fanout_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, A
                 "SqsManagedSseEnabled": True,
             },
         },
-        "FanoutConsumePolicy": {
-            "Type": "AWS::IAM::Policy",
-            "Properties": {
-                "PolicyName": "ReceiveFromTheFanOutQueue",
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Action": list(FANOUT_CONSUME_ACTIONS),
-                            "Resource": [{"Fn::GetAtt": ["FanoutQueue", "Arn"]}],
-                        }
-                    ],
-                },
-                "Roles": [{"Ref": consumer.role_id(stage)}],
-            },
-        },
         consumer.logical_id: {
-            # The event source mapping needs the queue and the role's permission first.
-            "DependsOn": ["FanoutQueue", "FanoutConsumePolicy"],
+            # The event source mapping needs the queue first (it names it, not refs it).
+            "DependsOn": ["FanoutQueue"],
             "Properties": {
                 "FunctionName": stage.function_prefix + consumer.name,
                 "Timeout": FANOUT_TIMEOUT_SECONDS,

@@ -296,8 +296,11 @@ def test_the_policy_grants_no_dynamodb_access_a_running_check_does_not_use(
 def test_a_stage_policy_has_no_wildcard_action_and_nothing_beyond_the_stage(stage: str) -> None:
     config = STAGES[stage]
     committed = json.loads(config.policy_file.read_text())
+    consumer = json.loads(config.consumer_policy_file.read_text())
 
     assert too_broad(committed, config.settings, config.function_prefix) == []
+    # The fan-out consumer's file adds only receiving from the stage's own queue
+    assert too_broad(consumer, config.settings, config.function_prefix) == []
 
 
 def test_the_policy_of_the_test_environment_is_as_narrow(settings: Settings) -> None:

@@ -108,7 +108,13 @@ def config_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of .chalice/ that the policy command reads and writes instead of the real one."""
     copy = tmp_path / ".chalice"
     copy.mkdir()
-    for name in ("config.json", "policy-dev.json", "policy-prod.json"):
+    for name in (
+        "config.json",
+        "policy-dev.json",
+        "policy-prod.json",
+        "policy-dev-fanout.json",
+        "policy-prod-fanout.json",
+    ):
         shutil.copy(ROOT / ".chalice" / name, copy / name)
     monkeypatch.setattr(stages, "CHALICE_CONFIG", copy / "config.json")
     return copy
@@ -377,24 +383,25 @@ def from_stack(value: Any) -> Any:
 
 def test_every_function_role_has_exactly_the_stage_policy_file(template: dict[str, Any]) -> None:
     committed = json.loads((ROOT / ".chalice" / "policy-dev.json").read_text())
+    consumer = json.loads((ROOT / ".chalice" / "policy-dev-fanout.json").read_text())
     roles = resources_of_type(template, "AWS::IAM::Role")
     functions = resources_of_type(template, "AWS::Serverless::Function")
 
     assert {fn["Properties"]["Role"]["Fn::GetAtt"][0] for fn in functions.values()} == set(roles)
-    for role in roles.values():
+    for name, role in roles.items():
         [policy] = role["Properties"]["Policies"]
-        assert from_stack(policy["PolicyDocument"]) == committed
+        expected = consumer if name == "DeliverFanoutRole" else committed
+        assert from_stack(policy["PolicyDocument"]) == expected
         assert "ManagedPolicyArns" not in role["Properties"]
 
 
 def test_only_the_eventbridge_functions_roles_may_send_to_the_dead_letter_queue(
     template: dict[str, Any],
 ) -> None:
-    policies = resources_of_type(template, "AWS::IAM::Policy")
-    policy = policies["DeadLetterQueueSendPolicy"]
+    [(name, policy)] = resources_of_type(template, "AWS::IAM::Policy").items()
     functions = template["Resources"]
 
-    assert set(policies) == {"DeadLetterQueueSendPolicy", "FanoutConsumePolicy"}
+    assert name == "DeadLetterQueueSendPolicy"
     assert policy["Properties"]["PolicyDocument"]["Statement"] == [
         {
             "Effect": "Allow",
@@ -578,6 +585,7 @@ def test_a_stage_without_a_configuration_set_gets_no_ses_event_resources_or_gran
         service="bare",
         policy_file=stage.policy_file,
         autogen_policy=False,
+        consumer_policy_file=stage.consumer_policy_file,
     )
 
     template = infra.merge_template(bare, infra.app_functions(infra.load_app()))
@@ -627,7 +635,7 @@ def test_the_consumer_reads_the_stage_queue_with_partial_batch_responses(
     assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert source["Properties"]["BatchSize"] == fanout.BATCH_SIZE
     assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": fanout.MAX_CONCURRENCY}
-    assert set(consumer["DependsOn"]) == {"FanoutQueue", "FanoutConsumePolicy"}
+    assert consumer["DependsOn"] == ["FanoutQueue"]
     # Paced so that every consumer at once stays within a 200/s quota
     rate = float(consumer["Properties"]["Environment"]["Variables"]["FANOUT_CONSUMER_RATE"])
     assert rate * source["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 200
@@ -637,7 +645,7 @@ def test_only_the_scheduled_functions_get_the_queue_and_only_the_consumer_receiv
     template: dict[str, Any],
 ) -> None:
     functions = resources_of_type(template, "AWS::Serverless::Function")
-    policy = template["Resources"]["FanoutConsumePolicy"]["Properties"]
+    roles = resources_of_type(template, "AWS::IAM::Role")
 
     with_queue = sorted(
         name
@@ -648,14 +656,36 @@ def test_only_the_scheduled_functions_get_the_queue_and_only_the_consumer_receiv
     for name in with_queue:
         variables = functions[name]["Properties"]["Environment"]["Variables"]
         assert variables["FANOUT_QUEUE_URL"] == {"Ref": "FanoutQueue"}
-    assert policy["Roles"] == [{"Ref": "DeliverFanoutRole"}]
-    assert policy["PolicyDocument"]["Statement"] == [
-        {
-            "Effect": "Allow",
-            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-            "Resource": [{"Fn::GetAtt": ["FanoutQueue", "Arn"]}],
-        }
-    ]
+    receiving = sorted(
+        name for name, role in roles.items() if "sqs:ReceiveMessage" in json.dumps(role)
+    )
+    assert receiving == ["DeliverFanoutRole"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_consumer_policy_file_is_the_stage_policy_and_receiving_from_its_queue(
+    stage: str,
+) -> None:
+    loaded = infra.load_stage(stage)
+    consumer = json.loads(loaded.consumer_policy_file.read_text())
+    committed = json.loads(loaded.policy_file.read_text())
+
+    *shared, receive = consumer["Statement"]
+    assert shared == committed["Statement"]
+    assert receive == {
+        "Sid": "ReceiveFromTheFanOutQueue",
+        "Effect": "Allow",
+        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        "Resource": [
+            f"arn:aws:sqs:ap-southeast-2:${{aws:PrincipalAccount}}:loan-reminders-{stage}-fanout"
+        ],
+    }
+    assert stage_config(stage)["lambda_functions"]["deliver_fanout"] == {
+        "iam_policy_file": f"policy-{stage}-fanout.json"
+    }
+    assert loaded.consumer_policy_file.read_text() == infra.render_json(
+        infra.consumer_policy(loaded)
+    )
 
 
 def test_the_stage_policy_lets_a_run_send_to_its_fanout_queue_only() -> None:
