@@ -72,7 +72,7 @@ def record_ses_events(event: CloudWatchEvent) -> dict[str, Any]:
 # delivers them through the same ledger. The template (ops/infra.py) points the event
 # source at the stage's queue and turns on partial batch responses, which this returns.
 @app.on_sqs_message(
-    queue=fanout.QUEUE_PLACEHOLDER,
+    queue=fanout.queue_name(),
     batch_size=fanout.BATCH_SIZE,
     maximum_concurrency=fanout.MAX_CONCURRENCY,
     name="deliver_fanout",

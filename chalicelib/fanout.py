@@ -69,7 +69,9 @@ MAX_BATCH_ENTRIES = 10
 # 50 ms of it SES) 25 reach a 200/s SES quota with some room. Lower it for a smaller
 # quota: throttled sends are released and their records redelivered, costing time.
 MAX_CONCURRENCY = 25
-# The queue app.py names; the template replaces it with the stage's own queue's ARN.
+# The queue app.py names when FANOUT_QUEUE_NAME is unset (the Lambda runtime, the tests);
+# `make deploy` and `make package` set it to the stage's queue, and the template also
+# points the event source at the stage's queue's ARN.
 QUEUE_PLACEHOLDER = "loan-reminders-fanout"
 # One consumer's share of the SES quota (FANOUT_CONSUMER_RATE, set by the template):
 # MAX_CONCURRENCY consumers at 8 messages a second stay within a 200/s quota.
@@ -117,6 +119,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def queue_name(environ: Mapping[str, str] | None = None) -> str:
+    """The queue the consumer's event source reads, as Chalice deploys or packages it."""
+    env = os.environ if environ is None else environ
+    return env.get("FANOUT_QUEUE_NAME", "").strip() or QUEUE_PLACEHOLDER
 
 
 _sqs_clients: dict[str, SQSClient] = {}

@@ -143,9 +143,21 @@ def date_option(help: str) -> Callable[[FC], FC]:
 
 
 @cli.command()
-def provision() -> None:
-    """Create every missing table (CRM tables and the ledger) with its indexes."""
-    for table, status in provisioning.provision(load_settings()):
+@click.pass_context
+def provision(ctx: click.Context) -> None:
+    """Create every missing table (CRM tables and the ledger) with its indexes.
+
+    With ``--stage``, also the stage's fan-out queue and its dead-letter queue.
+    """
+    settings = load_settings()
+    report = provisioning.provision(settings)
+    stage = ctx.find_root().params.get("stage")
+    if stage:
+        from ops import infra
+
+        name = infra.fanout_queue_name(_load_stage(str(stage)).function_prefix)
+        report += provisioning.provision_fanout_queue(name, settings.region)
+    for table, status in report:
         click.echo(f"{table}: {'already exists' if status == 'exists' else status}")
 
 

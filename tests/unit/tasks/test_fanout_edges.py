@@ -358,3 +358,10 @@ def test_the_consumer_is_paced_only_where_the_template_sets_its_rate(settings: S
         fanout.consumer_mailer(settings, {"FANOUT_CONSUMER_RATE": "8"}), fanout.PacedMailer
     )
     assert not isinstance(fanout.consumer_mailer(settings, {}), fanout.PacedMailer)
+
+
+def test_the_consumer_reads_the_queue_make_deploy_names_else_the_templates_placeholder() -> None:
+    assert fanout.queue_name({"FANOUT_QUEUE_NAME": "loan-reminders-dev-fanout"}) == (
+        "loan-reminders-dev-fanout"
+    )
+    assert fanout.queue_name({}) == fanout.QUEUE_PLACEHOLDER
