@@ -186,7 +186,7 @@ class FanOut:
         if len(pending) <= capacity:
             return notices
         overflow = pending[capacity:]
-        taken = enqueue(run, overflow, self)
+        taken = enqueue(run, overflow, self, groups=groups(notices))
         for notice in taken:
             run.summary.notices_due += len(notice.parts)
             run.summary.enqueued += len(notice.parts)
@@ -215,10 +215,30 @@ def _pending(run: Run, notice: Notice[Any], existing: Mapping[str, Notification]
 # --- the message -----------------------------------------------------------------------
 
 
-def encode_notice(notice: Notice[Any]) -> dict[str, Any]:
-    """One notice as a message carries it, its email rendered now."""
+def groups(notices: Sequence[Notice[Any]]) -> dict[tuple[str, str], list[str]]:
+    """The ledger keys of the run's one-part notices, by kind and item.
+
+    A repayment's flag is set once every notice of its tier (one per recipient) is
+    sent: the consumer needs the keys of the notices the run kept too.
+    """
+    found: dict[tuple[str, str], list[str]] = {}
+    for notice in notices:
+        if len(notice.parts) == 1:
+            part = notice.parts[0]
+            found.setdefault((notice.kind, part.item_id), []).append(part.key)
+    return found
+
+
+def encode_notice(
+    notice: Notice[Any], groups: Mapping[tuple[str, str], list[str]] | None = None
+) -> dict[str, Any]:
+    """One notice as a message carries it, its email rendered now.
+
+    A one-part notice also carries ``group``: the keys of every notice of its kind
+    and item in the run (:func:`groups`), its own included.
+    """
     email = notice.compose(notice.parts)
-    return {
+    encoded = {
         "kind": notice.kind,
         "recipient": {
             "id": notice.recipient.id,
@@ -228,6 +248,10 @@ def encode_notice(notice: Notice[Any]) -> dict[str, Any]:
         "parts": [{"key": part.key, "item_id": part.item_id} for part in notice.parts],
         "email": {"subject": email.subject, "text": email.text, "html": email.html},
     }
+    if groups is not None and len(notice.parts) == 1:
+        part = notice.parts[0]
+        encoded["group"] = groups.get((notice.kind, part.item_id), [part.key])
+    return encoded
 
 
 def _body(run: Run, notices: list[dict[str, Any]]) -> str:
@@ -248,7 +272,11 @@ def _size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def messages(run: Run, notices: Sequence[Notice[Any]]) -> list[tuple[str, list[Notice[Any]]]]:
+def messages(
+    run: Run,
+    notices: Sequence[Notice[Any]],
+    groups: Mapping[tuple[str, str], list[str]] | None = None,
+) -> list[tuple[str, list[Notice[Any]]]]:
     """The message bodies for ``notices``, each with the notices it carries.
 
     Up to :data:`NOTICES_PER_MESSAGE` per message and never over SQS's payload limit;
@@ -258,7 +286,7 @@ def messages(run: Run, notices: Sequence[Notice[Any]]) -> list[tuple[str, list[N
     encoded: list[dict[str, Any]] = []
     carried: list[Notice[Any]] = []
     for notice in notices:
-        one = encode_notice(notice)
+        one = encode_notice(notice, groups)
         if _size(_body(run, [one])) > MAX_PAYLOAD_BYTES:
             logger.warning(
                 "notice too big for a fan-out message; left to the run",
@@ -294,7 +322,13 @@ def _calls(
         yield call
 
 
-def enqueue(run: Run, notices: Sequence[Notice[Any]], fan_out: FanOut) -> list[Notice[Any]]:
+def enqueue(
+    run: Run,
+    notices: Sequence[Notice[Any]],
+    fan_out: FanOut,
+    *,
+    groups: Mapping[tuple[str, str], list[str]] | None = None,
+) -> list[Notice[Any]]:
     """Send ``notices`` to the queue; return those the queue took.
 
     A call that fails, or an entry SQS refuses, leaves its notices with the run. A
@@ -302,7 +336,7 @@ def enqueue(run: Run, notices: Sequence[Notice[Any]], fan_out: FanOut) -> list[N
     ledger claim makes the copy send nothing.
     """
     taken: list[Notice[Any]] = []
-    for call in _calls(messages(run, notices)):
+    for call in _calls(messages(run, notices, groups)):
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {"Id": str(i), "MessageBody": body} for i, (body, _) in enumerate(call)
         ]
@@ -344,6 +378,8 @@ class Batch:
     run_id: str
     enqueued_at: datetime
     notices: list[Notice[None]]
+    # A one-part notice's key -> the keys of every notice of its kind and item in the run.
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
 
 def decode(body: str) -> Batch:
@@ -369,12 +405,18 @@ def decode(body: str) -> Batch:
     raw = data.get("notices")
     if not isinstance(raw, list) or not raw:
         raise PoisonMessage("no notices")
+    notices = [_notice(check, item) for item in raw]
     return Batch(
         check=check,
         business_date=business_date,
         run_id=_text(data, "run_id"),
         enqueued_at=enqueued_at,
-        notices=[_notice(check, item) for item in raw],
+        notices=notices,
+        groups={
+            notice.parts[0].key: _group(check, item, notice)
+            for item, notice in zip(raw, notices, strict=True)
+            if "group" in item
+        },
     )
 
 
@@ -417,6 +459,18 @@ def _notice(check: str, item: Any) -> Notice[None]:
         html=_text(mail, "html"),
     )
     return Notice(kind=kind, recipient=recipient, parts=parts, compose=_stored(email))
+
+
+def _group(check: str, item: Mapping[str, Any], notice: Notice[None]) -> list[str]:
+    keys = item["group"]
+    if (
+        not isinstance(keys, list)
+        or len(notice.parts) != 1
+        or notice.parts[0].key not in keys
+        or not all(isinstance(k, str) and k.startswith(check + "#") for k in keys)
+    ):
+        raise PoisonMessage("group is not a list of the check's keys with the notice's own")
+    return keys
 
 
 def _part(check: str, raw: Any) -> Part[None]:
@@ -605,7 +659,9 @@ def _deliver(
         remaining_ms=remaining_ms,
     )
     try:
-        deliver(run, batch.notices)
+        outcome = deliver(run, batch.notices)
+        if batch.check == registry.REPAYMENT_REMINDERS:
+            _flag_repayments(run, batch, outcome)
     except LEDGER_ERRORS as exc:
         logger.warning(
             "fan-out message not delivered, left for redelivery",
@@ -617,6 +673,29 @@ def _deliver(
         extra={"producer_run": batch.run_id, "summary": summary.for_log()},
     )
     return summary
+
+
+def _flag_repayments(run: Run, batch: Batch, outcome: dict[str, str]) -> None:
+    """Set each repayment's ``*_sent`` flag once every notice of its tier is sent.
+
+    What the repayment check does after its own deliveries, for the notices it handed
+    on: the group's other keys (sent by the run or another message) are read back.
+    """
+    from chalicelib.checks import repayment_reminders as repayments
+
+    flags = {tier.kind.name: tier for tier in repayments.TIERS}
+    wanted = [
+        (notice, batch.groups[notice.parts[0].key])
+        for notice in batch.notices
+        if notice.kind in flags
+        and notice.parts[0].key in batch.groups
+        and outcome.get(notice.parts[0].key) == ledger.SENT
+    ]
+    found = ledger.lookup(key for _, group in wanted for key in group)
+    for notice, group in wanted:
+        if all(key in found and found[key].status == ledger.SENT for key in group):
+            repayment = models.Repayment(notice.parts[0].item_id)
+            repayments.set_flag(run, repayment, flags[notice.kind].flag)
 
 
 def handle(

@@ -22,7 +22,7 @@ from mypy_boto3_sqs import SQSClient
 from chalicelib import fanout, ledger
 from chalicelib.config import Settings
 from chalicelib.mailer import Email, Mailer, Recipient, ses_client
-from chalicelib.models import Notification
+from chalicelib.models import Notification, Repayment
 from tests import factories
 from tests.support import REGION, SENDER, ledger_key, lost_responses, run, sent_emails, sydney
 
@@ -365,3 +365,61 @@ def test_the_consumer_reads_the_queue_make_deploy_names_else_the_templates_place
         "loan-reminders-dev-fanout"
     )
     assert fanout.queue_name({}) == fanout.QUEUE_PLACEHOLDER
+
+
+def test_a_repayment_is_flagged_once_its_fanned_out_notices_are_all_sent(
+    queue: str, settings: Settings, ses: SESV2Client
+) -> None:
+    # Given a repayment due to two borrowers, and time for one notice
+    factories.repayment_due_to_two_borrowers()
+
+    summary = run("repayment_reminders", AT, remaining_ms=lambda: 31_000)
+
+    # Then the run sent one, handed one on, and could not flag the repayment yet
+    assert (summary.sent, summary.enqueued) == (1, 1)
+    assert Repayment.get("rep-1").reminder_sent is None
+    [body] = bodies(queue)
+    [notice] = body["notices"]
+    assert sorted(notice["group"]) == sorted(
+        ledger_key("repayment_upcoming", "rep-1", "2026-11-30", borrower)
+        for borrower in ("bor-1", "bor-2")
+    )
+
+    # When the consumer sends the other
+    consumed = fanout.handle_batch(
+        records([body]), now=AT, settings=settings, mailer=Mailer(SENDER, REGION, client=ses)
+    )
+
+    # Then both borrowers have their reminder and the repayment is flagged
+    assert consumed.response() == {"batchItemFailures": []}
+    assert len(sent_emails()) == 2
+    assert Repayment.get("rep-1").reminder_sent is True
+
+
+def test_a_repayment_whose_other_notice_is_not_sent_stays_unflagged(
+    queue: str, settings: Settings, ses: SESV2Client
+) -> None:
+    # Given the enqueued half of a repayment's notices, and the run's own half due again
+    factories.repayment_due_to_two_borrowers()
+    run("repayment_reminders", AT, remaining_ms=lambda: 31_000)
+    [body] = bodies(queue)
+    [kept] = [k for k in body["notices"][0]["group"] if k != body["notices"][0]["parts"][0]["key"]]
+    Notification(kept).update(actions=[Notification.status.set(ledger.PENDING)])
+
+    # When the consumer sends its half
+    fanout.handle_batch(
+        records([body]), now=AT, settings=settings, mailer=Mailer(SENDER, REGION, client=ses)
+    )
+
+    # Then the repayment is not flagged: one notice is still due
+    assert Repayment.get("rep-1").reminder_sent is None
+
+
+def test_a_group_without_the_notices_own_key_is_poison(queue: str) -> None:
+    factories.repayment_due_to_two_borrowers()
+    run("repayment_reminders", AT, remaining_ms=lambda: 31_000)
+    [body] = bodies(queue)
+    body["notices"][0]["group"] = ["repayment_reminders#elsewhere"]
+
+    with pytest.raises(fanout.PoisonMessage, match="group"):
+        fanout.decode(json.dumps(body))
