@@ -77,6 +77,8 @@ clean: demo-reset
 REGION      ?= $(shell $(BIN)/python -c 'from ops.stages import REGION; print(REGION)')
 PACKAGE_DIR ?= dist/$(STAGE)
 WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
+# The stage's fan-out queue, which deliver_fanout's event source reads (app.py).
+FANOUT_QUEUE = $(shell $(BIN)/python -c 'from ops.infra import fanout_queue_name, load_stage; print(fanout_queue_name(load_stage("$(STAGE)").function_prefix))')
 
 .PHONY: policy package deploy
 
@@ -91,18 +93,19 @@ package: install
 	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_DIR)-merge.json
 	$(BIN)/python -m ops.cli --stage $(STAGE) template --output $(PACKAGE_DIR)-merge.json
-	$(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
+	FANOUT_QUEUE_NAME=$(FANOUT_QUEUE) $(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(PACKAGE_DIR)-merge.json $(PACKAGE_DIR)
 	$(BIN)/python -m ops.slim $(PACKAGE_DIR)
 	$(BIN)/python -m ops.bytecode $(PACKAGE_DIR)
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 	@echo "$(PACKAGE_DIR)/sam.json: valid (cfn-lint)"
 
-## Create STAGE's missing tables with their indexes, then deploy it with Chalice.
+## Create STAGE's missing tables with their indexes and its fan-out queues, then deploy it
+## with Chalice.
 deploy: install
 	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	$(WITH_REGION) $(BIN)/python -m ops.cli --stage $(STAGE) provision
-	$(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)
+	FANOUT_QUEUE_NAME=$(FANOUT_QUEUE) $(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)
 
 # ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----
 NPM            ?= npm

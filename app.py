@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from chalice.app import Chalice, CloudWatchEvent, Cron
+from chalice.app import Chalice, CloudWatchEvent, Cron, SQSEvent
 
-from chalicelib import runner, ses_events
+from chalicelib import fanout, runner, ses_events
 from chalicelib.registry import NOTE_REMINDERS, REPAYMENT_REMINDERS, STALE_APPLICATIONS
 from chalicelib.runner import SCHEDULED_PREFIX, handle_manual, handle_scheduled
 
@@ -66,3 +66,19 @@ def run_check(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def record_ses_events(event: CloudWatchEvent) -> dict[str, Any]:
     """Record one SES event (Send, Delivery, Bounce, ...) on the ledger entries of its message."""
     return ses_events.handle(event.to_dict())
+
+
+# A run with more due notices than fit its time hands the rest to the fan-out queue; this
+# delivers them through the same ledger. The template (ops/infra.py) points the event
+# source at the stage's queue and turns on partial batch responses, which this returns.
+@app.on_sqs_message(
+    queue=fanout.queue_name(),
+    batch_size=fanout.BATCH_SIZE,
+    maximum_concurrency=fanout.MAX_CONCURRENCY,
+    name="deliver_fanout",
+)
+def deliver_fanout(event: SQSEvent) -> dict[str, Any]:
+    """Deliver the notices of fan-out messages; return the records to receive again."""
+    context = cast("LambdaContext | None", event.context)
+    remaining = context.get_remaining_time_in_millis if context is not None else None
+    return fanout.handle(event.to_dict(), remaining)

@@ -70,6 +70,8 @@ def deliver(run: Run, notices: Sequence[Notice[D]]) -> dict[str, str]:
     existing = ledger.lookup(part.key for notice in notices for part in notice.parts)
     blocked = suppression.suppressed({notice.recipient.email for notice in notices})
     outcome: dict[str, str] = {}
+    if run.fan_out is not None:
+        notices = run.fan_out.split(run, notices, existing, outcome)
     for notice in notices:
         if notice.recipient.email in blocked:
             _hold_for_suppression(run, notice, blocked[notice.recipient.email], outcome)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 from chalicelib.config import Settings
 from chalicelib.formatting import valid_email
@@ -19,6 +19,9 @@ from chalicelib.limits import EMAIL_CHARS, fits_key, key_problem, quoted, shorte
 from chalicelib.mailer import Mailer, Recipient
 from chalicelib.models import Borrower, CrmModel, Staff
 from chalicelib.observability import logger
+
+if TYPE_CHECKING:
+    from chalicelib.fanout import FanOut
 
 _M = TypeVar("_M", bound=CrmModel)
 _D = TypeVar("_D")
@@ -61,6 +64,8 @@ class RunSummary:
     retrying: int = 0
     unknown: int = 0
     deferred: int = 0
+    # Handed to the fan-out queue (chalicelib.fanout): its consumer delivers them.
+    enqueued: int = 0
     suppressed: int = 0
     invalid: int = 0
     invalid_items: list[dict[str, str]] = field(default_factory=list)
@@ -99,6 +104,8 @@ class Run:
     dry_run: bool = False
     # Milliseconds of Lambda time left (the context's), or None when unbounded.
     remaining_ms: Callable[[], int] | None = None
+    # Where notices beyond the remaining time go (a scheduled run with a queue), if anywhere.
+    fan_out: FanOut | None = None
     _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from chalicelib import models, registry
+from chalicelib import fanout, models, registry
 from chalicelib.config import ConfigError, Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.mailer import Mailer, ses_client
@@ -80,6 +80,8 @@ def run_check(
             summary=summary,
             dry_run=dry_run,
             remaining_ms=remaining_ms,
+            # Only a run with a deadline (Lambda's) hands notices on; by hand, it sends all.
+            fan_out=None if remaining_ms is None else fanout.FanOut.configured(settings.region),
         )
         registry.check(check).run(run)
         logger.info("run summary", extra={"summary": summary.for_log()})
@@ -126,6 +128,7 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
         return
     ses_client(settings.region)
     models.bind(settings)
+    fanout.FanOut.configured(settings.region, environ)
     check = scheduled_check((os.environ if environ is None else environ).get("_HANDLER", ""))
     if check is not None:
         registry.check(check)

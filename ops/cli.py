@@ -143,9 +143,21 @@ def date_option(help: str) -> Callable[[FC], FC]:
 
 
 @cli.command()
-def provision() -> None:
-    """Create every missing table (CRM tables and the ledger) with its indexes."""
-    for table, status in provisioning.provision(load_settings()):
+@click.pass_context
+def provision(ctx: click.Context) -> None:
+    """Create every missing table (CRM tables and the ledger) with its indexes.
+
+    With ``--stage``, also the stage's fan-out queue and its dead-letter queue.
+    """
+    settings = load_settings()
+    report = provisioning.provision(settings)
+    stage = ctx.find_root().params.get("stage")
+    if stage:
+        from ops import infra
+
+        name = infra.fanout_queue_name(_load_stage(str(stage)).function_prefix)
+        report += provisioning.provision_fanout_queue(name, settings.region)
+    for table, status in report:
         click.echo(f"{table}: {'already exists' if status == 'exists' else status}")
 
 
@@ -537,28 +549,37 @@ def _load_stage(stage: str) -> Stage:
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if a file is out of date.")
 @click.pass_context
 def policy(ctx: click.Context, check: bool) -> None:
-    """Write .chalice/policy-<stage>.json (every stage, or --stage) from models and config."""
+    """Write .chalice/policy-<stage>.json and the fan-out consumer's (every stage, or --stage)."""
     from ops import infra
 
     stale = []
     for name in _stages(ctx, required=False):
         stage = _load_stage(name)
-        text = infra.render_json(infra.stage_policy(stage))
-        path = stage.policy_file
-        current = path.read_text() if path.exists() else None
-        if current == text:
-            click.echo(f"{path.name}: up to date")
-        elif check:
-            stale.append(path.name)
-            click.echo(f"{path.name}: out of date", err=True)
-        else:
-            path.write_text(text)
-            click.echo(f"{path.name}: written")
+        for path, document in (
+            (stage.policy_file, infra.stage_policy(stage)),
+            (stage.consumer_policy_file, infra.consumer_policy(stage)),
+        ):
+            if _write_policy(path, infra.render_json(document), check=check):
+                stale.append(path.name)
     if stale:
         raise click.ClickException(
             f"{', '.join(stale)} differ from the models and .chalice/config.json; "
             "run `make policy` and review the change"
         )
+
+
+def _write_policy(path: Path, text: str, *, check: bool) -> bool:
+    """Write (or with ``check`` compare) one policy file; True when it is out of date."""
+    current = path.read_text() if path.exists() else None
+    if current == text:
+        click.echo(f"{path.name}: up to date")
+        return False
+    if check:
+        click.echo(f"{path.name}: out of date", err=True)
+        return True
+    path.write_text(text)
+    click.echo(f"{path.name}: written")
+    return False
 
 
 @cli.command()

@@ -27,13 +27,13 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEventConfig
+from chalice.app import Chalice, CloudWatchEventConfig, SQSEventConfig
 from chalice.utils import to_cfn_resource_name
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE
 from pynamodb.indexes import Index
 from pynamodb.models import Model
 
-from chalicelib import models
+from chalicelib import fanout, models
 from chalicelib import observability as metric
 from chalicelib.config import Settings
 from chalicelib.registry import CHECKS
@@ -54,6 +54,8 @@ ADDRESS_METRICS = {
 SES_EVENT_TYPES = ("send", "delivery", "bounce", "complaint", "reject", "deliveryDelay")
 # The function app.py declares for them (its rule is narrowed to the stage's set here).
 SES_EVENTS_FUNCTION = "record_ses_events"
+# The fan-out queue's consumer in app.py.
+FANOUT_FUNCTION = "deliver_fanout"
 # Lambda retries a failed scheduled run twice (about 1 and 3 minutes later); an event
 # older than an hour is dropped to the dead-letter queue: the next hourly run has
 # taken over by then (the ledger makes an overlap harmless).
@@ -61,6 +63,17 @@ MAX_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 3600
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 ALARM_PERIOD_SECONDS = 300
+# The fan-out consumer's timeout; the queue's visibility timeout is six times it (as
+# Lambda recommends), so a record is not handed out again while a consumer still has it.
+FANOUT_TIMEOUT_SECONDS = 120
+FANOUT_VISIBILITY_SECONDS = 6 * FANOUT_TIMEOUT_SECONDS
+# A record that failed this many receives (a poison message) goes to the queue's own DLQ.
+FANOUT_MAX_RECEIVES = 5
+# Longer than the consumer's maximum age (it drops older messages), so none is lost unseen.
+FANOUT_RETENTION_SECONDS = 4 * 3600
+# The oldest message's age that alarms: half the consumer's maximum age, so an operator
+# hears of a stuck or too-slow consumer before it starts dropping messages.
+FANOUT_AGE_ALARM_SECONDS = fanout.MAX_AGE_MINUTES * 60 // 2
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,11 @@ SES_ACTIONS = ("ses:SendEmail", "ses:SendRawEmail")
 # SES grants PutSuppressedDestination on no resource type but "*" (an account-level list).
 SUPPRESS_ACTIONS = ("ses:PutSuppressedDestination",)
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
+# A run short of time hands notices to the fan-out queue (SendMessageBatch is authorized
+# as SendMessage); chalicelib.fanout makes no other SQS call.
+FANOUT_ACTIONS = ("sqs:SendMessage",)
+# What Lambda's poller does with the consumer's role (the code never calls these).
+FANOUT_CONSUME_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,8 @@ class Stage:
     service: str
     policy_file: Path
     autogen_policy: bool
+    # The fan-out consumer's own policy file: the stage's, plus receiving from its queue.
+    consumer_policy_file: Path
 
     @property
     def function_prefix(self) -> str:
@@ -122,6 +142,8 @@ class Function:
     name: str
     scheduled: bool
     on_event: bool = False
+    # Invoked by Lambda's poller of the fan-out queue (chalicelib.fanout's consumer).
+    on_queue: bool = False
 
     @property
     def asynchronous(self) -> bool:
@@ -150,6 +172,8 @@ def load_stage(name: str, config: Path | None = None, region: str = REGION) -> S
     env["AWS_REGION"] = region
     env.pop("DYNAMODB_ENDPOINT_URL", None)
     policy_name = stage.get("iam_policy_file", data.get("iam_policy_file", f"policy-{name}.json"))
+    consumer = stage.get("lambda_functions", {}).get(FANOUT_FUNCTION, {})
+    consumer_policy = consumer.get("iam_policy_file", f"policy-{name}-fanout.json")
     return Stage(
         name=name,
         app_name=str(data["app_name"]),
@@ -157,6 +181,7 @@ def load_stage(name: str, config: Path | None = None, region: str = REGION) -> S
         service=env.get("POWERTOOLS_SERVICE_NAME", data["app_name"]),
         policy_file=config.parent / str(policy_name),
         autogen_policy=bool(stage.get("autogen_policy", data.get("autogen_policy", True))),
+        consumer_policy_file=config.parent / str(consumer_policy),
     )
 
 
@@ -199,9 +224,18 @@ class Arns:
         """The ARN of the stage's SES configuration set (sending through it is authorized on it)."""
         return f"{self._base('ses')}configuration-set/{self.settings.ses_configuration_set}"
 
+    def fanout_queue(self, function_prefix: str) -> str:
+        """The ARN of the stage's fan-out queue, ``<prefix>fanout``."""
+        return f"{self._base('sqs')}{fanout_queue_name(function_prefix)}"
+
     def log_groups(self, function_prefix: str) -> str:
         """Every log group (and stream) of the stage's functions: ``/aws/lambda/<prefix>*``."""
         return f"{self._base('logs')}log-group:/aws/lambda/{function_prefix}*"
+
+
+def fanout_queue_name(function_prefix: str) -> str:
+    """The stage's fan-out queue: ``loan-reminders-<stage>-fanout``."""
+    return f"{function_prefix}fanout"
 
 
 def sender_address(settings: Settings) -> str:
@@ -228,6 +262,7 @@ def policy_document(
     statements.append(_log_statement(arns, function_prefix))
     if events:
         statements.append(_suppress_statement())
+    statements.append(_fanout_statement(arns, function_prefix))
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -266,6 +301,16 @@ def _send_statement(settings: Settings, arns: Arns, events: bool) -> dict[str, A
     }
 
 
+def _fanout_statement(arns: Arns, function_prefix: str) -> dict[str, Any]:
+    """Handing notices to the stage's fan-out queue, and to no other queue."""
+    return {
+        "Sid": "HandNoticesToTheFanOutQueue",
+        "Effect": "Allow",
+        "Action": list(FANOUT_ACTIONS),
+        "Resource": [arns.fanout_queue(function_prefix)],
+    }
+
+
 def _log_statement(arns: Arns, function_prefix: str) -> dict[str, Any]:
     """Writing to the stage's functions' own log groups."""
     return {
@@ -289,6 +334,21 @@ def _suppress_statement() -> dict[str, Any]:
 def stage_policy(stage: Stage) -> dict[str, Any]:
     """The policy document of ``stage`` (what its policy file must contain)."""
     return policy_document(stage.settings, stage.function_prefix)
+
+
+def consumer_policy(stage: Stage, arns: Arns | None = None) -> dict[str, Any]:
+    """The fan-out consumer's policy: the stage's, and what Lambda's poller needs of its queue."""
+    arns = arns or Arns(stage.settings)
+    document = policy_document(stage.settings, stage.function_prefix, arns)
+    document["Statement"].append(
+        {
+            "Sid": "ReceiveFromTheFanOutQueue",
+            "Effect": "Allow",
+            "Action": list(FANOUT_CONSUME_ACTIONS),
+            "Resource": [arns.fanout_queue(stage.function_prefix)],
+        }
+    )
+    return document
 
 
 def stack_policy(stage: Stage) -> dict[str, Any]:
@@ -389,8 +449,9 @@ def app_functions(app: Chalice) -> list[Function]:
     functions = [
         Function(
             source.name,
-            scheduled=not isinstance(source, CloudWatchEventConfig),
+            scheduled=not isinstance(source, (CloudWatchEventConfig, SQSEventConfig)),
             on_event=isinstance(source, CloudWatchEventConfig),
+            on_queue=isinstance(source, SQSEventConfig),
         )
         for source in app.event_sources
     ]
@@ -436,6 +497,7 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
     }
     for function in functions:
         resources.update(function_resources(stage, function))
+    resources.update(fanout_resources(stage, functions))
     resources["DeadLetterQueueDepthAlarm"] = dead_letter_depth_alarm()
     resources.update(notices_failed_alarms(stage))
     if stage.settings.ses_configuration_set is not None:
@@ -532,14 +594,29 @@ def alarm_email_subscription() -> dict[str, Any]:
 
 
 def role_policies(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
-    """Each function's role carries the stage policy, with the stack's account and region."""
+    """Each function's role carries its policy file, with the stack's account and region.
+
+    That is the stage policy, and for the fan-out consumer its own (:func:`consumer_policy`).
+    """
     # Chalice embeds the policy file; the stack gets the same with its own account.
     policy = stack_policy(stage)
+    consumer = _sub_strings(
+        consumer_policy(
+            stage, Arns(stage.settings, account="${AWS::AccountId}", region="${AWS::Region}")
+        )
+    )
     return {
-        role: {
-            "Properties": {"Policies": [{"PolicyName": f"{role}Policy", "PolicyDocument": policy}]}
+        function.role_id(stage): {
+            "Properties": {
+                "Policies": [
+                    {
+                        "PolicyName": f"{function.role_id(stage)}Policy",
+                        "PolicyDocument": consumer if function.on_queue else policy,
+                    }
+                ]
+            }
         }
-        for role in (function.role_id(stage) for function in functions)
+        for function in functions
     }
 
 
@@ -617,11 +694,103 @@ def template_outputs(stage: Stage) -> dict[str, Any]:
     """The stack's outputs: the dead-letter queue, the alarm topic and the configuration set."""
     outputs: dict[str, Any] = {
         "DeadLetterQueueUrl": {"Value": {"Ref": "DeadLetterQueue"}},
+        "FanoutQueueUrl": {"Value": {"Ref": "FanoutQueue"}},
         "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
     }
     if stage.settings.ses_configuration_set is not None:
         outputs["ConfigurationSetName"] = {"Value": {"Ref": "SesConfigurationSet"}}
     return outputs
+
+
+def fanout_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:
+    """The fan-out queue, its dead-letter queue and alarms, and the functions' wiring to it.
+
+    The scheduled functions get the queue's URL (``FANOUT_QUEUE_URL``: without it a run
+    never fans out). The consumer's event source is pointed at the queue with partial
+    batch responses (``ReportBatchItemFailures``, which Chalice cannot set); its role
+    alone may receive from it (:func:`consumer_policy`, see :func:`role_policies`).
+    """
+    [consumer] = [f for f in functions if f.on_queue]
+    resources: dict[str, Any] = {
+        "FanoutQueue": {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": fanout_queue_name(stage.function_prefix),
+                "VisibilityTimeout": FANOUT_VISIBILITY_SECONDS,
+                "MessageRetentionPeriod": FANOUT_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": {"Fn::GetAtt": ["FanoutDeadLetterQueue", "Arn"]},
+                    "maxReceiveCount": FANOUT_MAX_RECEIVES,
+                },
+            },
+        },
+        "FanoutDeadLetterQueue": {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": fanout_queue_name(stage.function_prefix) + "-dead-letters",
+                "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
+                "SqsManagedSseEnabled": True,
+            },
+        },
+        consumer.logical_id: {
+            # The event source mapping needs the queue first (it names it, not refs it).
+            "DependsOn": ["FanoutQueue"],
+            "Properties": {
+                "FunctionName": stage.function_prefix + consumer.name,
+                "Timeout": FANOUT_TIMEOUT_SECONDS,
+                # Each consumer's share of the SES quota (see chalicelib.fanout.PacedMailer).
+                "Environment": {"Variables": {"FANOUT_CONSUMER_RATE": f"{fanout.CONSUMER_RATE:g}"}},
+                "Events": {
+                    f"{consumer.logical_id}SqsEventSource": {
+                        "Properties": {
+                            # Replaces the placeholder queue app.py names (same key: merged).
+                            "Queue": {
+                                "Fn::Sub": (
+                                    "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
+                                    + fanout_queue_name(stage.function_prefix)
+                                )
+                            },
+                            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                        }
+                    }
+                },
+            },
+        },
+        "FanoutDeadLetterQueueDepthAlarm": _alarm(
+            "A fan-out message failed every receive (a poison message, or notices SES kept "
+            "refusing) and reached the fan-out dead-letter queue",
+            Namespace="AWS/SQS",
+            MetricName="ApproximateNumberOfMessagesVisible",
+            Dimensions=[
+                {
+                    "Name": "QueueName",
+                    "Value": {"Fn::GetAtt": ["FanoutDeadLetterQueue", "QueueName"]},
+                }
+            ],
+            Statistic="Maximum",
+        ),
+        "FanoutOldestMessageAlarm": _alarm(
+            "The fan-out queue's oldest message is getting old: the consumer is stuck or "
+            "slower than the producers (messages past the maximum age are dropped)",
+            Namespace="AWS/SQS",
+            MetricName="ApproximateAgeOfOldestMessage",
+            Dimensions=[
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": ["FanoutQueue", "QueueName"]}}
+            ],
+            Statistic="Maximum",
+            Threshold=FANOUT_AGE_ALARM_SECONDS,
+        ),
+    }
+    for function in functions:
+        if function.scheduled:
+            resources[function.logical_id] = {
+                "Properties": {
+                    "FunctionName": stage.function_prefix + function.name,
+                    "Environment": {"Variables": {"FANOUT_QUEUE_URL": {"Ref": "FanoutQueue"}}},
+                }
+            }
+    return resources
 
 
 def ses_event_resources(stage: Stage, functions: Sequence[Function]) -> dict[str, Any]:

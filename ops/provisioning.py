@@ -1,4 +1,5 @@
-"""Provisioning: the stage's tables and their indexes, created from the models.
+"""Provisioning: the stage's tables and their indexes, created from the models, and its
+fan-out queue with its dead-letter queue (``make deploy``; the packaged template has them).
 
 Operators run it (``python -m ops.cli provision``, ``make deploy``); the demo and the
 tests create their tables with it. The Lambda functions never create tables.
@@ -6,6 +7,7 @@ tests create their tables with it. The Lambda functions never create tables.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.literals import KeyTypeType, ScalarAttributeTypeType
     from mypy_boto3_dynamodb.type_defs import ProjectionTypeDef
+    from mypy_boto3_sqs import SQSClient
 
 
 def provision(settings: Settings, poll_seconds: float = 5.0) -> list[tuple[str, str]]:
@@ -96,3 +99,53 @@ def _wait_for_index(client: DynamoDBClient, table: str, index: str, poll_seconds
         if status in (None, "ACTIVE"):
             return
         time.sleep(poll_seconds)
+
+
+def provision_fanout_queue(
+    name: str, region: str, client: SQSClient | None = None
+) -> list[tuple[str, str]]:
+    """Create the fan-out queue ``name`` and its dead-letter queue when missing.
+
+    The same settings as the packaged template's (``ops.infra``): the queue redrives a
+    record after ``FANOUT_MAX_RECEIVES`` receives to ``<name>-dead-letters``. Returns
+    ``(queue, "created" | "exists")`` rows, the dead-letter queue first.
+    """
+    from ops import infra
+
+    sqs = client or boto3.client("sqs", region_name=region)
+    dead = name + "-dead-letters"
+    report = [
+        (
+            dead,
+            _queue(
+                sqs,
+                dead,
+                {
+                    "MessageRetentionPeriod": str(infra.DLQ_RETENTION_SECONDS),
+                    "SqsManagedSseEnabled": "true",
+                },
+            ),
+        )
+    ]
+    dead_arn = sqs.get_queue_attributes(
+        QueueUrl=sqs.get_queue_url(QueueName=dead)["QueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    attributes = {
+        "VisibilityTimeout": str(infra.FANOUT_VISIBILITY_SECONDS),
+        "MessageRetentionPeriod": str(infra.FANOUT_RETENTION_SECONDS),
+        "SqsManagedSseEnabled": "true",
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dead_arn, "maxReceiveCount": infra.FANOUT_MAX_RECEIVES}
+        ),
+    }
+    report.append((name, _queue(sqs, name, attributes)))
+    return report
+
+
+def _queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> str:
+    try:
+        sqs.get_queue_url(QueueName=name)
+    except sqs.exceptions.QueueDoesNotExist:
+        sqs.create_queue(QueueName=name, Attributes=attributes)  # type: ignore[arg-type]
+        return "created"
+    return "exists"

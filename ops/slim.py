@@ -28,8 +28,8 @@ BUNDLE = "deployment.zip"
 DATA = "botocore/data/"
 ENDPOINTS = f"{DATA}endpoints.json"
 # The services the shipped code makes clients for: PynamoDB's DynamoDB, the mailer's and
-# the SES events' SESv2, and STS for botocore's own credential providers.
-SERVICES = frozenset({"dynamodb", "sesv2", "sts"})
+# the SES events' SESv2, the fan-out's SQS, and STS for botocore's own credential providers.
+SERVICES = frozenset({"dynamodb", "sesv2", "sqs", "sts"})
 MODEL = "/service-2.json.gz"
 # The parts of a model whose "documentation" only docstrings read. The metadata's
 # clientContextParams keep theirs: botocore reads that key when it makes a client.

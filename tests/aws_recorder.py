@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 
 # (module, function) of every entry point whose AWS calls the functions' policy must allow.
 ENTRY_POINTS = frozenset(
-    {("chalicelib.runner", "run_check"), ("chalicelib.ses_events", "record_event")}
+    {
+        ("chalicelib.runner", "run_check"),
+        ("chalicelib.ses_events", "record_event"),
+        ("chalicelib.fanout", "handle_batch"),
+    }
 )
 
 

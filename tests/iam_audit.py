@@ -27,6 +27,10 @@ VARIABLES = {"${aws:PrincipalAccount}": DEFAULT_ACCOUNT_ID}
 STAGES = {name: infra.load_stage(name) for name in stage_names()}
 
 
+# Operations IAM authorizes as another action (SQS's batch calls as their single call).
+AUTHORIZED_AS = {"SendMessageBatch": "SendMessage"}
+
+
 @dataclass(frozen=True)
 class AwsCall:
     """One AWS API operation made by the Lambda code (a running check, an SES event)."""
@@ -42,7 +46,7 @@ class AwsCall:
     @property
     def action(self) -> str:
         """The IAM action this operation is authorized as, e.g. ``dynamodb:Query``."""
-        return f"{self.prefix}:{self.operation}"
+        return f"{self.prefix}:{AUTHORIZED_AS.get(self.operation, self.operation)}"
 
 
 def resources_of(call: AwsCall) -> list[str]:
@@ -59,6 +63,8 @@ def resources_of(call: AwsCall) -> list[str]:
         if "IndexName" in params:
             return [f"{base}table/{params['TableName']}/index/{params['IndexName']}"]
         return [f"{base}table/{name}" for name in tables] or ["*"]
+    if call.service == "sqs" and "QueueUrl" in params:
+        return [f"{base}{str(params['QueueUrl']).rstrip('/').rpartition('/')[2]}"]
     if call.service in ("ses", "sesv2") and call.operation.startswith("Send"):
         # Sending through a configuration set is authorized on it as well.
         name = params.get("ConfigurationSetName")

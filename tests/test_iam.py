@@ -74,7 +74,7 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
 
     Allowed resources, spelled out independently of the generator: the stage's six
     tables, their declared indexes, the sender's SES identity (address or domain) and
-    the stage's configuration set; log actions only on the stage's own Lambda log
+    the stage's configuration set, its fan-out queue; log actions only on the stage's own Lambda log
     groups; ``*`` only for an action with no resource type (:data:`NO_RESOURCE_TYPE`).
     """
     region, account = settings.region, "${aws:PrincipalAccount}"
@@ -93,6 +93,8 @@ def too_broad(policy: Policy, settings: Settings, function_prefix: str) -> list[
         allowed.add(
             f"arn:aws:ses:{region}:{account}:configuration-set/{settings.ses_configuration_set}"
         )
+    # The stage's fan-out queue: a run short of time hands notices to it.
+    allowed.add(f"arn:aws:sqs:{region}:{account}:{function_prefix}fanout")
     logs = f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{function_prefix}*"
 
     problems: list[str] = []
@@ -294,8 +296,11 @@ def test_the_policy_grants_no_dynamodb_access_a_running_check_does_not_use(
 def test_a_stage_policy_has_no_wildcard_action_and_nothing_beyond_the_stage(stage: str) -> None:
     config = STAGES[stage]
     committed = json.loads(config.policy_file.read_text())
+    consumer = json.loads(config.consumer_policy_file.read_text())
 
     assert too_broad(committed, config.settings, config.function_prefix) == []
+    # The fan-out consumer's file adds only receiving from the stage's own queue
+    assert too_broad(consumer, config.settings, config.function_prefix) == []
 
 
 def test_the_policy_of_the_test_environment_is_as_narrow(settings: Settings) -> None:
@@ -323,6 +328,10 @@ def test_the_policy_of_the_test_environment_is_as_narrow(settings: Settings) -> 
         (lambda s: s[3].pop("Condition"), "not limited to ses:FromAddress"),
         (lambda s: s[3].update(Resource=["arn:aws:ses:*:*:identity/*"]), "identity/* is wider"),
         (lambda s: s[4].update(Resource=["*"]), "log resource * is not"),
+        (
+            lambda s: s[-1].update(Resource=["arn:aws:sqs:*:*:*"]),
+            "HandNoticesToTheFanOutQueue: resource arn:aws:sqs:*:*:* is wider",
+        ),
         (lambda s: s.append({"Effect": "Deny", "NotAction": "x"}), "unexpected ['NotAction']"),
     ],
 )

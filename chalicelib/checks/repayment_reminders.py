@@ -171,10 +171,10 @@ def run(run: Run) -> None:
     outcome.update({key: entry.status for key, entry in ledger.lookup(held).items()})
     for write in flags:
         if write.keys and all(outcome.get(key) == ledger.SENT for key in write.keys):
-            _set_flag(run, write.repayment, write.flag)
+            set_flag(run, write.repayment, write.flag)
 
 
-def _set_flag(run: Run, repayment: Repayment, flag: str) -> None:
+def set_flag(run: Run, repayment: Repayment, flag: str) -> None:
     """Set a ``*_sent`` flag, never creating a ghost of a repayment the CRM deleted."""
     try:
         repayment.update(

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-# Real DynamoDB only: the server itself, and races moto cannot apply atomically.
-LOCAL_ONLY = {"test_dynamodb_local_server.py", "test_concurrency.py"}
+# Real DynamoDB only: the server itself, races moto cannot apply atomically, a benchmark.
+LOCAL_ONLY = {
+    "test_dynamodb_local_server.py",
+    "test_concurrency.py",
+    # The fan-out benchmark measures the ledger on DynamoDB Local itself.
+    "test_bench_fanout_local.py",
+}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

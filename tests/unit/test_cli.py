@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from click.testing import CliRunner
 
 from chalicelib.config import Settings
+from ops import infra
 from ops.cli import cli
 from ops.provisioning import provision
 from tests.support import REGION
@@ -39,6 +42,27 @@ def test_provision_takes_the_table_names_of_a_stage(aws: None) -> None:
 
     assert result.exit_code == 0, result.output
     assert "dev-applications: created" in result.output
+
+
+def test_provision_of_a_stage_creates_its_fanout_queue_redriving_to_its_own_dlq(
+    aws: None,
+) -> None:
+    # When a stage is provisioned twice
+    first = CliRunner().invoke(cli, ["--stage", "dev", "provision"])
+    second = CliRunner().invoke(cli, ["--stage", "dev", "provision"])
+
+    # Then its fan-out queue and dead-letter queue are created once, then found
+    assert first.exit_code == 0, first.output
+    assert "loan-reminders-dev-fanout-dead-letters: created" in first.output
+    assert "loan-reminders-dev-fanout: created" in first.output
+    assert "loan-reminders-dev-fanout: already exists" in second.output
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.get_queue_url(QueueName="loan-reminders-dev-fanout")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(":loan-reminders-dev-fanout-dead-letters")
+    assert int(redrive["maxReceiveCount"]) == infra.FANOUT_MAX_RECEIVES
+    assert attributes["VisibilityTimeout"] == str(infra.FANOUT_VISIBILITY_SECONDS)
 
 
 def test_an_unknown_stage_is_a_usage_error(aws: None) -> None:

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.models import Model
 
-from chalicelib import models
+from chalicelib import fanout, models
 from chalicelib.config import Settings, Tables, Thresholds
 from chalicelib.registry import CHECKS
 from ops import infra, stages
@@ -108,7 +108,13 @@ def config_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of .chalice/ that the policy command reads and writes instead of the real one."""
     copy = tmp_path / ".chalice"
     copy.mkdir()
-    for name in ("config.json", "policy-dev.json", "policy-prod.json"):
+    for name in (
+        "config.json",
+        "policy-dev.json",
+        "policy-prod.json",
+        "policy-dev-fanout.json",
+        "policy-prod-fanout.json",
+    ):
         shutil.copy(ROOT / ".chalice" / name, copy / name)
     monkeypatch.setattr(stages, "CHALICE_CONFIG", copy / "config.json")
     return copy
@@ -377,13 +383,15 @@ def from_stack(value: Any) -> Any:
 
 def test_every_function_role_has_exactly_the_stage_policy_file(template: dict[str, Any]) -> None:
     committed = json.loads((ROOT / ".chalice" / "policy-dev.json").read_text())
+    consumer = json.loads((ROOT / ".chalice" / "policy-dev-fanout.json").read_text())
     roles = resources_of_type(template, "AWS::IAM::Role")
     functions = resources_of_type(template, "AWS::Serverless::Function")
 
     assert {fn["Properties"]["Role"]["Fn::GetAtt"][0] for fn in functions.values()} == set(roles)
-    for role in roles.values():
+    for name, role in roles.items():
         [policy] = role["Properties"]["Policies"]
-        assert from_stack(policy["PolicyDocument"]) == committed
+        expected = consumer if name == "DeliverFanoutRole" else committed
+        assert from_stack(policy["PolicyDocument"]) == expected
         assert "ManagedPolicyArns" not in role["Properties"]
 
 
@@ -422,8 +430,9 @@ def test_an_alarm_watches_the_errors_of_every_function(template: dict[str, Any])
 
 
 def test_an_alarm_watches_the_depth_of_the_dead_letter_queue(template: dict[str, Any]) -> None:
-    [depth] = [a for a in alarms(template) if a["Namespace"] == "AWS/SQS"]
+    depth = template["Resources"]["DeadLetterQueueDepthAlarm"]["Properties"]
 
+    assert depth["Namespace"] == "AWS/SQS"
     assert depth["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert depth["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
@@ -576,6 +585,7 @@ def test_a_stage_without_a_configuration_set_gets_no_ses_event_resources_or_gran
         service="bare",
         policy_file=stage.policy_file,
         autogen_policy=False,
+        consumer_policy_file=stage.consumer_policy_file,
     )
 
     template = infra.merge_template(bare, infra.app_functions(infra.load_app()))
@@ -586,3 +596,120 @@ def test_a_stage_without_a_configuration_set_gets_no_ses_event_resources_or_gran
     assert "send_token-index" not in policy
     assert "configuration-set" not in policy
     assert "PutSuppressedDestination" not in policy
+
+
+# --- fan-out ------------------------------------------------------------------------------
+
+
+def test_the_fanout_queue_redrives_poison_messages_to_its_own_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    queue = resources["FanoutQueue"]["Properties"]
+    dead = resources["FanoutDeadLetterQueue"]["Properties"]
+
+    assert queue["QueueName"] == "loan-reminders-dev-fanout"
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["FanoutDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": infra.FANOUT_MAX_RECEIVES,
+    }
+    # A record is not handed out again while a consumer may still hold it
+    consumer = resources["DeliverFanout"]
+    assert queue["VisibilityTimeout"] >= 6 * consumer["Properties"]["Timeout"]
+    # Messages outlive the consumer's maximum age: it drops them, SQS does not lose them
+    assert queue["MessageRetentionPeriod"] > fanout.MAX_AGE_MINUTES * 60
+    assert dead["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_the_consumer_reads_the_stage_queue_with_partial_batch_responses(
+    template: dict[str, Any],
+) -> None:
+    consumer = template["Resources"]["DeliverFanout"]
+    [source] = consumer["Properties"]["Events"].values()
+
+    assert triggered_functions(template, "SQS") == ["DeliverFanout"]
+    assert source["Properties"]["Queue"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
+        "loan-reminders-dev-fanout"
+    }
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert source["Properties"]["BatchSize"] == fanout.BATCH_SIZE
+    assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": fanout.MAX_CONCURRENCY}
+    assert consumer["DependsOn"] == ["FanoutQueue"]
+    # Paced so that every consumer at once stays within a 200/s quota
+    rate = float(consumer["Properties"]["Environment"]["Variables"]["FANOUT_CONSUMER_RATE"])
+    assert rate * source["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 200
+
+
+def test_only_the_scheduled_functions_get_the_queue_and_only_the_consumer_receives(
+    template: dict[str, Any],
+) -> None:
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    roles = resources_of_type(template, "AWS::IAM::Role")
+
+    with_queue = sorted(
+        name
+        for name, fn in functions.items()
+        if "FANOUT_QUEUE_URL" in fn["Properties"]["Environment"]["Variables"]
+    )
+    assert with_queue == scheduled_functions(template)
+    for name in with_queue:
+        variables = functions[name]["Properties"]["Environment"]["Variables"]
+        assert variables["FANOUT_QUEUE_URL"] == {"Ref": "FanoutQueue"}
+    receiving = sorted(
+        name for name, role in roles.items() if "sqs:ReceiveMessage" in json.dumps(role)
+    )
+    assert receiving == ["DeliverFanoutRole"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_consumer_policy_file_is_the_stage_policy_and_receiving_from_its_queue(
+    stage: str,
+) -> None:
+    loaded = infra.load_stage(stage)
+    consumer = json.loads(loaded.consumer_policy_file.read_text())
+    committed = json.loads(loaded.policy_file.read_text())
+
+    *shared, receive = consumer["Statement"]
+    assert shared == committed["Statement"]
+    assert receive == {
+        "Sid": "ReceiveFromTheFanOutQueue",
+        "Effect": "Allow",
+        "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        "Resource": [
+            f"arn:aws:sqs:ap-southeast-2:${{aws:PrincipalAccount}}:loan-reminders-{stage}-fanout"
+        ],
+    }
+    assert stage_config(stage)["lambda_functions"]["deliver_fanout"] == {
+        "iam_policy_file": f"policy-{stage}-fanout.json"
+    }
+    assert loaded.consumer_policy_file.read_text() == infra.render_json(
+        infra.consumer_policy(loaded)
+    )
+
+
+def test_the_stage_policy_lets_a_run_send_to_its_fanout_queue_only() -> None:
+    dev = infra.load_stage("dev")
+    [statement] = [
+        s for s in infra.stage_policy(dev)["Statement"] if s["Sid"] == "HandNoticesToTheFanOutQueue"
+    ]
+
+    assert statement["Action"] == ["sqs:SendMessage"]
+    assert statement["Resource"] == [
+        "arn:aws:sqs:ap-southeast-2:${aws:PrincipalAccount}:loan-reminders-dev-fanout"
+    ]
+
+
+def test_alarms_watch_the_fanout_dead_letter_queue_and_the_oldest_message(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    depth = resources["FanoutDeadLetterQueueDepthAlarm"]["Properties"]
+    age = resources["FanoutOldestMessageAlarm"]["Properties"]
+
+    assert (depth["MetricName"], depth["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 1)
+    assert depth["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FanoutDeadLetterQueue", "QueueName"]}
+    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FanoutQueue", "QueueName"]}
+    assert 0 < age["Threshold"] < fanout.MAX_AGE_MINUTES * 60
+    assert template["Outputs"]["FanoutQueueUrl"] == {"Value": {"Ref": "FanoutQueue"}}

@@ -19,7 +19,7 @@ from ops.stages import stage_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each service of the fake bundle and its endpoint prefix (SESv2's endpoints are "email").
-PREFIXES = {"dynamodb": "dynamodb", "sesv2": "email", "sts": "sts", "s3": "s3"}
+PREFIXES = {"dynamodb": "dynamodb", "sesv2": "email", "sqs": "sqs", "sts": "sts", "s3": "s3"}
 
 
 def _bundle(path: Path, services: dict[str, str]) -> Path:
@@ -61,19 +61,21 @@ def test_it_keeps_only_the_called_services_models_and_endpoints(tmp_path: Path) 
         names = set(archive.namelist())
         endpoints = json.loads(archive.read(ENDPOINTS))
     models = {n.split("/")[2] for n in names if n.startswith("botocore/data/") and n != ENDPOINTS}
-    assert models == {"dynamodb", "sesv2", "sts"}
+    assert models == {"dynamodb", "sesv2", "sqs", "sts"}
     assert {"app.py", "botocore/__init__.py"} <= names
     # ... and every partition keeps its regions and lists only those services' endpoints
     assert [p["partition"] for p in endpoints["partitions"]] == ["aws", "aws-cn"]
     for partition in endpoints["partitions"]:
         assert partition["regions"] == {"ap-southeast-2": {}}
-        assert set(partition["services"]) == {"dynamodb", "email", "sts"}
+        assert set(partition["services"]) == {"dynamodb", "email", "sqs", "sts"}
     assert done.services_dropped == 1
 
 
 def test_it_refuses_a_bundle_without_a_service_it_must_keep(tmp_path: Path) -> None:
     # Given a bundle whose botocore has no SESv2 model
-    bundle = _bundle(tmp_path / "deployment.zip", {"dynamodb": "dynamodb", "sts": "sts"})
+    bundle = _bundle(
+        tmp_path / "deployment.zip", {"dynamodb": "dynamodb", "sqs": "sqs", "sts": "sts"}
+    )
 
     # Then slimming refuses, naming it, and leaves the zip as it was
     before = bundle.read_bytes()
@@ -93,7 +95,8 @@ def recorded(self, service_name, *args, **kwargs):
     return create(self, service_name, *args, **kwargs)
 botocore.session.Session.create_client = recorded
 
-# When the app is imported (its init phase) and an SES event's handler makes its client
+# When the app is imported (its init phase, with a fan-out queue) and an SES event's
+# handler makes its client
 import app
 from chalicelib import mailer, models
 mailer.ses_client("ap-southeast-2")
@@ -102,6 +105,8 @@ print(json.dumps(sorted(set(made))))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     env.update(stage_environment("dev"))
+    # The packaged template gives the scheduled functions their queue's URL.
+    env["FANOUT_QUEUE_URL"] = "https://sqs.ap-southeast-2.amazonaws.com/123456789012/q"
     env.update(AWS_REGION="ap-southeast-2", AWS_ACCESS_KEY_ID="t", AWS_SECRET_ACCESS_KEY="t")
     result = subprocess.run(  # noqa: S603 - our own interpreter and code
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
@@ -109,7 +114,7 @@ print(json.dumps(sorted(set(made))))
 
     # Then each is a service whose data the slimmed bundle keeps
     made = json.loads(result.stdout.splitlines()[-1])
-    assert made == ["dynamodb", "sesv2"]
+    assert made == ["dynamodb", "sesv2", "sqs"]
     assert set(made) <= SERVICES
 
 
@@ -120,7 +125,7 @@ def test_the_slim_command_reports_what_it_dropped(
     _bundle(tmp_path / "deployment.zip", PREFIXES)
     broken = tmp_path / "broken"
     broken.mkdir()
-    _bundle(broken / "deployment.zip", {"dynamodb": "dynamodb", "sts": "sts"})
+    _bundle(broken / "deployment.zip", {"dynamodb": "dynamodb", "sqs": "sqs", "sts": "sts"})
 
     # Then the first is slimmed (one service dropped) and the second refused
     assert main([str(tmp_path)]) == 0
