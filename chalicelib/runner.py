@@ -120,13 +120,16 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
         settings = Settings.from_env(environ)
     except ConfigError:
         return
-    ses_client(settings.region)
+    ses_client(settings.region, settings.send.send_concurrency)
     models.bind(settings)
 
 
 def _mailer(settings: Settings) -> Mailer:
     return Mailer(
-        settings.sender_email, settings.region, configuration_set=settings.ses_configuration_set
+        settings.sender_email,
+        settings.region,
+        configuration_set=settings.ses_configuration_set,
+        connections=settings.send.send_concurrency,
     )
 
 

@@ -331,6 +331,50 @@ BUILTIN_HANDLERS.append(("before-call.sesv2.PutSuppressedDestination", SUPPRESSI
 BUILTIN_HANDLERS.append(("before-call.sesv2.GetSuppressedDestination", SUPPRESSION_LIST.get))
 
 
+class SesAccount:
+    """SESv2 ``GetAccount``, answered at botocore's boundary (moto 5.2.5 has none).
+
+    Like :class:`SuppressionList`, its handler is one of botocore's built-in handlers,
+    so every client answers from it, spawned test processes included. The defaults
+    are a generous production account, so a test paces and counts nothing unless it
+    sets a quota; ``error`` makes GetAccount fail. ``reset`` restores them (per test).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A production account allowed 1,000 emails a second and 1,000,000 a day."""
+        self.max_send_rate = 1000.0
+        self.max_24_hour_send = 1_000_000.0
+        self.sent_last_24_hours = 0.0
+        self.sending_enabled = True
+        self.error: Answer | None = None
+        self.calls = 0
+
+    def get(self, params: dict[str, Any], **_: object) -> Answer:
+        """GetAccount: the configured quota, or the configured error."""
+        self.calls += 1
+        if self.error is not None:
+            return self.error
+        # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
+        response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
+        return response, {
+            "SendQuota": {
+                "Max24HourSend": self.max_24_hour_send,
+                "MaxSendRate": self.max_send_rate,
+                "SentLast24Hours": self.sent_last_24_hours,
+            },
+            "SendingEnabled": self.sending_enabled,
+            "ProductionAccessEnabled": True,
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+        }
+
+
+SES_ACCOUNT = SesAccount()
+BUILTIN_HANDLERS.append(("before-call.sesv2.GetAccount", SES_ACCOUNT.get))
+
+
 def ledger_key(kind: str, *parts: object) -> str:
     """A notice's ledger key, built as its check builds it (through the registry)."""
     from chalicelib import registry

@@ -50,7 +50,7 @@ AUDIT_DAY = "2026-11-23"
 # as a deployed stage's are.
 AUDIT_CONFIGURATION_SET = "test-events"
 # SES actions that take no resource type but "*" (Service Authorization Reference).
-NO_RESOURCE_TYPE = frozenset({"ses:putsuppresseddestination"})
+NO_RESOURCE_TYPE = frozenset({"ses:putsuppresseddestination", "ses:getaccount"})
 
 
 @pytest.fixture(autouse=True)

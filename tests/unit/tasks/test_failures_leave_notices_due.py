@@ -492,7 +492,9 @@ def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_r
 ) -> None:
     # Given no configuration set publishes SES events, so nothing can settle a claim
     monkeypatch.delenv("SES_CONFIGURATION_SET")
-    # And a run that is killed right after SES accepted its first reminder
+    # And a run that is killed right after SES accepted its first reminder (one send at a
+    # time, as a real kill stops every thread and this one stops only its own)
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
     f.note_for_author_and_bdm()
 
     def kill_after_sam(
