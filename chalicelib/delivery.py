@@ -87,6 +87,9 @@ def deliver(run: Run, notices: Sequence[Notice[D]]) -> dict[str, str]:
             workers.make_room()
             if not run.dry_run and run.out_of_time():
                 _defer(run, notice, outcome)
+            elif not run.dry_run and not _may_send(run, notice, existing):
+                # Sent, held by another run or unreadable: decided here, with no email.
+                outcome.update(_deliver_one(run, notice, existing).outcome)
             elif not run.dry_run and not workers.reserve_email():
                 held_for_quota += _defer_for_quota(run, notice, outcome)
             else:
@@ -179,7 +182,7 @@ class _Workers:
 
 
 def _deliver_one(run: Run, notice: Notice[D], existing: dict[str, Notification]) -> _Delivered:
-    """Claim, send and record one notice: a worker's job, on ``run``'s own summary."""
+    """Claim, send and record one notice, counted on ``run``'s summary (a worker's own)."""
     outcome: dict[str, str] = {}
     token = uuid.uuid4().hex
     taken = [p for p in notice.parts if _take(run, notice, p, existing, token, outcome)]
@@ -189,6 +192,14 @@ def _deliver_one(run: Run, notice: Notice[D], existing: dict[str, Notification])
         attempts = max(_attempts(existing.get(part.key)) for part in taken)
         outcome.update(_send(run, notice, taken, token, attempts))
     return _Delivered(outcome, run.summary, emailed=bool(taken) and not run.dry_run)
+
+
+def _may_send(run: Run, notice: Notice[D], existing: dict[str, Notification]) -> bool:
+    """True when the ledger has a part of ``notice`` due: only then may it take an email."""
+    return any(
+        ledger.state(existing.get(part.key), run.now, run.settle) == ledger.PENDING
+        for part in notice.parts
+    )
 
 
 def _empty_like(summary: RunSummary) -> RunSummary:

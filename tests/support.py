@@ -33,6 +33,7 @@ from moto.ses.models import ses_backends
 from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.models import bind
+from chalicelib.sending import SYSTEM_CLOCK, Clock
 from ops.provisioning import provision
 from ops.stages import REGION as REGION
 
@@ -218,12 +219,18 @@ def run(
     ignore_window: bool = False,
     dry_run: bool = False,
     remaining_ms: Callable[[], int] | None = None,
+    clock: Clock | None = None,
 ) -> RunSummary:
-    """Run ``check`` as scheduled at ``at``; ``now`` (the wall clock) defaults to ``at``."""
+    """Run ``check`` as scheduled at ``at``; ``now`` (the wall clock) defaults to ``at``.
+
+    ``clock`` paces the run's sends (a :class:`FakeClock`; the system's by default).
+    """
     from chalicelib.mailer import Mailer
     from chalicelib.runner import run_check
 
-    mailer = Mailer(SENDER, REGION, client=client) if client is not None else None
+    mailer = None
+    if client is not None:
+        mailer = Mailer(SENDER, REGION, client=client, clock=clock or SYSTEM_CLOCK)
     return run_check(
         check,
         at=at,
@@ -372,6 +379,29 @@ class SesAccount:
 
 
 SES_ACCOUNT = SesAccount()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told, or when a caller sleeps on it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        """The fake time."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Record the sleep and move the clock on by it, at once."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass without anyone sleeping."""
+        self.now += seconds
+
+
 BUILTIN_HANDLERS.append(("before-call.sesv2.GetAccount", SES_ACCOUNT.get))
 
 
