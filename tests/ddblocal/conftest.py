@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # Real DynamoDB only: the server itself, and races moto cannot apply atomically.
-LOCAL_ONLY = {"test_dynamodb_local_server.py", "test_concurrency.py"}
+LOCAL_ONLY = {"test_dynamodb_local_server.py", "test_concurrency.py", "test_concurrent_sending.py"}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
