@@ -58,7 +58,7 @@ class SendLimits:
     """How fast a run sends (SES's own quota is read from the account each run)."""
 
     # The most sends in flight at once: worker threads, and the clients' connection pools.
-    send_concurrency: int = 20
+    send_concurrency: int = 40
     # The share of the account's maximum send rate a run paces at; the rest absorbs
     # the timing jitter between pacing a send and SES receiving it.
     send_rate_percent: int = 95

@@ -42,7 +42,7 @@ def test_settings_from_env_uses_the_documented_defaults() -> None:
         repayment_reminders_start=time(7),
         end=time(20),
     )
-    assert settings.send == SendLimits(send_concurrency=20, send_rate_percent=95)
+    assert settings.send == SendLimits(send_concurrency=40, send_rate_percent=95)
 
 
 def test_settings_read_how_fast_a_run_sends() -> None:
