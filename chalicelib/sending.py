@@ -52,37 +52,38 @@ SYSTEM_CLOCK = SystemClock()
 
 
 class Pacer:
-    """Spaces calls from any number of threads at most ``rate`` a second.
+    """Lets callers from any number of threads through at most ``rate`` a second.
 
-    A token bucket holding one token (the generic cell rate algorithm): each call
-    takes the next free slot, ``1 / rate`` after the previous one, or now when the
-    previous slot is past. Idle time is not saved up, so no burst follows a pause:
-    any window of ``t`` seconds holds at most ``t * rate + 1`` calls.
+    The generic cell rate algorithm on the times callers really pass: one caller at
+    a time waits at the gate for the theoretical time of the next pass (TAT), then
+    moves it on by ``1 / rate``. A caller late by up to ``slack`` (a sleep that
+    overran) keeps the schedule; one later than that (the process was stalled)
+    moves it, so the callers queued behind a stall go on one interval apart, never
+    in a burst. Any ``n + 1`` passes therefore span at least ``n / rate - slack``
+    seconds, however late any of them was; idle time is not saved up beyond
+    ``slack``.
     """
 
-    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK, slack: float = 0.0) -> None:
         if not rate > 0:
             raise ValueError(f"a pacer's rate must be positive, got {rate!r}")
         self.rate = rate
         self.interval = 1.0 / rate
+        self.slack = slack
         self._clock = clock
-        self._lock = threading.Lock()
-        self._next: float | None = None
-
-    def reserve(self) -> float:
-        """Take the next free slot and return how many seconds away it is (0: now)."""
-        with self._lock:
-            now = self._clock.monotonic()
-            slot = now if self._next is None else max(now, self._next)
-            self._next = slot + self.interval
-        return slot - now
+        self._gate = threading.Lock()
+        self._tat: float | None = None
 
     def wait(self) -> float:
-        """Block until this caller's slot comes; return how long it waited."""
-        delay = self.reserve()
-        if delay > 0:
-            self._clock.sleep(delay)
-        return delay
+        """Block until this caller may go; return the time it went (on the clock)."""
+        with self._gate:
+            now = self._clock.monotonic()
+            if self._tat is not None and now < self._tat:
+                self._clock.sleep(self._tat - now)
+                now = self._clock.monotonic()
+            base = now if self._tat is None else max(self._tat, now - self.slack)
+            self._tat = base + self.interval
+            return now
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ class Sending:
         clock: Clock = SYSTEM_CLOCK,
         *,
         quota_read: bool = True,
+        slack: float = 0.0,
     ) -> None:
-        self.pacer = Pacer(rate, clock)
+        self.pacer = Pacer(rate, clock, slack)
         self.remaining = remaining
         self.quota_read = quota_read
         # More sends in flight than the rate allows in a second would only hold claims
@@ -137,10 +139,16 @@ class Sending:
     ) -> Sending:
         """The sending of a run whose account reported ``quota`` (None: it could not be read)."""
         share = rate_percent / 100
+        # Pacing at a share of the maximum rate leaves (1 / share - 1) seconds of room in
+        # every second: half of it for a caller's lateness at the gate, half for the
+        # time between the gate and SES (building the request, the network).
+        slack = (1 / share - 1) / 2
         if quota is None:
-            return cls(FALLBACK_SEND_RATE * share, None, max_concurrency, clock, quota_read=False)
-        rate = quota.max_send_rate if quota.max_send_rate > 0 else FALLBACK_SEND_RATE
-        return cls(rate * share, quota.remaining, max_concurrency, clock)
+            rate, remaining, read = FALLBACK_SEND_RATE, None, False
+        else:
+            rate = quota.max_send_rate if quota.max_send_rate > 0 else FALLBACK_SEND_RATE
+            remaining, read = quota.remaining, True
+        return cls(rate * share, remaining, max_concurrency, clock, quota_read=read, slack=slack)
 
     @property
     def rate(self) -> float:

@@ -321,7 +321,7 @@ def bench_send(
     from tests.ddblocal.server import moto_config
 
     level = logger.log_level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.ERROR)
     try:
         with mock_aws(config=moto_config(endpoint)):
             boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)

@@ -187,6 +187,7 @@ def test_every_rule_of_every_check_and_every_ses_event_runs_within_its_policy(
         "dynamodb:BatchGetItem",
         "dynamodb:UpdateItem",
         "ses:SendEmail",
+        "ses:GetAccount",
         "ses:PutSuppressedDestination",
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -18,11 +19,7 @@ from tests.support import FakeClock
 
 def slots(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
     """When each of ``count`` calls in a row gets through (the clock follows the sleeps)."""
-    times = []
-    for _ in range(count):
-        pacer.wait()
-        times.append(clock.monotonic())
-    return times
+    return [pacer.wait() for _ in range(count)]
 
 
 def most_in_any_second(times: list[float]) -> int:
@@ -73,32 +70,86 @@ def test_a_call_after_its_slot_has_passed_does_not_wait() -> None:
     pacer.wait()
     clock.advance(0.3)
 
-    assert pacer.wait() == 0
+    assert pacer.wait() == pytest.approx(0.3)
     assert clock.slept == []
 
 
-def test_threads_taking_slots_at_once_each_get_their_own() -> None:
-    # Given a pacer at 50 a second whose clock does not move
+def test_threads_calling_at_once_go_one_interval_apart() -> None:
+    # Given a pacer at 50 a second
     clock = FakeClock()
     pacer = Pacer(50, clock)
-    delays: list[float] = []
+    times: list[float] = []
     lock = threading.Lock()
 
-    def take(count: int) -> None:
+    def call(count: int) -> None:
         for _ in range(count):
-            delay = pacer.reserve()
+            went = pacer.wait()
             with lock:
-                delays.append(delay)
+                times.append(went)
 
-    # When 8 threads take 25 slots each at the same moment
-    threads = [threading.Thread(target=take, args=(25,)) for _ in range(8)]
+    # When 8 threads call it 25 times each, all at once
+    threads = [threading.Thread(target=call, args=(25,)) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    # Then the 200 slots are 1/50 s apart, none shared or skipped
-    assert sorted(delays) == pytest.approx([n / 50 for n in range(200)])
+    # Then the 200 calls went 1/50 s apart, none together, none skipped
+    assert sorted(times) == pytest.approx([n / 50 for n in range(200)])
+
+
+class OversleepingClock(FakeClock):
+    """A fake clock whose sleeps overrun by ``late`` seconds, as a busy machine's do."""
+
+    def __init__(self, late: float) -> None:
+        super().__init__()
+        self.late = late
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds + self.late)
+
+
+def test_sleeps_that_overrun_by_less_than_the_slack_do_not_slow_the_pace() -> None:
+    clock = OversleepingClock(late=0.01)
+    pacer = Pacer(4, clock, slack=0.02)
+
+    times = slots(pacer, clock, 5)
+
+    assert times == pytest.approx([0.0, 0.26, 0.51, 0.76, 1.01])
+
+
+def test_callers_queued_behind_a_stall_go_one_interval_apart_not_in_a_burst() -> None:
+    # Given a pacer at 4 a second whose process then stalls for a second
+    clock = FakeClock()
+    pacer = Pacer(4, clock, slack=0.02)
+    pacer.wait()
+    clock.advance(1.0)
+
+    # When three callers that were due during the stall go
+    times = slots(pacer, clock, 3)
+
+    # Then the first goes at once and the others an interval (less the slack, once) apart
+    assert times == pytest.approx([1.0, 1.23, 1.48])
+
+
+def test_no_passes_come_closer_than_the_rate_allows_whatever_the_stalls() -> None:
+    # Given a pacer at 14 a second, callers late by up to 40 ms and stalls of up to 300 ms
+    chance = random.Random(7)
+    clock = FakeClock()
+    pacer = Pacer(14, clock, slack=0.026)
+    times = []
+    for _ in range(300):
+        clock.advance(
+            chance.choice([0.0, 0.0, 0.0, chance.uniform(0, 0.04), chance.uniform(0, 0.3)])
+        )
+        times.append(pacer.wait())
+
+    # Then any n + 1 of them span at least n intervals less the slack
+    assert all(
+        later - earlier >= (j - i) / 14 - 0.026 - 1e-9
+        for i, earlier in enumerate(times)
+        for j, later in enumerate(times[i + 1 : i + 30], start=i + 1)
+    )
 
 
 @pytest.mark.parametrize("rate", [0, -1.0])
@@ -133,6 +184,8 @@ def test_a_run_paces_at_its_share_of_the_maximum_rate() -> None:
     sending = Sending.for_quota(SendQuota(200, 50_000, 0), 95, 20, FakeClock())
 
     assert sending.rate == pytest.approx(190)
+    # Half of the (1 / 0.95 - 1) s of room that pacing at 95 % leaves in each second.
+    assert sending.pacer.slack == pytest.approx(0.0263, abs=1e-4)
     assert sending.remaining == 50_000
     assert sending.quota_read
     assert sending.workers == 20
