@@ -51,7 +51,22 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[AwsCall] = []
         self.current_test = "<outside a test>"
-        self.paused = False
+        # Paused per thread: a run's workers can each act as someone else at once.
+        self._threads = threading.local()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the calling thread's operations are someone else's (not recorded)."""
+        return bool(getattr(self._threads, "paused", 0))
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        """Leave the calling thread's operations unrecorded for the duration of the block."""
+        self._threads.paused = getattr(self._threads, "paused", 0) + 1
+        try:
+            yield
+        finally:
+            self._threads.paused -= 1
 
     def __call__(
         self,
@@ -108,11 +123,8 @@ RECORDER = Recorder()
 @contextmanager
 def another_actor() -> Iterator[None]:
     """Calls a test makes as someone else (the CRM) in the middle of a run: not recorded."""
-    RECORDER.paused = True
-    try:
+    with RECORDER.pause():
         yield
-    finally:
-        RECORDER.paused = False
 
 
 # Every botocore session created from now on registers the recorder for every operation.
