@@ -455,6 +455,7 @@ def _not_sent(
     reason = exc.reason if isinstance(exc, TransientSendError) else repr(exc)
     if isinstance(exc, ThrottledSendError):
         run.summary.throttled += 1
+        _slow_down(run)
     logger.warning(
         "notice not sent",
         extra=_about(run, parts, reason, attempts=attempts),
@@ -466,6 +467,19 @@ def _not_sent(
     run.summary.retrying += len(parts)
     run.summary.errors.append(reason)
     return ledger.PENDING, reason
+
+
+def _slow_down(run: Run) -> None:
+    """SES throttled a paced run: something else sends from the account, so halve the pace."""
+    if run.sending is None:
+        return
+    rate = run.sending.pacer.slow_down(
+        0.5, FALLBACK_SEND_RATE * run.settings.send.send_rate_percent / 100
+    )
+    logger.warning(
+        "SES throttled the run, pacing slower",
+        extra={"check": run.summary.check, "rate": round(rate, 3)},
+    )
 
 
 def _record(

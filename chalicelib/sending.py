@@ -74,6 +74,17 @@ class Pacer:
         self._gate = threading.Lock()
         self._tat: float | None = None
 
+    def slow_down(self, factor: float = 0.5, floor: float = 0.0) -> float:
+        """Pace at ``factor`` times the current rate (not under ``floor``); return the new rate.
+
+        SES throttling a paced run means something else sends from the account too
+        (another run at the same moment): sharing the rate beats being refused.
+        """
+        with self._gate:
+            self.rate = max(self.rate * factor, floor)
+            self.interval = 1.0 / self.rate
+            return self.rate
+
     def wait(self) -> float:
         """Block until this caller may go; return the time it went (on the clock)."""
         with self._gate:

@@ -152,6 +152,17 @@ def test_no_passes_come_closer_than_the_rate_allows_whatever_the_stalls() -> Non
     )
 
 
+def test_slowing_down_spaces_the_next_calls_further_apart_but_not_under_the_floor() -> None:
+    clock = FakeClock()
+    pacer = Pacer(8, clock)
+    pacer.wait()
+
+    assert pacer.slow_down(0.5) == 4
+    assert slots(pacer, clock, 2) == pytest.approx([0.125, 0.375])
+    assert pacer.slow_down(0.1, floor=1.0) == 1.0
+    assert pacer.interval == 1.0
+
+
 @pytest.mark.parametrize("rate", [0, -1.0])
 def test_a_pacer_needs_a_positive_rate(rate: float) -> None:
     with pytest.raises(ValueError, match="must be positive"):

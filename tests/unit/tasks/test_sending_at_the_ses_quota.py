@@ -237,3 +237,37 @@ def test_a_throttled_send_is_counted_and_left_due(service: Settings, ses: SESV2C
     assert (summary.throttled, summary.retrying, summary.sent) == (1, 1, 1)
     assert Notification.get(keys[0]).status == ledger.PENDING
     assert [e.recipients for e in sent_emails()] == [[BROOKE]]
+
+
+def test_a_run_that_ses_throttles_halves_its_pace(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
+) -> None:
+    # Given an account allowed 2 emails a second, used in full, one send at a time,
+    # and another sender that makes SES throttle the run's first send
+    monkeypatch.setenv("SEND_RATE_PERCENT", "100")
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
+    SES_ACCOUNT.max_send_rate = 2.0
+    notes(2)
+    clock = FakeClock(50.0)
+    times: list[float] = []
+
+    def stamp(**_: object) -> None:
+        times.append(clock.monotonic())
+
+    throttled = ses_error("Throttling", 400, "Maximum sending rate exceeded.")
+    ses.meta.events.register("before-call.sesv2.SendEmail", stamp)
+    try:
+        # When the run sends the 4 notices
+        with (
+            ses_faults(ses, lambda to: throttled if len(times) == 1 else None),
+            pytest.raises(DeliveryIncomplete),
+        ):
+            run("note_reminders", MONDAY, ses, clock=clock)
+    finally:
+        ses.meta.events.unregister("before-call.sesv2.SendEmail", stamp)
+
+    # Then after the throttle it sends one a second instead of two, and says so
+    assert times == pytest.approx([50.0, 50.5, 51.5, 52.5])
+    assert len(sent_emails()) == 3
+    [record] = logged(stdout_json, "SES throttled the run, pacing slower")
+    assert (record["level"], record["rate"]) == ("WARNING", 1.0)
