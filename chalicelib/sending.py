@@ -8,6 +8,7 @@ is left of the 24-hour quota (:class:`Sending`).
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -17,6 +18,8 @@ from typing import Protocol
 # When SES's quota cannot be read, a run sends at the slowest rate any account has
 # (the sandbox's 1 email a second) and leaves the 24-hour quota to SES to enforce.
 FALLBACK_SEND_RATE = 1.0
+# How early a send may go to catch up on the pace after a delay (the window still holds).
+CATCH_UP_SECONDS = 0.2
 
 
 class Clock(Protocol):
@@ -54,25 +57,42 @@ SYSTEM_CLOCK = SystemClock()
 class Pacer:
     """Lets callers from any number of threads through at most ``rate`` a second.
 
-    The generic cell rate algorithm on the times callers really pass: one caller at
-    a time waits at the gate for the theoretical time of the next pass (TAT), then
-    moves it on by ``1 / rate``. A caller late by up to ``slack`` (a sleep that
-    overran) keeps the schedule; one later than that (the process was stalled)
-    moves it, so the callers queued behind a stall go on one interval apart, never
-    in a burst. Any ``n + 1`` passes therefore span at least ``n / rate - slack``
-    seconds, however late any of them was; idle time is not saved up beyond
-    ``slack``.
+    Two rules, checked at a gate one caller at a time, on the times callers really
+    pass it:
+
+    - the generic cell rate algorithm: callers go ``1 / rate`` apart, and a caller
+      may go up to ``burst`` seconds early, so a sleep that overran or a stalled
+      process costs no rate (the next callers catch up);
+    - a sliding window: never more than ``per_window`` passes in any ``window``
+      seconds, however the callers were delayed, so catching up can never make a
+      burst that breaks the account's limit.
+
+    A run paces at 95 % of SES's maximum rate with ``per_window`` the maximum rate
+    and ``window`` 1 / 0.95 s: the extra 53 ms of every window is room for the time
+    between the gate and SES (building the request, the network), so SES never
+    sees more than its maximum rate in one second.
     """
 
-    def __init__(self, rate: float, clock: Clock = SYSTEM_CLOCK, slack: float = 0.0) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        window: float = 1.0,
+        per_window: int | None = None,
+        burst: float = 0.0,
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"a pacer's rate must be positive, got {rate!r}")
         self.rate = rate
         self.interval = 1.0 / rate
-        self.slack = slack
+        self.window = window
+        self.per_window = per_window or max(1, math.floor(rate * window))
+        self.burst = burst
         self._clock = clock
         self._gate = threading.Lock()
         self._tat: float | None = None
+        self._passes: collections.deque[float] = collections.deque()
 
     def slow_down(self, factor: float = 0.5, floor: float = 0.0) -> float:
         """Pace at ``factor`` times the current rate (not under ``floor``); return the new rate.
@@ -81,19 +101,27 @@ class Pacer:
         (another run at the same moment): sharing the rate beats being refused.
         """
         with self._gate:
-            self.rate = max(self.rate * factor, floor)
-            self.interval = 1.0 / self.rate
-            return self.rate
+            slower = max(self.rate * factor, floor)
+            self.per_window = max(1, math.floor(self.per_window * slower / self.rate))
+            self.rate = slower
+            self.interval = 1.0 / slower
+            return slower
 
     def wait(self) -> float:
         """Block until this caller may go; return the time it went (on the clock)."""
         with self._gate:
-            now = self._clock.monotonic()
-            if self._tat is not None and now < self._tat:
-                self._clock.sleep(self._tat - now)
+            while True:
                 now = self._clock.monotonic()
-            base = now if self._tat is None else max(self._tat, now - self.slack)
-            self._tat = base + self.interval
+                while self._passes and self._passes[0] <= now - self.window:
+                    self._passes.popleft()
+                ready = now if self._tat is None else self._tat - self.burst
+                if len(self._passes) >= self.per_window:
+                    ready = max(ready, self._passes[0] + self.window)
+                if now >= ready:
+                    break
+                self._clock.sleep(ready - now)
+            self._passes.append(now)
+            self._tat = (now if self._tat is None else max(self._tat, now)) + self.interval
             return now
 
 
@@ -135,9 +163,12 @@ class Sending:
         clock: Clock = SYSTEM_CLOCK,
         *,
         quota_read: bool = True,
-        slack: float = 0.0,
+        window: float = 1.0,
+        per_window: int | None = None,
     ) -> None:
-        self.pacer = Pacer(rate, clock, slack)
+        self.pacer = Pacer(
+            rate, clock, window=window, per_window=per_window, burst=CATCH_UP_SECONDS
+        )
         self.remaining = remaining
         self.quota_read = quota_read
         # More sends in flight than the rate allows in a second would only hold claims
@@ -150,16 +181,23 @@ class Sending:
     ) -> Sending:
         """The sending of a run whose account reported ``quota`` (None: it could not be read)."""
         share = rate_percent / 100
-        # Pacing at a share of the maximum rate leaves (1 / share - 1) seconds of room in
-        # every second: half of it for a caller's lateness at the gate, half for the
-        # time between the gate and SES (building the request, the network).
-        slack = (1 / share - 1) / 2
         if quota is None:
             rate, remaining, read = FALLBACK_SEND_RATE, None, False
         else:
             rate = quota.max_send_rate if quota.max_send_rate > 0 else FALLBACK_SEND_RATE
             remaining, read = quota.remaining, True
-        return cls(rate * share, remaining, max_concurrency, clock, quota_read=read, slack=slack)
+        # At most the maximum rate in every 1 / share seconds: SES sees at most the
+        # maximum rate in any one second, with (1 / share - 1) s of room for the delay
+        # between the gate and SES.
+        return cls(
+            rate * share,
+            remaining,
+            max_concurrency,
+            clock,
+            quota_read=read,
+            window=1 / share,
+            per_window=max(1, math.floor(rate)),
+        )
 
     @property
     def rate(self) -> float:

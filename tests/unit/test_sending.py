@@ -109,47 +109,65 @@ class OversleepingClock(FakeClock):
         super().sleep(seconds + self.late)
 
 
-def test_sleeps_that_overrun_by_less_than_the_slack_do_not_slow_the_pace() -> None:
+def test_sleeps_that_overrun_by_less_than_the_burst_do_not_slow_the_pace() -> None:
+    # Given a pacer at 4 a second allowed 20 ms early, whose sleeps overrun by 10 ms
     clock = OversleepingClock(late=0.01)
-    pacer = Pacer(4, clock, slack=0.02)
+    pacer = Pacer(4, clock, burst=0.02)
 
-    times = slots(pacer, clock, 5)
+    # When 4 calls come in a row
+    times = slots(pacer, clock, 4)
 
-    assert times == pytest.approx([0.0, 0.26, 0.51, 0.76, 1.01])
+    # Then they keep the 250 ms pace (each one 10 ms before its slot, none later)
+    assert times == pytest.approx([0.0, 0.24, 0.49, 0.74])
+
+
+def test_the_window_holds_when_calls_catch_up_after_a_delay() -> None:
+    # Given a pacer at 4 a second, at most 4 in any second, allowed a second early
+    clock = FakeClock()
+    pacer = Pacer(4, clock, per_window=4, burst=1.0)
+
+    # When 6 calls come in a row
+    times = slots(pacer, clock, 6)
+
+    # Then 4 go at once, catching up, and the others wait for the window to move on
+    assert times == pytest.approx([0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
 
 
 def test_callers_queued_behind_a_stall_go_one_interval_apart_not_in_a_burst() -> None:
     # Given a pacer at 4 a second whose process then stalls for a second
     clock = FakeClock()
-    pacer = Pacer(4, clock, slack=0.02)
+    pacer = Pacer(4, clock, burst=0.02)
     pacer.wait()
     clock.advance(1.0)
 
     # When three callers that were due during the stall go
     times = slots(pacer, clock, 3)
 
-    # Then the first goes at once and the others an interval (less the slack, once) apart
+    # Then the first goes at once and the others an interval (less the burst) apart
     assert times == pytest.approx([1.0, 1.23, 1.48])
 
 
-def test_no_passes_come_closer_than_the_rate_allows_whatever_the_stalls() -> None:
-    # Given a pacer at 14 a second, callers late by up to 40 ms and stalls of up to 300 ms
+def test_no_window_holds_more_calls_than_allowed_whatever_the_delays() -> None:
+    # Given a run's pacer at 95 % of 14 a second: at most 14 in any 1 / 0.95 s
     chance = random.Random(7)
     clock = FakeClock()
-    pacer = Pacer(14, clock, slack=0.026)
+    window = 1 / 0.95
+    pacer = Pacer(14 * 0.95, clock, window=window, per_window=14, burst=0.2)
     times = []
-    for _ in range(300):
+
+    # When 400 calls come, some late by up to 40 ms, some after stalls of up to 300 ms
+    for _ in range(400):
         clock.advance(
             chance.choice([0.0, 0.0, 0.0, chance.uniform(0, 0.04), chance.uniform(0, 0.3)])
         )
         times.append(pacer.wait())
 
-    # Then any n + 1 of them span at least n intervals less the slack
+    # Then any 15 of them span more than the window: SES never sees 15 in a second
     assert all(
-        later - earlier >= (j - i) / 14 - 0.026 - 1e-9
-        for i, earlier in enumerate(times)
-        for j, later in enumerate(times[i + 1 : i + 30], start=i + 1)
+        later - earlier >= window - 1e-9 for earlier, later in zip(times, times[14:], strict=False)
     )
+    # And the pace, delays included, stays near 13.3 a second
+    assert 399 / (times[-1] - times[0]) > 12
 
 
 def test_slowing_down_spaces_the_next_calls_further_apart_but_not_under_the_floor() -> None:
@@ -195,8 +213,9 @@ def test_a_run_paces_at_its_share_of_the_maximum_rate() -> None:
     sending = Sending.for_quota(SendQuota(200, 50_000, 0), 95, 20, FakeClock())
 
     assert sending.rate == pytest.approx(190)
-    # Half of the (1 / 0.95 - 1) s of room that pacing at 95 % leaves in each second.
-    assert sending.pacer.slack == pytest.approx(0.0263, abs=1e-4)
+    # At most the maximum rate in 1 / 0.95 s: 53 ms of room in every second.
+    assert sending.pacer.per_window == 200
+    assert sending.pacer.window == pytest.approx(1 / 0.95)
     assert sending.remaining == 50_000
     assert sending.quota_read
     assert sending.workers == 20
@@ -212,6 +231,7 @@ def test_a_quota_that_cannot_be_read_paces_at_the_fallback_rate_with_no_daily_li
     sending = Sending.for_quota(None, 95, 20, FakeClock())
 
     assert sending.rate == pytest.approx(FALLBACK_SEND_RATE * 0.95)
+    assert sending.pacer.per_window == 1
     assert sending.remaining is None
     assert not sending.quota_read
     assert sending.workers == 1
