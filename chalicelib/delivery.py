@@ -411,8 +411,9 @@ def _send(
     try:
         email = notice.compose(parts)
         subject = email.subject
-        pace = run.sending.pacer.wait if run.sending is not None else None
-        message_id = run.mailer.send(email, token, pace)
+        if run.sending is not None:
+            run.sending.pacer.wait()
+        message_id = run.mailer.send(email, token)
     except PermanentSendError as exc:
         run.summary.failed += len(parts)
         logger.error("notice rejected permanently", extra=_about(run, parts, exc.reason))
