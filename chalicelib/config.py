@@ -54,6 +54,17 @@ class Reliability:
 
 
 @dataclass(frozen=True)
+class SendLimits:
+    """How fast a run sends (SES's own quota is read from the account each run)."""
+
+    # The most sends in flight at once: worker threads, and the clients' connection pools.
+    send_concurrency: int = 40
+    # The share of the account's maximum send rate a run paces at; the rest absorbs
+    # the timing jitter between pacing a send and SES receiving it.
+    send_rate_percent: int = 95
+
+
+@dataclass(frozen=True)
 class Tables:
     """DynamoDB table names: the CRM's five tables and this service's ledger."""
 
@@ -76,6 +87,7 @@ class Settings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     windows: Windows = field(default_factory=Windows)
     reliability: Reliability = field(default_factory=Reliability)
+    send: SendLimits = field(default_factory=SendLimits)
     dynamodb_endpoint: str | None = None
     # SES configuration set that publishes Send/Delivery/Bounce/... events; None: no events.
     ses_configuration_set: str | None = None
@@ -95,6 +107,11 @@ class Settings:
         reliability = _numbers(env, Reliability)
         if reliability.max_transient_attempts < 1:
             raise ConfigError("MAX_TRANSIENT_ATTEMPTS must be at least 1")
+        send = _numbers(env, SendLimits)
+        if send.send_concurrency < 1:
+            raise ConfigError("SEND_CONCURRENCY must be at least 1")
+        if not 1 <= send.send_rate_percent <= 100:
+            raise ConfigError("SEND_RATE_PERCENT must be between 1 and 100")
         defaults = Windows()
         windows = Windows(
             **{
@@ -113,6 +130,7 @@ class Settings:
             thresholds=thresholds,
             windows=windows,
             reliability=reliability,
+            send=send,
             dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT_URL") or None,
             ses_configuration_set=env.get("SES_CONFIGURATION_SET", "").strip() or None,
         )
@@ -120,7 +138,7 @@ class Settings:
 
 # Each setting's variable is its field's name in upper case, except these.
 _WINDOW_VARIABLES = {"end": "BUSINESS_DAY_END"}
-_N = TypeVar("_N", Thresholds, Reliability)
+_N = TypeVar("_N", Thresholds, Reliability, SendLimits)
 
 
 def _numbers(env: Mapping[str, str], kind: type[_N]) -> _N:
@@ -159,7 +177,9 @@ def _int(env: Mapping[str, str], name: str, default: int, unit: str = "days") ->
 def _unit(name: str) -> str:
     """``settle_minutes`` -> ``minutes``; a count without a unit is of attempts."""
     unit = name.rsplit("_", 1)[-1]
-    return unit if unit in ("days", "hours", "minutes", "seconds") else "attempts"
+    if unit == "concurrency":
+        return "sends in flight"
+    return unit if unit in ("days", "hours", "minutes", "seconds", "percent") else "attempts"
 
 
 def _time(env: Mapping[str, str], name: str, default: time) -> time:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,14 +17,18 @@ from chalicelib.mailer import (
     Email,
     PermanentSendError,
     Recipient,
+    ThrottledSendError,
     TransientSendError,
 )
 from chalicelib.models import UNREADABLE, Notification
 from chalicelib.observability import logger, mask_addresses
 from chalicelib.run import Part, Run, RunSummary
+from chalicelib.sending import FALLBACK_SEND_RATE, Sending, SendQuota
 
 # What each part of a notice carries for its email (Part.data), per check.
 D = TypeVar("D")
+# The name prefix of a run's worker threads.
+WORKER_THREADS = "deliver"
 # What a ledger write can fail with once botocore's own retries are spent.
 LEDGER_ERRORS = (PynamoDBException, ClientError, BotoCoreError)
 
@@ -59,6 +64,9 @@ class Notice(Generic[D]):
 def deliver(run: Run, notices: Sequence[Notice[D]]) -> dict[str, str]:
     """Claim, send and record every notice; return each part's ledger status afterwards.
 
+    Notices are sent concurrently, paced at the account's SES send rate and never
+    beyond what is left of its 24-hour quota (both read from SES once per run):
+    the rest stay due, unclaimed, and are counted in ``quota_deferred``.
     Transient failures release their claims and are counted in ``retrying``; the
     caller raises :class:`DeliveryIncomplete` after every notice has been tried.
     A run short of time stops claiming and leaves the rest due (``deferred``).
@@ -71,21 +79,180 @@ def deliver(run: Run, notices: Sequence[Notice[D]]) -> dict[str, str]:
     blocked = suppression.suppressed({notice.recipient.email for notice in notices})
     outcome: dict[str, str] = {}
     if run.fan_out is not None:
-        notices = run.fan_out.split(run, notices, existing, outcome)
-    for notice in notices:
-        if notice.recipient.email in blocked:
-            _hold_for_suppression(run, notice, blocked[notice.recipient.email], outcome)
-        elif not run.dry_run and run.out_of_time():
-            _defer(run, notice, outcome)
-        else:
-            token = uuid.uuid4().hex
-            taken = [p for p in notice.parts if _take(run, notice, p, existing, token, outcome)]
-            if taken and run.dry_run:
-                _preview(run, notice, taken)
-            elif taken:
-                attempts = max(_attempts(existing.get(part.key)) for part in taken)
-                outcome.update(_send(run, notice, taken, token, attempts))
+        notices = run.fan_out.split(run, notices, existing, outcome, lambda: _sending(run).rate)
+    held_for_quota: list[str] = []
+    with _Workers(run, outcome) as workers:
+        for notice in notices:
+            if notice.recipient.email in blocked:
+                _hold_for_suppression(run, notice, blocked[notice.recipient.email], outcome)
+                continue
+            workers.make_room()
+            if not run.dry_run and run.out_of_time():
+                _defer(run, notice, outcome)
+            elif not run.dry_run and not _may_send(run, notice, existing):
+                # Sent, held by another run or unreadable: decided here, with no email.
+                outcome.update(_deliver_one(run, notice, existing).outcome)
+            elif not run.dry_run and not workers.reserve_email():
+                held_for_quota += _defer_for_quota(run, notice, outcome)
+            else:
+                workers.submit(notice, existing)
+    if held_for_quota:
+        _log_quota_reached(run, held_for_quota)
     return outcome
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """What delivering one notice in a worker did: folded into the run by its thread."""
+
+    outcome: dict[str, str]
+    summary: RunSummary
+    # The notice went to SES, so its email counts against the 24-hour quota.
+    emailed: bool
+
+
+class _Workers:
+    """The run's worker threads: at most ``sending.workers`` notices in flight.
+
+    Each worker delivers one notice with a summary of its own; the thread that
+    hands out notices folds the results into the run's summary and outcome, so
+    the counts are exact without a lock. The pool and the SES quota (one
+    ``GetAccount``) are set up on the first notice to claim: a run with nothing
+    to send asks SES for nothing.
+    """
+
+    def __init__(self, run: Run, outcome: dict[str, str]) -> None:
+        self._run = run
+        self._outcome = outcome
+        self._pool: ThreadPoolExecutor | None = None
+        self._limit = 1
+        self._flying: set[Future[_Delivered]] = set()
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self._settle(ALL_COMPLETED)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def _start(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            if not self._run.dry_run:
+                # A dry run lists its notices in order, from one worker.
+                self._limit = _sending(self._run).workers
+            self._pool = ThreadPoolExecutor(self._limit, thread_name_prefix=WORKER_THREADS)
+        return self._pool
+
+    def make_room(self) -> None:
+        """Wait until fewer than the run's concurrency of notices are in flight."""
+        while len(self._flying) >= self._limit:
+            self._settle(FIRST_COMPLETED)
+
+    def reserve_email(self) -> bool:
+        """Take one email of the 24-hour quota; False when it is spent.
+
+        Notices in flight that turn out to need no email (already sent, claimed
+        by another run) give theirs back, so before saying no, wait for them.
+        """
+        self._start()
+        sending = _sending(self._run)
+        if sending.reserve():
+            return True
+        if not self._flying:
+            return False
+        self._settle(ALL_COMPLETED)
+        return sending.reserve()
+
+    def submit(self, notice: Notice[D], existing: dict[str, Notification]) -> None:
+        """Deliver ``notice`` in a worker, on a summary of its own."""
+        pool = self._start()
+        own = replace(self._run, summary=_empty_like(self._run.summary))
+        self._flying.add(pool.submit(_deliver_one, own, notice, existing))
+
+    def _settle(self, when: str) -> None:
+        done, self._flying = wait(self._flying, return_when=when)
+        for future in done:
+            delivered = future.result()
+            self._outcome.update(delivered.outcome)
+            self._run.summary.absorb(delivered.summary)
+            if not delivered.emailed and not self._run.dry_run:
+                _sending(self._run).give_back()
+
+
+def _deliver_one(run: Run, notice: Notice[D], existing: dict[str, Notification]) -> _Delivered:
+    """Claim, send and record one notice, counted on ``run``'s summary (a worker's own)."""
+    outcome: dict[str, str] = {}
+    token = uuid.uuid4().hex
+    taken = [p for p in notice.parts if _take(run, notice, p, existing, token, outcome)]
+    if taken and run.dry_run:
+        _preview(run, notice, taken)
+    elif taken:
+        attempts = max(_attempts(existing.get(part.key)) for part in taken)
+        outcome.update(_send(run, notice, taken, token, attempts))
+    return _Delivered(outcome, run.summary, emailed=bool(taken) and not run.dry_run)
+
+
+def _may_send(run: Run, notice: Notice[D], existing: dict[str, Notification]) -> bool:
+    """True when the ledger has a part of ``notice`` due: only then may it take an email."""
+    return any(
+        ledger.state(existing.get(part.key), run.now, run.settle) == ledger.PENDING
+        for part in notice.parts
+    )
+
+
+def _empty_like(summary: RunSummary) -> RunSummary:
+    return RunSummary(
+        check=summary.check,
+        business_date=summary.business_date,
+        run_id=summary.run_id,
+        dry_run=summary.dry_run,
+    )
+
+
+def _sending(run: Run) -> Sending:
+    """The run's pace and 24-hour quota, read from SES on first use: once per run."""
+    if run.sending is None:
+        run.sending = _read_sending(run)
+    return run.sending
+
+
+def _read_sending(run: Run) -> Sending:
+    """Read the account's send quota; without it, send at the slowest rate SES has.
+
+    A run never sends unpaced: when ``GetAccount`` fails (a network error, a
+    missing permission) it sends at :data:`FALLBACK_SEND_RATE` and leaves the
+    24-hour quota to SES, which refuses sends beyond it (released, not lost).
+    """
+    limits = run.settings.send
+    quota: SendQuota | None
+    try:
+        quota = run.mailer.send_quota()
+    except (ClientError, BotoCoreError) as exc:
+        logger.error(
+            "SES send quota not read, sending at the fallback rate",
+            extra={"check": run.summary.check, "error": _code(exc), "rate": FALLBACK_SEND_RATE},
+        )
+        quota = None
+    sending = Sending.for_quota(
+        quota, limits.send_rate_percent, limits.send_concurrency, run.mailer.clock
+    )
+    run.summary.send_rate = round(sending.rate, 3)
+    run.summary.quota_remaining = sending.remaining
+    logger.info(
+        "sending paced at the SES quota",
+        extra={
+            "check": run.summary.check,
+            "max_send_rate": quota.max_send_rate if quota else None,
+            "rate": run.summary.send_rate,
+            "quota_remaining": sending.remaining,
+            "workers": sending.workers,
+        },
+    )
+    return sending
 
 
 def _take(
@@ -127,6 +294,30 @@ def _defer(run: Run, notice: Notice[D], outcome: dict[str, str]) -> None:
     run.summary.notices_due += len(notice.parts)
     run.summary.deferred += len(notice.parts)
     outcome.update({part.key: ledger.PENDING for part in notice.parts})
+
+
+def _defer_for_quota(run: Run, notice: Notice[D], outcome: dict[str, str]) -> list[str]:
+    """Leave a notice due, unclaimed: sending it would exceed the 24-hour SES quota."""
+    run.summary.notices_due += len(notice.parts)
+    run.summary.quota_deferred += len(notice.parts)
+    outcome.update({part.key: ledger.PENDING for part in notice.parts})
+    return [part.key for part in notice.parts]
+
+
+# How many of the keys left due for the quota one log line lists.
+LOGGED_QUOTA_KEYS = 20
+
+
+def _log_quota_reached(run: Run, keys: list[str]) -> None:
+    logger.warning(
+        "24-hour SES quota reached, notices left due",
+        extra={
+            "check": run.summary.check,
+            "quota_deferred": len(keys),
+            "quota_remaining_at_start": run.summary.quota_remaining,
+            "keys": keys[:LOGGED_QUOTA_KEYS],
+        },
+    )
 
 
 def _hold_for_suppression(
@@ -222,6 +413,8 @@ def _send(
     try:
         email = notice.compose(parts)
         subject = email.subject
+        if run.sending is not None:
+            run.sending.pacer.wait()
         message_id = run.mailer.send(email, token)
     except PermanentSendError as exc:
         run.summary.failed += len(parts)
@@ -263,6 +456,9 @@ def _not_sent(
     attempts, so a notice that keeps failing cannot fail every run forever."""
     transient = isinstance(exc, TransientSendError)
     reason = exc.reason if isinstance(exc, TransientSendError) else repr(exc)
+    if isinstance(exc, ThrottledSendError):
+        run.summary.throttled += 1
+        _slow_down(run)
     logger.warning(
         "notice not sent",
         extra=_about(run, parts, reason, attempts=attempts),
@@ -274,6 +470,19 @@ def _not_sent(
     run.summary.retrying += len(parts)
     run.summary.errors.append(reason)
     return ledger.PENDING, reason
+
+
+def _slow_down(run: Run) -> None:
+    """SES throttled a paced run: something else sends from the account, so halve the pace."""
+    if run.sending is None:
+        return
+    rate = run.sending.pacer.slow_down(
+        0.5, FALLBACK_SEND_RATE * run.settings.send.send_rate_percent / 100
+    )
+    logger.warning(
+        "SES throttled the run, pacing slower",
+        extra={"check": run.summary.check, "rate": round(rate, 3)},
+    )
 
 
 def _record(

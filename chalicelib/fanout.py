@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -157,13 +158,17 @@ class FanOut:
             return None
         return cls(settings, sqs_client(region))
 
-    def capacity(self, run: Run) -> int | None:
-        """How many notices the run can still send itself; None when its time is unbounded."""
+    def capacity(self, run: Run, account_rate: float) -> int | None:
+        """How many notices the run can still send itself; None when its time is unbounded.
+
+        It sends at the account's rate (``account_rate``, read from SES), but one process
+        sends no faster than ``FANOUT_SEND_RATE`` whatever the quota.
+        """
         if run.remaining_ms is None:
             return None
         margin_ms = run.settings.reliability.time_margin_seconds * 1000
         seconds = max(0, run.remaining_ms() - margin_ms) / 1000
-        return int(seconds * self.settings.send_rate)
+        return int(seconds * min(self.settings.send_rate, account_rate))
 
     def split(
         self,
@@ -171,6 +176,7 @@ class FanOut:
         notices: Sequence[Notice[Any]],
         existing: Mapping[str, Notification],
         outcome: dict[str, str],
+        account_rate: Callable[[], float],
     ) -> Sequence[Notice[Any]]:
         """The notices the run sends itself; the pending ones beyond its capacity are enqueued.
 
@@ -178,12 +184,13 @@ class FanOut:
         costs no send. Enqueued parts get :data:`ENQUEUED` in ``outcome`` and are
         counted in ``summary.enqueued``; a notice the queue did not take stays with
         the run (its time budget then defers it, due for the next run).
+        ``account_rate`` reads the run's send rate from SES: only when something is pending.
         """
-        capacity = self.capacity(run)
-        if capacity is None or run.dry_run:
+        if run.remaining_ms is None or run.dry_run:
             return notices
         pending = [n for n in notices if _pending(run, n, existing)]
-        if len(pending) <= capacity:
+        capacity = self.capacity(run, account_rate()) if pending else None
+        if capacity is None or len(pending) <= capacity:
             return notices
         overflow = pending[capacity:]
         taken = enqueue(run, overflow, self, groups=groups(notices))
@@ -510,14 +517,17 @@ class PacedMailer(Mailer):
         self._clock = clock
         self._sleep = sleep
         self._next: float | None = None
+        self._lock = threading.Lock()
 
     def send(self, email: Email, token: str | None = None) -> str:
         """Wait for this consumer's next slot, then send as :meth:`Mailer.send` does."""
-        now = self._clock()
-        if self._next is not None and self._next > now:
-            self._sleep(self._next - now)
-            now = self._next
-        self._next = now + self._interval
+        # A run's workers send from several threads: each takes its own slot.
+        with self._lock:
+            now = self._clock()
+            slot = now if self._next is None else max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)
         return super().send(email, token)
 
 

@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from chalicelib import clients
 from chalicelib.formatting import clean_body, one_line
+from chalicelib.sending import SYSTEM_CLOCK, Clock, SendQuota
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
     from mypy_boto3_sesv2 import SESV2Client
@@ -36,6 +37,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 PERMANENT_ERROR_CODES = frozenset(
     {"MessageRejected", "BadRequestException", "InvalidParameterValue"}
 )
+
+
+# SES refusing a send because the account sends too fast (or its daily quota is spent).
+THROTTLING_ERROR_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "TooManyRequestsException"}
+)
+# Connections the SES client keeps, unless told how many sends may be in flight.
+DEFAULT_CONNECTIONS = 40
 
 
 # The message tag that carries the send token of the ledger entries a message covers.
@@ -52,6 +61,10 @@ class SendError(Exception):
 
 class TransientSendError(SendError):
     """SES provably did not take the message (throttled, paused, unreachable): retry later."""
+
+
+class ThrottledSendError(TransientSendError):
+    """SES refused the message because the account sent too fast: nothing was sent."""
 
 
 class AmbiguousSendError(SendError):
@@ -266,8 +279,12 @@ NOT_SENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError)
 _default_clients: dict[str, SESV2Client] = {}
 
 
-def ses_client(region: str) -> SESV2Client:
-    """Return the SESv2 client for ``region``, made once per container from its session."""
+def ses_client(region: str, connections: int = DEFAULT_CONNECTIONS) -> SESV2Client:
+    """Return the SESv2 client for ``region``, made once per container from its session.
+
+    Its connection pool holds ``connections`` (one for every send a run has in
+    flight), as the container's settings say when it is first made.
+    """
     if region not in _default_clients:
         # botocore-stubs type a botocore session's clients as plain BaseClients.
         _default_clients[region] = cast(
@@ -281,6 +298,7 @@ def ses_client(region: str) -> SESV2Client:
                     retries={"mode": "standard", "total_max_attempts": 1},
                     connect_timeout=5,
                     read_timeout=15,
+                    max_pool_connections=connections,
                 ),
             ),
         )
@@ -296,18 +314,35 @@ class Mailer:
         region: str,
         client: SESV2Client | None = None,
         configuration_set: str | None = None,
+        *,
+        connections: int = DEFAULT_CONNECTIONS,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.sender = sender
         self._region = region
         self._client = client
+        self._connections = connections
         self.configuration_set = configuration_set
+        # The clock a run's sends are paced by.
+        self.clock = clock
 
     @property
     def client(self) -> SESV2Client:
         """The SESv2 client (injected, or the shared lazily created one)."""
         if self._client is None:
-            self._client = ses_client(self._region)
+            self._client = ses_client(self._region, self._connections)
         return self._client
+
+    def send_quota(self) -> SendQuota:
+        """The account's sending limits (SESv2 ``GetAccount``); botocore's errors propagate."""
+        account = self.client.get_account()
+        quota = account["SendQuota"]
+        return SendQuota(
+            max_send_rate=float(quota.get("MaxSendRate", 0.0)),
+            max_24_hour_send=float(quota.get("Max24HourSend", -1.0)),
+            sent_last_24_hours=float(quota.get("SentLast24Hours", 0.0)),
+            sending_enabled=bool(account.get("SendingEnabled", True)),
+        )
 
     def send(self, email: Email, token: str | None = None) -> str:
         """Send ``email`` and return the SES message id, or raise a :class:`SendError`.
@@ -348,6 +383,8 @@ def classify_client_error(exc: ClientError) -> SendError:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in PERMANENT_ERROR_CODES:
         return PermanentSendError(reason)
+    if code in THROTTLING_ERROR_CODES or "Maximum sending rate exceeded" in reason:
+        return ThrottledSendError(reason)
     if isinstance(status, int) and status >= 500:
         return AmbiguousSendError(reason)
     return TransientSendError(reason)

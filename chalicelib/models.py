@@ -324,9 +324,11 @@ def bind(settings: Settings) -> None:
 
     PynamoDB gives each model a connection with its own botocore session and client,
     each made on its first request; here every model's connection sends through the
-    one client of :func:`_dynamodb` (one HTTP pool), made now.
+    one client of :func:`_dynamodb` (one HTTP pool, a connection for every send a run
+    has in flight), made now.
     """
-    client = _dynamodb(settings.region, settings.dynamodb_endpoint).client
+    pool = settings.send.send_concurrency
+    client = _dynamodb(settings.region, settings.dynamodb_endpoint, pool).client
     for model, attr in TABLE_FIELDS.items():
         table_name = getattr(settings.tables, attr)
         wanted = (table_name, settings.region, settings.dynamodb_endpoint)
@@ -337,9 +339,9 @@ def bind(settings: Settings) -> None:
 
 
 @functools.cache
-def _dynamodb(region: str, host: str | None) -> Connection:
+def _dynamodb(region: str, host: str | None, connections: int) -> Connection:
     """One PynamoDB connection per region and endpoint, on the container's botocore session."""
-    connection = Connection(region=region, host=host)
+    connection = Connection(region=region, host=host, max_pool_connections=connections)
     # PynamoDB would start a session of its own per connection and thread.
     connection._local.session = clients.session()
     return connection

@@ -9,7 +9,7 @@ then claims, sends and records its notices.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
@@ -19,6 +19,7 @@ from chalicelib.limits import EMAIL_CHARS, fits_key, key_problem, quoted, shorte
 from chalicelib.mailer import Mailer, Recipient
 from chalicelib.models import Borrower, CrmModel, Staff
 from chalicelib.observability import logger
+from chalicelib.sending import Sending
 
 if TYPE_CHECKING:
     from chalicelib.fanout import FanOut
@@ -66,12 +67,29 @@ class RunSummary:
     deferred: int = 0
     # Handed to the fan-out queue (chalicelib.fanout): its consumer delivers them.
     enqueued: int = 0
+    # Notices left due because the account's 24-hour SES quota would run out.
+    quota_deferred: int = 0
+    # SES sends refused for sending too fast (each counted, none hidden by retries).
+    throttled: int = 0
     suppressed: int = 0
     invalid: int = 0
     invalid_items: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dry_run: bool = False
     would_send: list[WouldSend] = field(default_factory=list)
+    # Emails a second the run paced its sends at (0: it sent nothing), and what was
+    # left of the 24-hour quota when it read it (None: unlimited or not read).
+    send_rate: float = 0.0
+    quota_remaining: int | None = None
+
+    def absorb(self, other: RunSummary) -> None:
+        """Add the counts and lists of ``other`` (one notice's share of the run) to these."""
+        for name in (f.name for f in fields(self)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif type(mine) is int and name != "quota_remaining":
+                setattr(self, name, mine + theirs)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-ready data."""
@@ -106,6 +124,8 @@ class Run:
     remaining_ms: Callable[[], int] | None = None
     # Where notices beyond the remaining time go (a scheduled run with a queue), if anywhere.
     fan_out: FanOut | None = None
+    # The run's pace and 24-hour quota, read from SES before its first send.
+    sending: Sending | None = None
     _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     @property

@@ -126,7 +126,7 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
         settings = Settings.from_env(environ)
     except ConfigError:
         return
-    ses_client(settings.region)
+    ses_client(settings.region, settings.send.send_concurrency)
     models.bind(settings)
     fanout.FanOut.configured(settings.region, environ)
     check = scheduled_check((os.environ if environ is None else environ).get("_HANDLER", ""))
@@ -146,7 +146,10 @@ def scheduled_check(handler: str) -> str | None:
 
 def _mailer(settings: Settings) -> Mailer:
     return Mailer(
-        settings.sender_email, settings.region, configuration_set=settings.ses_configuration_set
+        settings.sender_email,
+        settings.region,
+        configuration_set=settings.ses_configuration_set,
+        connections=settings.send.send_concurrency,
     )
 
 

@@ -236,7 +236,14 @@ def record_event(
             )
     reason = event.suppression_reason
     if reason is not None:
-        _suppress(event, reason, keys[0], now, client or ses_client(settings.region), outcome)
+        _suppress(
+            event,
+            reason,
+            keys[0],
+            now,
+            client or ses_client(settings.region, settings.send.send_concurrency),
+            outcome,
+        )
     logger.info("SES event recorded", extra=_log(outcome))
     if emit_metrics:
         for check, counted in sorted(counts.items()):

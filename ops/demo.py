@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
+from botocore.awsrequest import AWSResponse
 
-from chalicelib import models
+from chalicelib import clients, models
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.observability import logger
@@ -122,14 +123,20 @@ def embedded_aws(state: Path) -> Iterator[Settings]:
         settings = Settings.from_env()
         from moto import mock_aws
 
+        session = clients.session()
         with mock_aws():
             provision(settings)
             boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+            # moto has no SESv2 GetAccount: the embedded SES is a new production account.
+            # (botocore-stubs type every handler as returning None; a before-call
+            # handler's answer replaces the call.)
+            session.register("before-call.sesv2.GetAccount", _demo_account)  # type: ignore[arg-type]
             if state.exists():
                 load_state(state)
             try:
                 yield settings
             finally:
+                session.unregister("before-call.sesv2.GetAccount", _demo_account)  # type: ignore[arg-type]
                 save_state(state)
     finally:
         for name, value in previous.items():
@@ -137,6 +144,18 @@ def embedded_aws(state: Path) -> Iterator[Settings]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _demo_account(**_: object) -> tuple[AWSResponse, dict[str, object]]:
+    """GetAccount of the embedded SES: 14 emails a second, 50,000 a day, none sent yet."""
+    # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
+    response = AWSResponse(f"https://email.{REGION}.amazonaws.com", 200, {}, None)  # type: ignore[arg-type]
+    quota = {"Max24HourSend": 50_000.0, "MaxSendRate": 14.0, "SentLast24Hours": 0.0}
+    return response, {
+        "SendQuota": quota,
+        "SendingEnabled": True,
+        "ResponseMetadata": {"HTTPStatusCode": 200},
+    }
 
 
 def crm_is_empty() -> bool:

@@ -108,6 +108,8 @@ EVENT_ACCESS: tuple[Access, ...] = (
 SES_ACTIONS = ("ses:SendEmail", "ses:SendRawEmail")
 # SES grants PutSuppressedDestination on no resource type but "*" (an account-level list).
 SUPPRESS_ACTIONS = ("ses:PutSuppressedDestination",)
+# SES grants GetAccount (a run reads its send quota) on no resource type but "*" either.
+QUOTA_ACTIONS = ("ses:GetAccount",)
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
 # A run short of time hands notices to the fan-out queue (SendMessageBatch is authorized
 # as SendMessage); chalicelib.fanout makes no other SQS call.
@@ -249,10 +251,11 @@ def policy_document(
     """The least-privilege policy of the stage's functions.
 
     DynamoDB: exactly :data:`LAMBDA_ACCESS` on the stage's tables and indexes. SES:
-    sending, only on the sender's identity and only with the sender as From address.
-    Logs: the functions' own log groups. With an SES configuration set, also sending
-    through it, :data:`EVENT_ACCESS` and putting addresses on the suppression list
-    (what recording SES events needs). ``arns`` defaults to the stage's region and the
+    sending, only on the sender's identity and only with the sender as From address,
+    and reading the account's send quota (``GetAccount``, which paces a run). Logs:
+    the functions' own log groups. With an SES configuration set, also sending through
+    it, :data:`EVENT_ACCESS` and putting addresses on the suppression list (what
+    recording SES events needs). ``arns`` defaults to the stage's region and the
     account of whoever uses the policy.
     """
     arns = arns or Arns(settings)
@@ -263,6 +266,7 @@ def policy_document(
     if events:
         statements.append(_suppress_statement())
     statements.append(_fanout_statement(arns, function_prefix))
+    statements.append(_quota_statement())
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -327,6 +331,16 @@ def _suppress_statement() -> dict[str, Any]:
         "Sid": "SuppressBouncedAndComplainedAddresses",
         "Effect": "Allow",
         "Action": list(SUPPRESS_ACTIONS),
+        "Resource": ["*"],
+    }
+
+
+def _quota_statement() -> dict[str, Any]:
+    """Reading the account's send quota, which paces a run (SES has no resource type for it)."""
+    return {
+        "Sid": "ReadTheSendQuota",
+        "Effect": "Allow",
+        "Action": list(QUOTA_ACTIONS),
         "Resource": ["*"],
     }
 

@@ -14,12 +14,15 @@ code's entry points is on the call stack (``chalicelib.runner.run_check``, a run
 check; ``chalicelib.ses_events.record_event``, an SES event being recorded): what the
 functions do, not what a test does to set up its tables and identities. Each
 operation keeps the ``Settings`` that entry point was using (its own ``settings``),
-so the audit can hold it to the policy generated for exactly that stage.
+so the audit can hold it to the policy generated for exactly that stage. A run
+sends from worker threads (``chalicelib.delivery``), whose own stacks start in the
+thread pool: their operations belong to the entry point running in another thread.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.handlers import BUILTIN_HANDLERS
 
+from chalicelib.delivery import WORKER_THREADS
 from tests.iam_audit import AwsCall, not_allowed, policy_for
 
 __all__ = ["AwsCall", "another_actor"]
@@ -51,7 +55,22 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[AwsCall] = []
         self.current_test = "<outside a test>"
-        self.paused = False
+        # Paused per thread: a run's workers can each act as someone else at once.
+        self._threads = threading.local()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the calling thread's operations are someone else's (not recorded)."""
+        return bool(getattr(self._threads, "paused", 0))
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        """Leave the calling thread's operations unrecorded for the duration of the block."""
+        self._threads.paused = getattr(self._threads, "paused", 0) + 1
+        try:
+            yield
+        finally:
+            self._threads.paused -= 1
 
     def __call__(
         self,
@@ -78,7 +97,23 @@ class Recorder:
 
 
 def _running_check(frame: FrameType | None) -> FrameType | None:
-    """The frame of an entry point (:data:`ENTRY_POINTS`) on the stack, if one is running."""
+    """The frame of an entry point (:data:`ENTRY_POINTS`) on the stack, if one is running.
+
+    In a run's worker thread, the entry point is on the stack of the thread that
+    handed it the notice (one test runs at a time in a process).
+    """
+    own = _entry_point(frame)
+    if own is not None or not threading.current_thread().name.startswith(WORKER_THREADS):
+        return own
+    me = threading.get_ident()
+    for ident, other in sys._current_frames().items():
+        found = _entry_point(other) if ident != me else None
+        if found is not None:
+            return found
+    return None
+
+
+def _entry_point(frame: FrameType | None) -> FrameType | None:
     while frame is not None:
         if (frame.f_globals.get("__name__"), frame.f_code.co_name) in ENTRY_POINTS:
             return frame
@@ -92,11 +127,8 @@ RECORDER = Recorder()
 @contextmanager
 def another_actor() -> Iterator[None]:
     """Calls a test makes as someone else (the CRM) in the middle of a run: not recorded."""
-    RECORDER.paused = True
-    try:
+    with RECORDER.pause():
         yield
-    finally:
-        RECORDER.paused = False
 
 
 # Every botocore session created from now on registers the recorder for every operation.

@@ -31,6 +31,7 @@ from tests.ddblocal import server as ddblocal
 from tests.support import (
     REGION,
     SENDER,
+    SES_ACCOUNT,
     SUPPRESSION_LIST,
     SuppressionList,
     provisioned,
@@ -133,6 +134,7 @@ def aws(dynamodb_endpoint: str | None) -> Iterator[None]:
     In the local tier every table is dropped after the test, so each test starts
     from an empty account as it does on moto.
     """
+    SES_ACCOUNT.reset()
     if dynamodb_endpoint is None:
         with mock_aws():
             yield

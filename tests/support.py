@@ -33,6 +33,7 @@ from moto.ses.models import ses_backends
 from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.models import bind
+from chalicelib.sending import SYSTEM_CLOCK, Clock
 from ops.provisioning import provision
 from ops.stages import REGION as REGION
 
@@ -218,12 +219,18 @@ def run(
     ignore_window: bool = False,
     dry_run: bool = False,
     remaining_ms: Callable[[], int] | None = None,
+    clock: Clock | None = None,
 ) -> RunSummary:
-    """Run ``check`` as scheduled at ``at``; ``now`` (the wall clock) defaults to ``at``."""
+    """Run ``check`` as scheduled at ``at``; ``now`` (the wall clock) defaults to ``at``.
+
+    ``clock`` paces the run's sends (a :class:`FakeClock`; the system's by default).
+    """
     from chalicelib.mailer import Mailer
     from chalicelib.runner import run_check
 
-    mailer = Mailer(SENDER, REGION, client=client) if client is not None else None
+    mailer = None
+    if client is not None:
+        mailer = Mailer(SENDER, REGION, client=client, clock=clock or SYSTEM_CLOCK)
     return run_check(
         check,
         at=at,
@@ -329,6 +336,73 @@ class SuppressionList:
 SUPPRESSION_LIST = SuppressionList()
 BUILTIN_HANDLERS.append(("before-call.sesv2.PutSuppressedDestination", SUPPRESSION_LIST.put))
 BUILTIN_HANDLERS.append(("before-call.sesv2.GetSuppressedDestination", SUPPRESSION_LIST.get))
+
+
+class SesAccount:
+    """SESv2 ``GetAccount``, answered at botocore's boundary (moto 5.2.5 has none).
+
+    Like :class:`SuppressionList`, its handler is one of botocore's built-in handlers,
+    so every client answers from it, spawned test processes included. The defaults
+    are a generous production account, so a test paces and counts nothing unless it
+    sets a quota; ``error`` makes GetAccount fail. ``reset`` restores them (per test).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A production account allowed 1,000 emails a second and 1,000,000 a day."""
+        self.max_send_rate = 1000.0
+        self.max_24_hour_send = 1_000_000.0
+        self.sent_last_24_hours = 0.0
+        self.sending_enabled = True
+        self.error: Answer | None = None
+        self.calls = 0
+
+    def get(self, params: dict[str, Any], **_: object) -> Answer:
+        """GetAccount: the configured quota, or the configured error."""
+        self.calls += 1
+        if self.error is not None:
+            return self.error
+        # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
+        response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
+        return response, {
+            "SendQuota": {
+                "Max24HourSend": self.max_24_hour_send,
+                "MaxSendRate": self.max_send_rate,
+                "SentLast24Hours": self.sent_last_24_hours,
+            },
+            "SendingEnabled": self.sending_enabled,
+            "ProductionAccessEnabled": True,
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+        }
+
+
+SES_ACCOUNT = SesAccount()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told, or when a caller sleeps on it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        """The fake time."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Record the sleep and move the clock on by it, at once."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass without anyone sleeping."""
+        self.now += seconds
+
+
+BUILTIN_HANDLERS.append(("before-call.sesv2.GetAccount", SES_ACCOUNT.get))
 
 
 def ledger_key(kind: str, *parts: object) -> str:

@@ -110,6 +110,21 @@ def error_answer(code: str, status: int) -> tuple[AWSResponse, dict[str, Any]]:
     }
 
 
+def account_answer(**_: object) -> tuple[AWSResponse, dict[str, Any]]:
+    """SESv2 GetAccount (moto's server has none): a production account, never the limit.
+
+    The soak is about exactly-once under faults; throttling is injected on its own.
+    """
+    # botocore-stubs want HTTPHeaders; botocore takes any mapping (here, no headers).
+    response = AWSResponse("https://chaos.invalid", 200, {}, None)  # type: ignore[arg-type]
+    quota = {"Max24HourSend": 1_000_000.0, "MaxSendRate": 1000.0, "SentLast24Hours": 0.0}
+    return response, {
+        "SendQuota": quota,
+        "SendingEnabled": True,
+        "ResponseMetadata": {"HTTPStatusCode": 200},
+    }
+
+
 def _json_body(request: AWSPreparedRequest) -> dict[str, Any]:
     body = request.body
     if isinstance(body, bytes | bytearray):
@@ -205,6 +220,7 @@ class Injector:
         self._instrumented.add(id(client))
         _register(client, "before-call.sesv2.SendEmail", self._ses_error)
         _register(client, "before-send.sesv2.SendEmail", self._ses_transport)
+        _register(client, "before-call.sesv2.GetAccount", account_answer)
 
     def instrument_dynamodb(self, client: BaseClient) -> None:
         """Register the DynamoDB faults on one of PynamoDB's clients (once per client)."""

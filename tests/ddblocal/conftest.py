@@ -10,6 +10,7 @@ import pytest
 LOCAL_ONLY = {
     "test_dynamodb_local_server.py",
     "test_concurrency.py",
+    "test_concurrent_sending.py",
     # The fan-out benchmark measures the ledger on DynamoDB Local itself.
     "test_bench_fanout_local.py",
 }

@@ -40,7 +40,9 @@ def run_once(
         sent = ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages
         results.put(
             {
+                "notices_due": summary.notices_due,
                 "sent": summary.sent,
+                "emails_sent": summary.emails_sent,
                 "skipped": summary.skipped,
                 "messages": [_to_and_subject(m.raw_data) for m in sent],
             }

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib.config import ConfigError, Settings, Tables, Thresholds, Windows
+from chalicelib.config import ConfigError, SendLimits, Settings, Tables, Thresholds, Windows
 from tests.support import BASE_ENV, REGION
 
 
@@ -42,6 +42,13 @@ def test_settings_from_env_uses_the_documented_defaults() -> None:
         repayment_reminders_start=time(7),
         end=time(20),
     )
+    assert settings.send == SendLimits(send_concurrency=40, send_rate_percent=95)
+
+
+def test_settings_read_how_fast_a_run_sends() -> None:
+    env = {**BASE_ENV, "SEND_CONCURRENCY": "4", "SEND_RATE_PERCENT": "100"}
+
+    assert Settings.from_env(env).send == SendLimits(send_concurrency=4, send_rate_percent=100)
 
 
 def test_settings_from_env_reads_the_process_environment_by_default() -> None:
@@ -116,6 +123,11 @@ def test_settings_region_falls_back_to_aws_default_region() -> None:
         ({"BUSINESS_DAY_END": "25:00"}, "BUSINESS_DAY_END must be a local time"),
         ({"BUSINESS_TIMEZONE": "Sydney"}, "BUSINESS_TIMEZONE 'Sydney' is not an IANA time zone"),
         ({"BUSINESS_TIMEZONE": "../etc/passwd"}, "BUSINESS_TIMEZONE '../etc/passwd' is not"),
+        ({"SEND_CONCURRENCY": "0"}, "SEND_CONCURRENCY must be at least 1"),
+        ({"SEND_CONCURRENCY": "many"}, "SEND_CONCURRENCY must be a whole number of sends in"),
+        ({"SEND_RATE_PERCENT": "0"}, "SEND_RATE_PERCENT must be between 1 and 100"),
+        ({"SEND_RATE_PERCENT": "101"}, "SEND_RATE_PERCENT must be between 1 and 100"),
+        ({"SEND_RATE_PERCENT": "95%"}, "SEND_RATE_PERCENT must be a whole number of percent"),
     ],
 )
 def test_settings_errors_name_the_variable(changes: dict[str, str | None], message: str) -> None:

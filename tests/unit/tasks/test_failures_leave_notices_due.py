@@ -409,8 +409,13 @@ def test_a_run_overlapping_another_does_not_send_the_notice_in_flight(
 
 
 def test_overlapping_runs_send_each_notice_once_in_total(
-    service: Settings, ses: SESV2Client
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Run A sends from one thread: run B starts inside A's send, and moto's in-process
+    # DynamoDB does not apply conditional writes atomically across threads (DynamoDB
+    # does). Races between concurrent senders run on DynamoDB Local instead
+    # (tests/ddblocal/test_concurrent_sending.py).
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
     # Given a repayment due to three borrowers
     f.crm(borrowers=3)
     f.application(borrower_ids=["bor-1", "bor-2", "bor-3"])
@@ -492,7 +497,9 @@ def test_without_ses_events_a_run_killed_after_ses_accepted_the_message_is_not_r
 ) -> None:
     # Given no configuration set publishes SES events, so nothing can settle a claim
     monkeypatch.delenv("SES_CONFIGURATION_SET")
-    # And a run that is killed right after SES accepted its first reminder
+    # And a run that is killed right after SES accepted its first reminder (one send at a
+    # time, as a real kill stops every thread and this one stops only its own)
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
     f.note_for_author_and_bdm()
 
     def kill_after_sam(

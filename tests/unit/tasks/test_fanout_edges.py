@@ -24,7 +24,16 @@ from chalicelib.config import Settings
 from chalicelib.mailer import Email, Mailer, Recipient, ses_client
 from chalicelib.models import Notification, Repayment
 from tests import factories
-from tests.support import REGION, SENDER, ledger_key, lost_responses, run, sent_emails, sydney
+from tests.support import (
+    REGION,
+    SENDER,
+    SES_ACCOUNT,
+    ledger_key,
+    lost_responses,
+    run,
+    sent_emails,
+    sydney,
+)
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
@@ -92,6 +101,24 @@ def test_a_run_whose_notices_fit_its_time_enqueues_nothing(queue: str) -> None:
 
     assert (summary.sent, summary.enqueued) == (3, 0)
     assert bodies(queue) == []
+
+
+def test_a_run_counts_on_the_accounts_send_rate_when_it_is_below_the_process_rate(
+    queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a process that could send 2 notices a second, but an account allowed 1 a
+    # second (95 % of it paced), and 3 s of time left after the margin
+    monkeypatch.setenv("FANOUT_SEND_RATE", "2")
+    SES_ACCOUNT.max_send_rate = 1.0
+    notes(5)
+
+    # When the run decides what overflows
+    summary = run("note_reminders", AT, remaining_ms=lambda: THREE_NOTICES_LEFT)
+
+    # Then it keeps what the account's rate fits in its time (2 at 0.95/s), not the 5 its
+    # process could (6 at 2/s), and hands the rest to the queue
+    assert (summary.enqueued, summary.notices_due) == (3, 5)
+    assert sum(len(body["notices"]) for body in bodies(queue)) == 3
 
 
 def test_a_run_without_a_lambda_clock_sends_everything_itself(queue: str) -> None:

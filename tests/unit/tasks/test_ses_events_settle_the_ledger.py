@@ -171,9 +171,15 @@ def test_an_entry_failed_as_interrupted_becomes_sent_and_leaves_the_failed_list(
 
 
 def test_a_run_killed_after_ses_accepted_is_settled_by_the_send_event_not_failed(
-    service: Settings, ses: SESV2Client, stage: Settings, suppression_list: SuppressionList
+    service: Settings,
+    ses: SESV2Client,
+    stage: Settings,
+    suppression_list: SuppressionList,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given a run killed right after SES accepted Sam's reminder (the entry stays claimed)
+    # Given a run killed right after SES accepted Sam's reminder (the entry stays claimed);
+    # one send at a time, as a real kill stops every thread and this one stops only its own
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
     f.crm()
     f.application()
     f.note()
