@@ -179,3 +179,51 @@ def test_an_application_that_settled_leaves_the_schedule(
     assert len(sent_emails()) == 1
     assert later.items_read == 0
     assert requests(calls_since(aws_calls, before))[("BatchGetItem", "test-applications")] == 0
+
+
+def staff_keys_read(calls: list[AwsCall]) -> list[list[str]]:
+    """The staff ids of each BatchGetItem of the staff table, request by request."""
+    return [
+        sorted(key["id"]["S"] for key in c.params["RequestItems"][table]["Keys"])
+        for c in calls
+        if c.operation == "BatchGetItem"
+        for table in c.params["RequestItems"]
+        if table == "test-staff"
+    ]
+
+
+def test_a_repayment_run_reads_each_escalated_bdm_once_and_no_staff_for_borrowers(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given three repayments 10 days overdue (escalations to Brooke) on app-1 and app-2,
+    # and app-3's repayment due in 2 days (an upcoming reminder to its borrower)
+    f.crm()
+    for n in (1, 2, 3):
+        f.application(f"app-{n}", reference_number=f"APP-100{n}")
+    f.repayment("rep-1", application_id="app-1", due_date="2026-11-13")
+    f.repayment("rep-2", application_id="app-1", due_date="2026-11-13")
+    f.repayment("rep-3", application_id="app-2", due_date="2026-11-13")
+    f.repayment("rep-4", application_id="app-3", due_date="2026-11-25")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then the BDM was read once, for the escalations only
+    assert summary.sent == 4
+    assert staff_keys_read(aws_calls()) == [["bdm-1"]]
+
+
+def test_a_repayment_run_with_borrower_notices_only_reads_no_staff(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given only an upcoming reminder due
+    f.crm()
+    f.application()
+    f.repayment(due_date="2026-11-25")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then its borrower was reminded and no staff member was read
+    assert summary.sent == 1
+    assert staff_keys_read(aws_calls()) == []
