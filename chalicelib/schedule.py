@@ -106,3 +106,14 @@ def record_sweep(check: str, sweep: Sweep) -> None:
     except UpdateError as exc:
         if exc.cause_response_code != "ConditionalCheckFailedException":
             raise
+
+
+def forget_sweep(check: str) -> None:
+    """Make the check's next run sweep everything again (after items were written back-dated).
+
+    A sweep starts where the last one stopped, so an item written later with a date
+    already below that bound (an import of old records) would never be found.
+    """
+    Notification(id=_sweep_key(check)).update(
+        actions=[Notification.swept_on.remove(), Notification.swept_below.remove()]
+    )

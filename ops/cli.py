@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 from click.decorators import FC
 
-from chalicelib import models, suppression
+from chalicelib import models, schedule, suppression
 from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
@@ -209,6 +209,11 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
             "documents --indent 2 -o crm.json"
         )
     report = write_plan(plan, prune=prune, dry_run=dry_run)
+    if report.written["applications"] and not dry_run:
+        # Imported applications may be stale since before the stale check's last sweep.
+        from chalicelib.checks import stale_applications
+
+        schedule.forget_sweep(stale_applications.NAME)
     _echo_import(plan, report, prune=prune, dry_run=dry_run)
     problems = []
     if plan.errors:
