@@ -295,6 +295,9 @@ class Notification(Model):
     due_on = UnicodeAttribute(null=True)
     swept_on = UnicodeAttribute(null=True)
     swept_below = UnicodeAttribute(null=True)
+    # Only on a note check's record of one remind date's settled notes (``done#...``):
+    # one element per note whose every reminder was sent (see checks.note_reminders).
+    done_notes = UnicodeSetAttribute(null=True)
 
     by_item = ItemIndex()
     by_recipient = RecipientIndex()

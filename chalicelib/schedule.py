@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
@@ -117,3 +118,33 @@ def forget_sweep(check: str) -> None:
     Notification(id=_sweep_key(check)).update(
         actions=[Notification.swept_on.remove(), Notification.swept_below.remove()]
     )
+
+
+def string_sets(keys: list[str]) -> dict[str, set[str]]:
+    """The ``done_notes`` sets of the given entries (BatchGetItem, eventually consistent).
+
+    An eventually consistent read may miss the latest additions: an item it misses
+    is only read the longer way, never skipped wrongly.
+    """
+    connection = Notification._get_connection()
+    found: dict[str, set[str]] = {}
+    for start in range(0, len(keys), 100):
+        # PynamoDB's annotation says str keys; the connection takes attribute maps.
+        pending: list[Any] = [{"id": k} for k in keys[start : start + 100]]
+        while pending:
+            answer = connection.batch_get_item(pending)
+            for item in answer.get("Responses", {}).get(Notification.Meta.table_name, []):
+                found[item["id"]["S"]] = set(item.get("done_notes", {}).get("SS", []))
+            unprocessed = answer.get("UnprocessedKeys", {}).get(Notification.Meta.table_name)
+            pending = [{"id": key["id"]["S"]} for key in (unprocessed or {}).get("Keys", [])]
+    return found
+
+
+def add_to_set(entry_key: str, values: set[str]) -> None:
+    """Add ``values`` to an entry's ``done_notes`` set (one UpdateItem)."""
+    Notification(id=entry_key).update(actions=[Notification.done_notes.add(values)])
+
+
+def forget_set(entry_key: str) -> None:
+    """Drop an entry's ``done_notes`` set, so its items are read the longer way again."""
+    Notification(id=entry_key).update(actions=[Notification.done_notes.remove()])

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from chalicelib import models, schedule
-from chalicelib.checks.note_reminders import NOTE_REMINDER
+from chalicelib.checks.note_reminders import NOTE_REMINDER, settled_element
 from chalicelib.checks.repayment_reminders import notice_key as repayment_key
 from chalicelib.checks.repayment_reminders import tier_for
 from chalicelib.checks.stale_applications import NAME as STALE
@@ -320,13 +320,22 @@ def seed_notes(history: int, settings: Settings) -> None:
     _pool()
     notes: list[dict[str, Any]] = []
     ledger_items: list[dict[str, Any]] = []
+    records: dict[str, set[str]] = {}
     for n in range(history):
-        remind = (TODAY - timedelta(days=n % 4)).isoformat()
+        day = TODAY - timedelta(days=n % 4)
+        remind = day.isoformat()
         app = n % APPLICATION_POOL
         notes.append(_note(f"hist-{n}", remind, app))
-        for person in (f"user-{app % BDMS}", f"bdm-{app % BDMS}"):
+        author, bdm = f"user-{app % BDMS}", f"bdm-{app % BDMS}"
+        for person in (author, bdm):
             key = NOTE_REMINDER.key(f"hist-{n}", remind, person)
             ledger_items.append(_sent(key, NOTE_REMINDER.name, f"hist-{n}", person))
+        record, element = settled_element(f"hist-{n}", day, author, bdm, 2)
+        records.setdefault(record, set()).add(element)
+    ledger_items.extend(
+        {"id": {"S": record}, "done_notes": {"SS": sorted(elements)}}
+        for record, elements in records.items()
+    )
     for n in range(DUE // 2):
         notes.append(_note(f"new-{n}", TODAY.isoformat(), n % APPLICATION_POOL))
     _write(Note.Meta.table_name, notes)

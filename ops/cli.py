@@ -501,6 +501,7 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
     delivered: re-queueing those can send a duplicate.
     """
     from chalicelib import ledger
+    from chalicelib.checks import note_reminders
 
     bound_settings()
     now = datetime.now(UTC)
@@ -509,6 +510,9 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
         reason = entry.failure_reason
         if ledger.requeue(entry, now):
             requeued += 1
+            if entry.kind == note_reminders.NOTE_REMINDER.name:
+                # Its note may be recorded as settled: the next run must read it again.
+                note_reminders.forget_settled(entry.id)
             click.echo(f"re-queued {entry.id} ({entry.kind} to {entry.recipient_email}): {reason}")
     click.echo(
         f"Re-queued {requeued} failed notice(s); the next run that finds them due sends them."

@@ -8,18 +8,20 @@ are measured on DynamoDB Local by ``ops/bench_reads.py``.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
-from chalicelib.models import Application, Staff
+from chalicelib.models import Application, Notification, Staff
 from tests import factories as f
 from tests.aws_recorder import AwsCall
-from tests.support import run, sent_emails, sydney
+from tests.support import Answer, run, sent_emails, ses_error, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -227,3 +229,83 @@ def test_a_repayment_run_with_borrower_notices_only_reads_no_staff(
     # Then its borrower was reminded and no staff member was read
     assert summary.sent == 1
     assert staff_keys_read(aws_calls()) == []
+
+
+@pytest.mark.parametrize("history", [3, 30])
+def test_a_note_rerun_reads_no_people_and_no_ledger_for_reminded_notes(
+    service: Settings,
+    ses: SESV2Client,
+    aws_calls: Callable[[], list[AwsCall]],
+    history: int,
+) -> None:
+    # Given notes on app-1 reminded at 12:00 to their author Sam and the BDM Brooke
+    f.crm()
+    f.application()
+    for n in range(history):
+        f.note(f"note-{n}")
+    first = run("note_reminders", MONDAY, ses)
+    assert first.sent == 2 * history
+
+    # When the check runs again an hour later
+    before = len(aws_calls())
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then it counts them as due and skipped, having read the notes (one Query per day),
+    # their application and the records of settled notes: no staff, no ledger entry
+    assert (again.notices_due, again.skipped, again.sent) == (2 * history, 2 * history, 0)
+    assert requests(calls_since(aws_calls, before)) == {
+        ("Query", "remind_date-index"): 4,
+        ("BatchGetItem", "test-applications"): 1,
+        ("BatchGetItem", "test-notifications"): 1,
+    }
+
+
+def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded at 12:00 to Sam and Brooke
+    f.crm()
+    f.staff("bdm-2", "Omar Khan", "omar.khan@lender.example.com.au")
+    f.application()
+    f.note()
+    run("note_reminders", MONDAY, ses)
+
+    # When the application is given to Omar before 13:00
+    f.application(bd_id="bdm-2")
+    run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then Omar is reminded at 13:00, and Sam and Brooke not again
+    assert [e.recipients for e in sent_emails()][-1] == ["omar.khan@lender.example.com.au"]
+    assert len(sent_emails()) == 3
+
+
+def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_way(
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given DynamoDB refuses to add to the records of settled notes (one is over 400 KB)
+    f.note_for_author_and_bdm()
+    client = Notification._get_connection().connection.client
+
+    def refuse(params: dict[str, Any], **_: object) -> Answer | None:
+        names = json.loads(params["body"]).get("ExpressionAttributeNames", {})
+        if "done_notes" not in names.values():
+            return None
+        return ses_error("ValidationException", message="Item size has exceeded the maximum")
+
+    # botocore-stubs type every handler as returning None; a before-call handler's answer
+    # replaces the call.
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+    try:
+        # When the note check runs, then again an hour later
+        first = run("note_reminders", MONDAY, ses)
+        again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+
+    # Then both reminders went out once, and the rerun found them sent in the ledger
+    assert (first.sent, first.errors) == (2, [])
+    assert (again.sent, again.skipped) == (0, 2)
+    assert len(sent_emails()) == 2
+    # and each run that tried to record the note logged why the next one reads more
+    logged = [line for line in stdout_json() if line.get("message") == "settled notes not recorded"]
+    assert [line["error"] for line in logged] == ["UpdateError", "UpdateError"]
