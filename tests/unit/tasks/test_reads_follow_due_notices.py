@@ -309,3 +309,20 @@ def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_
     # and each run that tried to record the note logged why the next one reads more
     logged = [line for line in stdout_json() if line.get("message") == "settled notes not recorded"]
     assert [line["error"] for line in logged] == ["UpdateError", "UpdateError"]
+
+
+def test_a_dry_run_leaves_the_days_sweep_and_schedule_to_the_real_run(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given an application whose 14th day in its stage is today
+    f.crm()
+    f.application(stage_last_updated="2026-11-09T10:00:00+11:00")
+
+    # When an operator dry-runs the check at 11:00, and the scheduled run goes at 12:00
+    dry = run("stale_applications", MONDAY - timedelta(hours=1), dry_run=True)
+    real = run("stale_applications", MONDAY, ses)
+
+    # Then the dry run listed the alert and the real run still found and sent it
+    assert [w["subject"] for w in dry.would_send] == ["Stale Application Alert: APP-1001"]
+    assert real.sent == 1
+    assert [e.subject for e in sent_emails()] == ["Stale Application Alert: APP-1001"]
