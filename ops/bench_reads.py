@@ -51,7 +51,7 @@ SYDNEY = ZoneInfo("Australia/Sydney")
 TODAY = date(2026, 11, 23)
 FIRST_RUN = datetime(2026, 11, 23, 12, 0, tzinfo=SYDNEY)
 RERUN = FIRST_RUN + timedelta(hours=1)
-HISTORIES = (100, 10_000)
+HISTORIES: tuple[int, int] = (100, 10_000)
 # Notices due at the first run, for each check and each history.
 DUE = 40
 BDMS = 4
@@ -115,6 +115,7 @@ class ReadsBench:
     """Every check's figures; ``growth``, ``rerun_requests`` and ``rerun_rcu`` are the worst."""
 
     checks: tuple[CheckReads, ...]
+    histories: tuple[int, int] = HISTORIES
 
     @property
     def growth(self) -> float:
@@ -134,7 +135,7 @@ class ReadsBench:
     def line(self) -> str:
         """``reads growth <x.xx> (history 100->10000), rerun <n> requests <r> RCU``."""
         return (
-            f"reads growth {self.growth:.2f} (history {HISTORIES[0]}->{HISTORIES[-1]}), "
+            f"reads growth {self.growth:.2f} (history {self.histories[0]}->{self.histories[1]}), "
             f"rerun {self.rerun_requests} requests {self.rerun_rcu:g} RCU"
         )
 
@@ -174,9 +175,11 @@ class _AcceptingSes:
         return {"MessageId": uuid.uuid4().hex}
 
 
-def _settings(endpoint: str, prefix: str) -> Settings:
+def _settings(endpoint: str | None, prefix: str) -> Settings:
+    where = {} if endpoint is None else {"DYNAMODB_ENDPOINT_URL": endpoint}
     return Settings.from_env(
-        {
+        where
+        | {
             "APPLICATIONS_TABLE": f"{prefix}-applications",
             "NOTES_TABLE": f"{prefix}-notes",
             "REPAYMENTS_TABLE": f"{prefix}-repayments",
@@ -186,7 +189,6 @@ def _settings(endpoint: str, prefix: str) -> Settings:
             "SENDER_EMAIL": SENDER,
             "AWS_REGION": REGION,
             "BUSINESS_TIMEZONE": "Australia/Sydney",
-            "DYNAMODB_ENDPOINT_URL": endpoint,
             "SES_CONFIGURATION_SET": "bench",
         }
     )
@@ -268,7 +270,7 @@ def _application(app_id: str, n: int, stage: str, changed: date | None) -> dict[
     ).serialize()
 
 
-def seed_stale(history: int, settings: Settings) -> None:
+def seed_stale(history: int, due: int, settings: Settings) -> None:
     """Long-stale applications alerted this cycle (next due in 4 days), and DUE at day 14."""
     _staff()
     apps: list[dict[str, Any]] = []
@@ -289,7 +291,7 @@ def seed_stale(history: int, settings: Settings) -> None:
                 "due_on": {"S": (TODAY + timedelta(days=4)).isoformat()},
             }
         )
-    for n in range(DUE):
+    for n in range(due):
         apps.append(_application(f"new-{n}", n, "valuation_ordered", TODAY - timedelta(days=14)))
     _write(Application.Meta.table_name, apps)
     _write(Notification.Meta.table_name, ledger_items)
@@ -315,7 +317,7 @@ def _pool() -> None:
     )
 
 
-def seed_notes(history: int, settings: Settings) -> None:
+def seed_notes(history: int, due: int, settings: Settings) -> None:
     """Notes reminded within the catch-up days, and DUE/2 notes due today (author and BDM)."""
     _pool()
     notes: list[dict[str, Any]] = []
@@ -336,7 +338,7 @@ def seed_notes(history: int, settings: Settings) -> None:
         {"id": {"S": record}, "done_notes": {"SS": sorted(elements)}}
         for record, elements in records.items()
     )
-    for n in range(DUE // 2):
+    for n in range(due // 2):
         notes.append(_note(f"new-{n}", TODAY.isoformat(), n % APPLICATION_POOL))
     _write(Note.Meta.table_name, notes)
     _write(Notification.Meta.table_name, ledger_items)
@@ -354,7 +356,7 @@ def _note(note_id: str, remind: str, app: int) -> dict[str, Any]:
     ).serialize()
 
 
-def seed_repayments(history: int, settings: Settings) -> None:
+def seed_repayments(history: int, due: int, settings: Settings) -> None:
     """Unpaid repayments notified in their current window, and DUE upcoming ones unnotified."""
     _pool()
     t = settings.thresholds
@@ -382,7 +384,7 @@ def seed_repayments(history: int, settings: Settings) -> None:
         person = f"bdm-{app % BDMS}" if tier.to_bdm else f"bor-{app}"
         key = repayment_key(f"hist-{n}", due_date, tier, person)
         ledger_items.append(_sent(key, tier.kind.name, f"hist-{n}", person))
-    for n in range(DUE):
+    for n in range(due):
         repayments.append(
             Repayment(
                 id=f"new-{n}",
@@ -395,7 +397,7 @@ def seed_repayments(history: int, settings: Settings) -> None:
     _write(Notification.Meta.table_name, ledger_items)
 
 
-SEEDS: dict[str, Callable[[int, Settings], None]] = {
+SEEDS: dict[str, Callable[[int, int, Settings], None]] = {
     "stale_applications": seed_stale,
     "note_reminders": seed_notes,
     "repayment_reminders": seed_repayments,
@@ -419,14 +421,21 @@ def _credentials() -> None:
         os.environ.setdefault(name, "bench")
 
 
-def measure_check(endpoint: str, check: str, history: int) -> Figures:
-    """Seed one check's CRM with ``history`` handled items and DUE due notices; run it twice."""
+def measure_check(
+    endpoint: str | None, check: str, history: int, due: int = DUE, prefix: str | None = None
+) -> Figures:
+    """Seed one check's CRM with ``history`` handled items and ``due`` due notices; run it twice.
+
+    ``endpoint`` None: the DynamoDB the environment points at (moto in the tests). The
+    tables are ``<prefix>-applications`` and so on (a fresh prefix by default), dropped
+    afterwards.
+    """
     _credentials()
-    prefix = f"bench-{check.split('_')[0]}-{history}-{uuid.uuid4().hex[:6]}"
+    prefix = prefix or f"bench-{check.split('_')[0]}-{history}-{uuid.uuid4().hex[:6]}"
     settings = _settings(endpoint, prefix)
     provision(settings, poll_seconds=0.1)
     try:
-        SEEDS[check](history, settings)
+        SEEDS[check](history, due, settings)
         meter = Meter()
         events = _client().meta.events
         events.register("provide-client-params.dynamodb.*", meter.ask)
@@ -469,13 +478,21 @@ def _drop(prefix: str) -> None:
             client.delete_table(TableName=name)
 
 
-def measure(endpoint: str, checks: Iterable[str] = CHECKS) -> ReadsBench:
+def measure(
+    endpoint: str | None,
+    checks: Iterable[str] = CHECKS,
+    histories: tuple[int, int] = HISTORIES,
+    due: int = DUE,
+    prefix: str | None = None,
+) -> ReadsBench:
     """Every check's figures at 100 and 10,000 handled items, on the DynamoDB at ``endpoint``."""
     results = []
     for check in checks:
-        small, large = (measure_check(endpoint, check, history) for history in HISTORIES)
+        small, large = (
+            measure_check(endpoint, check, history, due, prefix) for history in histories
+        )
         results.append(CheckReads(check, small, large))
-    return ReadsBench(tuple(results))
+    return ReadsBench(tuple(results), histories)
 
 
 def table(reads: CheckReads) -> str:
