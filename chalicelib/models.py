@@ -222,6 +222,22 @@ class SendTokenIndex(GlobalSecondaryIndex["Notification"]):
     send_token = UnicodeAttribute(hash_key=True)
 
 
+class DueIndex(GlobalSecondaryIndex["Notification"]):
+    """Sparse: the service's own schedule, the items a check must look at again, by date.
+
+    Only schedule entries (``due#<check>#<item id>``, :mod:`chalicelib.schedule`) carry
+    ``due_check``; a check reads the ones due by today with one Query instead of
+    re-reading every item it has already handled.
+    """
+
+    class Meta:
+        index_name = "due_check-due_on-index"
+        projection = KeysOnlyProjection()
+
+    due_check = UnicodeAttribute(hash_key=True)
+    due_on = UnicodeAttribute(range_key=True)
+
+
 class Notification(Model):
     """One notice to one recipient about one CRM item: the delivery ledger.
 
@@ -272,11 +288,22 @@ class Notification(Model):
     suppression_reason = UnicodeAttribute(null=True)
     suppressed_at = UTCDateTimeAttribute(null=True)
     suppressed_by = UnicodeAttribute(null=True)
+    # Only on schedule entries (chalicelib.schedule): the check that looks at the item
+    # again and the business date it does so (the sparse DueIndex's keys); on a check's
+    # sweep entry, the stage_last_updated below which every item has been looked at.
+    due_check = UnicodeAttribute(null=True)
+    due_on = UnicodeAttribute(null=True)
+    swept_on = UnicodeAttribute(null=True)
+    swept_below = UnicodeAttribute(null=True)
+    # Only on a note check's record of one remind date's settled notes (``done#...``):
+    # one element per note whose every reminder was sent (see checks.note_reminders).
+    done_notes = UnicodeSetAttribute(null=True)
 
     by_item = ItemIndex()
     by_recipient = RecipientIndex()
     by_failure = FailedIndex()
     by_send_token = SendTokenIndex()
+    by_due = DueIndex()
 
     # Set on an entry that could not be read (see from_raw_data); its status is UNREADABLE.
     load_error: str | None = None

@@ -19,7 +19,7 @@ import click
 from click.core import ParameterSource
 from click.decorators import FC
 
-from chalicelib import models, suppression
+from chalicelib import models, schedule, suppression
 from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
@@ -221,6 +221,11 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
             "documents --indent 2 -o crm.json"
         )
     report = write_plan(plan, prune=prune, dry_run=dry_run)
+    if report.written["applications"] and not dry_run:
+        # Imported applications may be stale since before the stale check's last sweep.
+        from chalicelib.checks import stale_applications
+
+        schedule.forget_sweep(stale_applications.NAME)
     _echo_import(plan, report, prune=prune, dry_run=dry_run)
     problems = []
     if plan.errors:
@@ -508,6 +513,7 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
     delivered: re-queueing those can send a duplicate.
     """
     from chalicelib import ledger
+    from chalicelib.checks import note_reminders
 
     bound_settings()
     now = datetime.now(UTC)
@@ -516,6 +522,9 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
         reason = entry.failure_reason
         if ledger.requeue(entry, now):
             requeued += 1
+            if entry.kind == note_reminders.NOTE_REMINDER.name:
+                # Its note may be recorded as settled: the next run must read it again.
+                note_reminders.forget_settled(entry.id)
             click.echo(f"re-queued {entry.id} ({entry.kind} to {entry.recipient_email}): {reason}")
     click.echo(
         f"Re-queued {requeued} failed notice(s); the next run that finds them due sends them."

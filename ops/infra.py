@@ -88,11 +88,13 @@ class Access:
 # Everything a running check does in DynamoDB (tests/test_iam.py records the
 # operations of the whole suite and fails on one not granted here, or granted and
 # never used). Related items are fetched with BatchGetItem; the due items are read
-# from the indexes with Query; the ledger and the repayment flags use UpdateItem.
+# from the indexes with Query (the CRM's, and the service's own schedule in the ledger
+# table); the ledger, the schedule and the repayment flags use UpdateItem.
 LAMBDA_ACCESS: tuple[Access, ...] = (
     Access(models.Application, ("dynamodb:Query",), models.Application.by_stage),
     Access(models.Note, ("dynamodb:Query",), models.Note.by_remind_date),
     Access(models.Repayment, ("dynamodb:Query",), models.Repayment.by_due_date),
+    Access(models.Notification, ("dynamodb:Query",), models.Notification.by_due),
     Access(models.Application, ("dynamodb:BatchGetItem",)),
     Access(models.Staff, ("dynamodb:BatchGetItem",)),
     Access(models.Borrower, ("dynamodb:BatchGetItem",)),

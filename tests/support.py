@@ -32,7 +32,7 @@ from moto.dynamodb.models.table import Table
 from moto.ses.models import ses_backends
 from mypy_boto3_sesv2 import SESV2Client
 
-from chalicelib.models import bind
+from chalicelib.models import Notification, bind
 from chalicelib.sending import SYSTEM_CLOCK, Clock
 from ops.provisioning import provision
 from ops.stages import REGION as REGION
@@ -434,3 +434,14 @@ def provisioned(settings: Settings) -> None:
         _PROVISIONED[names] = {name: copy.deepcopy(backend.tables[name]) for name in names}
     bind(settings)
     backend.tables.update(copy.deepcopy(_PROVISIONED[names]))
+
+
+def ledger_notices() -> list[Notification]:
+    """Every notice in the ledger (read consistently), without the checks' own records
+    kept in the same table: the schedule's and the sweeps' (chalicelib.schedule) and the
+    note check's settled notes."""
+    from chalicelib import schedule
+    from chalicelib.checks.note_reminders import SETTLED_PREFIX
+
+    records = (schedule.PREFIX, schedule.SWEEP_PREFIX, SETTLED_PREFIX)
+    return [e for e in Notification.scan(consistent_read=True) if not e.id.startswith(records)]

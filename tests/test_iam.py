@@ -154,7 +154,11 @@ def run_every_rule(ses: SESV2Client) -> None:
         run(check, sydney(f"{AUDIT_DAY} 12:00"), ses)
     # Reading the tokens back is the test's business: a Scan, outside any entry point.
     messages = sorted(
-        {(e.send_token, e.message_id, e.recipient_email) for e in models.Notification.scan()}
+        {
+            (e.send_token, e.message_id, e.recipient_email)
+            for e in models.Notification.scan()
+            if e.send_token is not None  # the notices, not the checks' schedule entries
+        }
     )
     extra = ["bounce_permanent", "complaint", "bounce_transient", "delivery_delay", "reject"]
     for n, (token, message_id, address) in enumerate(messages):

@@ -252,7 +252,9 @@ def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite]]:
     applications = run.fetch(Application, (d.repayment.application_id for d in due))
     readable = [a for a in applications.values() if not a.load_error]
     borrowers = run.fetch(Borrower, (b for a in readable for b in a.borrower_id_list()))
-    bdms = run.fetch(Staff, (a.bd_id for a in readable))
+    # Only an escalation goes to the BDM: each BDM with one due is fetched once.
+    escalated = {d.repayment.application_id for d in due if d.tier.to_bdm}
+    bdms = run.fetch(Staff, (a.bd_id for a in readable if a.id in escalated))
 
     notices: list[Notice[NoticeOf]] = []
     flags: list[FlagWrite] = []

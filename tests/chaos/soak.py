@@ -601,6 +601,8 @@ class Pass:
         )
         for page in pages:
             for item in page["Items"]:
+                if "status" not in item:
+                    continue  # the checks' schedule and records, not notices
                 status = item["status"]["S"]
                 reason = item.get("failure_reason", {}).get("S")
                 statuses[f"{status} ({reason[:60]})" if reason else status] += 1

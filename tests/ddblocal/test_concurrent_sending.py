@@ -16,10 +16,9 @@ from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger
 from chalicelib.config import Settings
-from chalicelib.models import Notification
 from tests import factories as f
 from tests.ddblocal.racing_runs import run_once
-from tests.support import SES_ACCOUNT, FakeClock, run, sent_emails, sydney
+from tests.support import SES_ACCOUNT, FakeClock, ledger_notices, run, sent_emails, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
@@ -35,7 +34,7 @@ def notes(count: int) -> None:
 
 
 def statuses() -> Counter[str]:
-    return Counter(str(e.status) for e in Notification.scan(consistent_read=True))
+    return Counter(str(e.status) for e in ledger_notices())
 
 
 def test_a_run_sending_from_twenty_threads_claims_sends_and_counts_each_notice_once(

@@ -27,6 +27,8 @@ STALE_DIGEST = registry.kind("stale_applications")
 MONDAY = sydney("2026-11-23 12:00")
 # Exactly stale_after_days (14) in its stage on MONDAY: the first alert cycle (0).
 FORTNIGHT_AGO = "2026-11-09T10:00:00+11:00"
+TUESDAY = sydney("2026-11-24 12:00")
+FORTNIGHT_AGO_TUESDAY = "2026-11-10T10:00:00+11:00"
 
 
 def stale_key(app_id: str = "app-1", changed: str = FORTNIGHT_AGO, cycle: int = 0) -> str:
@@ -143,8 +145,8 @@ def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
     f.application(stage_last_updated=FORTNIGHT_AGO)
     f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO)
 
-    # When the stale check runs as a dry run
-    summary = run("stale_applications", MONDAY, dry_run=True)
+    # When the stale check runs as a dry run on Tuesday
+    summary = run("stale_applications", TUESDAY, dry_run=True)
 
     # Then it lists the one digest it would send, with both parts
     assert summary.would_send == [
@@ -166,15 +168,15 @@ def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
 def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
     service: Settings, ses: SESV2Client
 ) -> None:
-    # Given app-1's alert went out this cycle, another run is sending app-3's right now,
-    # and app-2 became stale since
+    # Given app-1's alert went out this cycle (on Monday, day 14), another run is sending
+    # app-3's right now, and app-2 became stale since (both day 14 on Tuesday)
     f.crm()
     f.application(stage_last_updated=FORTNIGHT_AGO)
     run("stale_applications", MONDAY, ses)
-    f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO)
-    f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO_TUESDAY)
+    f.application("app-3", reference_number="APP-1003", stage_last_updated=FORTNIGHT_AGO_TUESDAY)
     in_flight = ledger.Claim(
-        key=stale_key("app-3"),
+        key=stale_key("app-3", FORTNIGHT_AGO_TUESDAY),
         kind=STALE_DIGEST.name,
         item_id="app-3",
         recipient_id="bdm-1",
@@ -182,20 +184,20 @@ def test_a_dry_run_of_the_stale_check_skips_what_was_sent_or_is_in_flight(
         business_date="2026-11-23",
         send_token="other-token",
     )
-    assert ledger.claim(in_flight, "other-run", MONDAY.astimezone(UTC))
+    assert ledger.claim(in_flight, "other-run", TUESDAY.astimezone(UTC))
 
-    # When the stale check runs as a dry run
-    summary = run("stale_applications", MONDAY, dry_run=True)
+    # When the stale check runs as a dry run on Tuesday
+    summary = run("stale_applications", TUESDAY, dry_run=True)
 
     # Then only app-2 would be sent
     [would] = summary.would_send
     assert (would["keys"], would["subject"]) == (
-        [stale_key("app-2")],
+        [stale_key("app-2", FORTNIGHT_AGO_TUESDAY)],
         "Stale Application Alert: APP-1002",
     )
     assert summary.skipped == 2
     assert len(sent_emails()) == 1
-    assert entry(stale_key("app-3")).run_id == "other-run"
+    assert entry(stale_key("app-3", FORTNIGHT_AGO_TUESDAY)).run_id == "other-run"
 
 
 # --- validation paths: reported by id and reason, nothing else blocked -------------------

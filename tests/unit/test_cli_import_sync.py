@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
+from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
 from chalicelib.models import Application, Borrower, CrmModel, Note, Repayment, Staff
 from ops.cli import cli
+from tests.support import run, sent_emails, sydney
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "crm_real_dumpdata.json"
 
@@ -214,3 +216,19 @@ def test_records_pointing_outside_a_partial_export_fall_back_with_a_warning(
         "Warning: record 2 (applications.application pk=1): bd '2' is not among the dump's "
         "brokers.bdm records; imported without a BDM",
     ]
+
+
+def test_applications_imported_after_the_days_stale_sweep_are_alerted_at_the_next_run(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given the stale check ran on Wednesday on an empty CRM
+    run("stale_applications", sydney("2026-11-25 12:00"), ses)
+
+    # When the CRM's export is imported, with applications in their stage since 02/11 and 09/11
+    assert invoke("import", str(FIXTURE)).exit_code == 0
+
+    # Then the next run that day alerts them, though they were stale before that sweep
+    run("stale_applications", sydney("2026-11-25 13:00"), ses)
+    subjects = [e.subject for e in sent_emails()]
+    assert subjects
+    assert all(s.startswith("Stale Application Alert") for s in subjects)

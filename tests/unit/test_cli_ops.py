@@ -331,8 +331,10 @@ def test_retry_failed_knows_every_kind_the_checks_write(service: Settings) -> No
     for check in ("stale_applications", "note_reminders", "repayment_reminders"):
         assert invoke("run", check, "--date", "2026-11-23").exit_code == 0
 
-    # Then the ledger's kinds are exactly those `retry-failed --kind` accepts
-    assert {entry.kind for entry in Notification.scan()} == set(KINDS)
+    # Then the kinds of the ledger's notices (not its schedule entries, which have
+    # none) are exactly those `retry-failed --kind` accepts
+    kinds = {entry.kind for entry in Notification.scan() if entry.kind is not None}
+    assert kinds == set(KINDS)
 
 
 def test_retry_failed_refuses_an_unknown_kind(service: Settings) -> None:
@@ -444,3 +446,30 @@ def test_verbose_shows_the_json_log_on_stderr(
     assert '"message":"run summary"' in verbose.stderr
     assert '"message":"run summary"' not in verbose.stdout
     assert "s***@lender.example.com.au" in verbose.stderr  # addresses masked in the log
+
+
+def test_a_note_reminder_re_queued_after_its_note_was_settled_goes_out_at_the_next_run(
+    service: Settings,
+) -> None:
+    # Given Sam's and Brooke's reminders of note-1 sent at 12:00, so note-1 is settled
+    factories.note_for_author_and_bdm()
+    assert invoke("run", "note_reminders", "--date", "2026-11-23").exit_code == 0
+    # and Sam's then failed as SES's Reject event records it
+    sams = ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2")
+    Notification(id=sams).update(
+        actions=[
+            Notification.status.set("failed"),
+            Notification.failed_status.set("failed"),
+            Notification.failed_at.set(utc("2026-11-23 01:30")),
+            Notification.failure_reason.set("rejected by SES: virus"),
+        ]
+    )
+
+    # When the operator re-queues it and the check runs again
+    assert invoke("retry-failed", clock="2026-11-23T02:00:00Z").exit_code == 0
+    again = invoke("run", "note_reminders", "--date", "2026-11-23", clock="2026-11-23T03:00:00Z")
+
+    # Then Sam's reminder goes out again, and Brooke's does not
+    assert again.exit_code == 0, again.output
+    assert subjects_by_recipient()[SAM] == ["Note Reminder: Call the valuer"] * 2
+    assert len(subjects_by_recipient()[factories.BROOKE]) == 1

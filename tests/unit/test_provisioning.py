@@ -28,10 +28,11 @@ EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
         "recipient_email-index": [("recipient_email", "HASH"), ("created_at", "RANGE")],
         "failed_status-failed_at-index": [("failed_status", "HASH"), ("failed_at", "RANGE")],
         "send_token-index": [("send_token", "HASH")],
+        "due_check-due_on-index": [("due_check", "HASH"), ("due_on", "RANGE")],
     },
 }
 # Indexes that project only the keys (the rest project every attribute).
-KEYS_ONLY_INDEXES = {"send_token-index"}
+KEYS_ONLY_INDEXES = {"send_token-index", "due_check-due_on-index"}
 
 
 def _describe(table: str) -> TableDescriptionTypeDef:

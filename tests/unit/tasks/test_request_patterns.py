@@ -76,21 +76,25 @@ def test_a_run_over_many_notes_queries_indexes_and_batches_lookups(
     assert (first.sent, again.sent, again.skipped) == (NOTES, 0, NOTES)
     assert len(sent_emails()) == NOTES
 
-    # And the first run read with 4 Queries (today and 3 catch-up days) and 6 batches:
-    # 2 of applications (120 ids), 1 of staff (12 ids), 2 of ledger entries (120 keys)
-    # and 1 of the recipients' suppression entries (12 addresses)
+    # And the first run read with 4 Queries (today and 3 catch-up days) and 7 batches:
+    # 2 of applications (120 ids), 1 of the 4 days' records of settled notes (64 keys),
+    # 1 of staff (12 ids), 2 of ledger entries (120 keys) and 1 of the recipients'
+    # suppression entries (12 addresses)
     ops = operations(first_calls)
     assert ops[("Query", "remind_date-index")] == 4
     assert batch_get_tables(first_calls) == {
         "test-applications": 2,
         "test-staff": 1,
-        "test-notifications": 3,
+        "test-notifications": 4,
     }
-    # and wrote each notice twice (claim, then sent), one UpdateItem each; nothing else
-    assert ops[("UpdateItem", "test-notifications")] == 2 * NOTES
+    # and wrote each notice twice (claim, then sent), one UpdateItem each, then the
+    # settled notes into the 16 records of their day; nothing else
+    assert ops[("UpdateItem", "test-notifications")] == 2 * NOTES + 16
     assert {op for op, _ in ops} == {"Query", "BatchGetItem", "UpdateItem"}
 
-    # And the hourly rerun, with everything delivered, only reads: no write at all
+    # And the hourly rerun, with everything delivered, only reads: the notes, their
+    # applications and the records of settled notes; no staff, no ledger, no write
     rerun = operations(again_calls)
     assert {op for op, _ in rerun} == {"Query", "BatchGetItem"}
-    assert sum(rerun.values()) == 4 + 6
+    assert batch_get_tables(again_calls) == {"test-applications": 2, "test-notifications": 1}
+    assert sum(rerun.values()) == 4 + 3

@@ -24,6 +24,7 @@ from tests.support import (
     SES_ACCOUNT,
     FakeClock,
     ledger_key,
+    ledger_notices,
     run,
     sent_emails,
     ses_error,
@@ -55,7 +56,7 @@ def notes(count: int) -> list[str]:
 
 def statuses() -> Counter[str]:
     """How many ledger entries are in each status."""
-    return Counter(str(e.status) for e in Notification.scan(consistent_read=True))
+    return Counter(str(e.status) for e in ledger_notices())
 
 
 def logged(logs: Logs, message: str) -> list[dict[str, Any]]:

@@ -1,0 +1,328 @@
+"""Reads follow the notices due, not the history: request patterns pinned as counts.
+
+A check's already-handled items must cost nothing on a rerun and nothing per due
+notice: the same requests are made with a little history and with ten times more.
+Counts only (``tests/aws_recorder.py``); the 100 -> 10,000 growth and the capacity
+are measured on DynamoDB Local by ``ops/bench_reads.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from mypy_boto3_sesv2 import SESV2Client
+
+from chalicelib.config import Settings
+from chalicelib.models import Application, Notification, Staff
+from tests import factories as f
+from tests.aws_recorder import AwsCall
+from tests.support import Answer, run, sent_emails, ses_error, sydney
+
+pytestmark = [pytest.mark.task, pytest.mark.execution]
+
+MONDAY = sydney("2026-11-23 12:00")
+TUESDAY = sydney("2026-11-24 12:00")
+# 322 days before Monday: day 322 = 14 + 44 cycles of 7, so Monday is an alert day
+# and Tuesday is not.
+LONG_AGO = "2026-01-05T10:00:00+11:00"
+
+
+def requests(calls: list[AwsCall]) -> Counter[tuple[str, str]]:
+    """``(operation, table or index)`` -> how many DynamoDB requests."""
+    return Counter(
+        (c.operation, c.params.get("IndexName") or c.params.get("TableName") or table)
+        for c in calls
+        for table in c.params.get("RequestItems") or [""]
+        if c.service == "dynamodb"
+    )
+
+
+def long_stale_applications(count: int) -> None:
+    """``count`` applications in one stage since 05/01, of two BDMs."""
+    with Staff.batch_write() as staff:
+        for n in range(2):
+            staff.save(Staff(id=f"bdm-{n}", name=f"BDM {n}", email=f"bdm{n}@lender.example.com"))
+    with Application.batch_write() as apps:
+        for n in range(count):
+            apps.save(
+                Application(
+                    id=f"old-{n}",
+                    reference_number=f"OLD-{n:04d}",
+                    stage="valuation_ordered",
+                    stage_last_updated=LONG_AGO,
+                    loan_amount=500_000,
+                    bd_id=f"bdm-{n % 2}",
+                )
+            )
+
+
+def calls_since(aws_calls: Callable[[], list[AwsCall]], before: int) -> list[AwsCall]:
+    return aws_calls()[before:]
+
+
+@pytest.mark.parametrize("history", [3, 30])
+def test_a_stale_rerun_makes_two_requests_whatever_the_alerted_history(
+    service: Settings,
+    ses: SESV2Client,
+    aws_calls: Callable[[], list[AwsCall]],
+    history: int,
+) -> None:
+    # Given long-stale applications alerted by Monday's 12:00 run
+    long_stale_applications(history)
+    first = run("stale_applications", MONDAY, ses)
+    assert first.sent == history
+
+    # When the check runs again an hour later, with nothing new due
+    before = len(aws_calls())
+    again = run("stale_applications", MONDAY + timedelta(hours=1), ses)
+
+    # Then it reads its sweep record and its schedule, and nothing else
+    assert requests(calls_since(aws_calls, before)) == {
+        ("BatchGetItem", "test-notifications"): 1,
+        ("Query", "due_check-due_on-index"): 1,
+    }
+    assert (again.items_read, again.notices_due, again.sent) == (0, 0, 0)
+    assert len(sent_emails()) == 2  # one digest per BDM
+
+
+@pytest.mark.parametrize("history", [3, 30])
+def test_the_next_days_first_run_reads_the_newly_stale_not_the_alerted_history(
+    service: Settings,
+    ses: SESV2Client,
+    aws_calls: Callable[[], list[AwsCall]],
+    history: int,
+) -> None:
+    # Given long-stale applications alerted on Monday, not due again until next Monday
+    long_stale_applications(history)
+    run("stale_applications", MONDAY, ses)
+    # and one application whose 14th day in its stage is Tuesday
+    f.application(
+        "new-1",
+        reference_number="NEW-0001",
+        stage_last_updated="2026-11-10T09:00:00+11:00",
+        bd_id="bdm-0",
+    )
+
+    # When Tuesday's first run goes
+    before = len(aws_calls())
+    summary = run("stale_applications", TUESDAY, ses)
+
+    # Then it read the new one only, and alerted it
+    assert (summary.items_read, summary.sent) == (1, 1)
+    assert sent_emails()[-1].subject == "Stale Application Alert: NEW-0001"
+    # with the same requests whatever the history: the sweep record, one Query per
+    # active stage from where Monday's sweep stopped, the schedule, the BDM, the
+    # ledger, the suppression list, claim and sent, the new schedule entry, the sweep
+    assert requests(calls_since(aws_calls, before)) == {
+        ("BatchGetItem", "test-notifications"): 3,
+        ("Query", "stage-stage_last_updated-index"): 15,
+        ("Query", "due_check-due_on-index"): 1,
+        ("BatchGetItem", "test-staff"): 1,
+        ("UpdateItem", "test-notifications"): 4,
+    }
+
+
+def test_an_alert_sent_late_is_followed_by_the_next_cycles_on_time(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given an application whose 14th day was Monday, and no run until Wednesday (day 16)
+    f.crm()
+    f.application(stage_last_updated="2026-11-09T10:00:00+11:00")
+    run("stale_applications", sydney("2026-11-25 12:00"), ses)
+    assert "16 days in stage" in sent_emails()[0].text
+
+    # When the check runs every day until day 21
+    for day in range(26, 31):
+        run("stale_applications", sydney(f"2026-11-{day} 12:00"), ses)
+
+    # Then the second alert goes out on day 21 (30/11), not 7 days after the late one
+    assert len(sent_emails()) == 2
+    assert "21 days in stage" in sent_emails()[1].text
+
+
+def test_a_stale_application_fixed_in_the_crm_is_alerted_at_the_next_run(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given a stale application without a BDM, reported at 12:00
+    f.crm()
+    f.application(bd_id=None)
+    first = run("stale_applications", MONDAY, ses)
+    assert [i["reason"] for i in first.invalid_items] == ["bd_id is missing"]
+
+    # When the CRM gives it its BDM before 13:00
+    f.application()
+    run("stale_applications", MONDAY + timedelta(hours=1), ses)
+
+    # Then the 13:00 run alerts the BDM
+    [sent] = sent_emails()
+    assert sent.subject == "Stale Application Alert: APP-1001"
+
+
+def test_an_application_that_settled_leaves_the_schedule(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given an application alerted on Monday that settled before its next cycle
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    f.application(stage="settled")
+
+    # When the check runs on the day it would have been due again, and the day after
+    run("stale_applications", sydney("2026-11-30 12:00"), ses)
+    before = len(aws_calls())
+    later = run("stale_applications", sydney("2026-11-30 13:00"), ses)
+
+    # Then nothing was sent and it is no longer read
+    assert len(sent_emails()) == 1
+    assert later.items_read == 0
+    assert requests(calls_since(aws_calls, before))[("BatchGetItem", "test-applications")] == 0
+
+
+def staff_keys_read(calls: list[AwsCall]) -> list[list[str]]:
+    """The staff ids of each BatchGetItem of the staff table, request by request."""
+    return [
+        sorted(key["id"]["S"] for key in c.params["RequestItems"][table]["Keys"])
+        for c in calls
+        if c.operation == "BatchGetItem"
+        for table in c.params["RequestItems"]
+        if table == "test-staff"
+    ]
+
+
+def test_a_repayment_run_reads_each_escalated_bdm_once_and_no_staff_for_borrowers(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given three repayments 10 days overdue (escalations to Brooke) on app-1 and app-2,
+    # and app-3's repayment due in 2 days (an upcoming reminder to its borrower)
+    f.crm()
+    for n in (1, 2, 3):
+        f.application(f"app-{n}", reference_number=f"APP-100{n}")
+    f.repayment("rep-1", application_id="app-1", due_date="2026-11-13")
+    f.repayment("rep-2", application_id="app-1", due_date="2026-11-13")
+    f.repayment("rep-3", application_id="app-2", due_date="2026-11-13")
+    f.repayment("rep-4", application_id="app-3", due_date="2026-11-25")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then the BDM was read once, for the escalations only
+    assert summary.sent == 4
+    assert staff_keys_read(aws_calls()) == [["bdm-1"]]
+
+
+def test_a_repayment_run_with_borrower_notices_only_reads_no_staff(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given only an upcoming reminder due
+    f.crm()
+    f.application()
+    f.repayment(due_date="2026-11-25")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then its borrower was reminded and no staff member was read
+    assert summary.sent == 1
+    assert staff_keys_read(aws_calls()) == []
+
+
+@pytest.mark.parametrize("history", [3, 30])
+def test_a_note_rerun_reads_no_people_and_no_ledger_for_reminded_notes(
+    service: Settings,
+    ses: SESV2Client,
+    aws_calls: Callable[[], list[AwsCall]],
+    history: int,
+) -> None:
+    # Given notes on app-1 reminded at 12:00 to their author Sam and the BDM Brooke
+    f.crm()
+    f.application()
+    for n in range(history):
+        f.note(f"note-{n}")
+    first = run("note_reminders", MONDAY, ses)
+    assert first.sent == 2 * history
+
+    # When the check runs again an hour later
+    before = len(aws_calls())
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then it counts them as due and skipped, having read the notes (one Query per day),
+    # their application and the records of settled notes: no staff, no ledger entry
+    assert (again.notices_due, again.skipped, again.sent) == (2 * history, 2 * history, 0)
+    assert requests(calls_since(aws_calls, before)) == {
+        ("Query", "remind_date-index"): 4,
+        ("BatchGetItem", "test-applications"): 1,
+        ("BatchGetItem", "test-notifications"): 1,
+    }
+
+
+def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded at 12:00 to Sam and Brooke
+    f.crm()
+    f.staff("bdm-2", "Omar Khan", "omar.khan@lender.example.com.au")
+    f.application()
+    f.note()
+    run("note_reminders", MONDAY, ses)
+
+    # When the application is given to Omar before 13:00
+    f.application(bd_id="bdm-2")
+    run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then Omar is reminded at 13:00, and Sam and Brooke not again
+    assert [e.recipients for e in sent_emails()][-1] == ["omar.khan@lender.example.com.au"]
+    assert len(sent_emails()) == 3
+
+
+def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_way(
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given DynamoDB refuses to add to the records of settled notes (one is over 400 KB)
+    f.note_for_author_and_bdm()
+    client = Notification._get_connection().connection.client
+
+    def refuse(params: dict[str, Any], **_: object) -> Answer | None:
+        names = json.loads(params["body"]).get("ExpressionAttributeNames", {})
+        if "done_notes" not in names.values():
+            return None
+        return ses_error("ValidationException", message="Item size has exceeded the maximum")
+
+    # botocore-stubs type every handler as returning None; a before-call handler's answer
+    # replaces the call.
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+    try:
+        # When the note check runs, then again an hour later
+        first = run("note_reminders", MONDAY, ses)
+        again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+
+    # Then both reminders went out once, and the rerun found them sent in the ledger
+    assert (first.sent, first.errors) == (2, [])
+    assert (again.sent, again.skipped) == (0, 2)
+    assert len(sent_emails()) == 2
+    # and each run that tried to record the note logged why the next one reads more
+    logged = [line for line in stdout_json() if line.get("message") == "settled notes not recorded"]
+    assert [line["error"] for line in logged] == ["UpdateError", "UpdateError"]
+
+
+def test_a_dry_run_leaves_the_days_sweep_and_schedule_to_the_real_run(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given an application whose 14th day in its stage is today
+    f.crm()
+    f.application(stage_last_updated="2026-11-09T10:00:00+11:00")
+
+    # When an operator dry-runs the check at 11:00, and the scheduled run goes at 12:00
+    dry = run("stale_applications", MONDAY - timedelta(hours=1), dry_run=True)
+    real = run("stale_applications", MONDAY, ses)
+
+    # Then the dry run listed the alert and the real run still found and sent it
+    assert [w["subject"] for w in dry.would_send] == ["Stale Application Alert: APP-1001"]
+    assert real.sent == 1
+    assert [e.subject for e in sent_emails()] == ["Stale Application Alert: APP-1001"]
