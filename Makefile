@@ -6,7 +6,7 @@ DATE   ?=
 FUZZ_ARGS ?=
 STAGE  ?= dev
 
-.PHONY: install test coverage bench fuzz lint mutation demo demo-reset clean
+.PHONY: install test coverage bench bench-checks fuzz lint mutation demo demo-reset clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ coverage: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal \
 		--cov=chalicelib --cov=ops --cov-branch --cov-report=term --cov-fail-under=90
 
+## Reads per due notice, sending at the SES quota, the fan-out's projection and the cold start,
+## on DynamoDB Local (started and stopped here); ends with the one-line summary.
+bench: install node_modules/.installed package
+	$(BIN)/python -m ops.bench
+
 ## Time and peak memory of each check over a 300-application CRM (not part of `make test`).
-bench: install
+bench-checks: install
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only \
 		--benchmark-columns=min,mean,max,rounds --benchmark-sort=name \
 		--benchmark-json=.benchmarks/latest.json $(BENCH_ARGS)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
 from chalicelib import fanout, models
@@ -165,16 +166,25 @@ def _environment(endpoint_url: str) -> dict[str, str]:
 
 @contextmanager
 def _latency(client: Any, seconds: float) -> Iterator[None]:
-    """Every SES send takes ``seconds`` longer, as over the network."""
+    """Every SES send takes ``seconds`` longer, as over the network; ``GetAccount`` (which
+    moto lacks) answers limits no consumer here reaches: the cost measured is unpaced, and
+    the quota is applied by the projection."""
 
     def slow(**_: object) -> None:
         time.sleep(seconds)
 
+    def account(params: dict[str, Any], **_: object) -> tuple[AWSResponse, dict[str, Any]]:
+        send_quota = {"MaxSendRate": 1e4, "Max24HourSend": 1e9, "SentLast24Hours": 0.0}
+        response = AWSResponse(params["url"], 200, {}, None)  # type: ignore[arg-type]
+        return response, {"SendQuota": send_quota, "SendingEnabled": True}
+
     client.meta.events.register("before-send.sesv2.SendEmail", slow)
+    client.meta.events.register("before-call.sesv2.GetAccount", account)
     try:
         yield
     finally:
         client.meta.events.unregister("before-send.sesv2.SendEmail", slow)
+        client.meta.events.unregister("before-call.sesv2.GetAccount", account)
 
 
 def measure(
