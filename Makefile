@@ -105,12 +105,13 @@ package: install
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 	@echo "$(PACKAGE_DIR)/sam.json: valid (cfn-lint)"
 
-## Create STAGE's missing tables with their indexes and its fan-out queues, then deploy it
-## with Chalice.
+## Create STAGE's missing tables with their indexes and its fan-out queues, deploy it with
+## Chalice, then turn its fan-out on (what Chalice cannot set: ops.cli fanout-on).
 deploy: install
 	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	$(WITH_REGION) $(BIN)/python -m ops.cli --stage $(STAGE) provision
 	FANOUT_QUEUE_NAME=$(FANOUT_QUEUE) $(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)
+	$(WITH_REGION) $(BIN)/python -m ops.cli --stage $(STAGE) fanout-on
 
 # ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----
 NPM            ?= npm

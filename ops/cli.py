@@ -161,6 +161,27 @@ def provision(ctx: click.Context) -> None:
         click.echo(f"{table}: {'already exists' if status == 'exists' else status}")
 
 
+@cli.command("fanout-on")
+@click.pass_context
+def fanout_on(ctx: click.Context) -> None:
+    """After `chalice deploy --stage S`: turn on what Chalice cannot set for the fan-out.
+
+    Partial batch responses on the consumer's event source, its pace, and the queue's URL
+    on every scheduled function (`make deploy` runs it).
+    """
+    stage = ctx.find_root().params.get("stage")
+    if not stage:
+        raise click.UsageError("fanout-on needs --stage")
+    settings = load_settings()
+    prefix = _load_stage(str(stage)).function_prefix
+    try:
+        report = provisioning.enable_fanout(prefix, settings.region)
+    except provisioning.FanOutNotDeployed as exc:
+        raise click.ClickException(str(exc)) from None
+    for what, status in report:
+        click.echo(f"{what}: {status}")
+
+
 @cli.command()
 @date_option("Business date the data set is dated relative to (default: today).")
 @click.option("--yes", is_flag=True, help="Do not ask before writing into an AWS account.")

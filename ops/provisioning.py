@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from pynamodb.models import Model
@@ -149,3 +149,65 @@ def _queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> str:
         sqs.create_queue(QueueName=name, Attributes=attributes)  # type: ignore[arg-type]
         return "created"
     return "exists"
+
+
+class FanOutNotDeployed(RuntimeError):
+    """``fanout-on`` found no deployed consumer reading the stage's queue (the message says)."""
+
+
+def enable_fanout(
+    function_prefix: str,
+    region: str,
+    *,
+    lambda_client: Any | None = None,
+    sqs_client: SQSClient | None = None,
+) -> list[tuple[str, str]]:
+    """After ``chalice deploy``: what Chalice cannot set for the stage's fan-out.
+
+    The consumer's event source reports partial batch failures (``ReportBatchItemFailures``,
+    so a batch's failed records alone are received again), the consumer is paced at its
+    share of the quota (``FANOUT_CONSUMER_RATE``), and each scheduled function gets the
+    queue's URL (``FANOUT_QUEUE_URL``), without which it hands nothing on. The packaged
+    template sets the same. Each function keeps its other variables; a second call
+    changes nothing. Returns ``(what, "updated" | "already set")`` rows.
+    """
+    from chalicelib import fanout, registry
+    from chalicelib.runner import SCHEDULED_PREFIX
+    from ops import infra
+
+    functions = lambda_client or boto3.client("lambda", region_name=region)
+    sqs = sqs_client or boto3.client("sqs", region_name=region)
+    queue = infra.fanout_queue_name(function_prefix)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    consumer = f"{function_prefix}{infra.FANOUT_FUNCTION}"
+    mappings = functions.list_event_source_mappings(FunctionName=consumer, EventSourceArn=arn)
+    if not mappings["EventSourceMappings"]:
+        raise FanOutNotDeployed(f"{consumer} reads no event source on {queue}: deploy it first")
+    report: list[tuple[str, str]] = []
+    for mapping in mappings["EventSourceMappings"]:
+        what = f"{consumer}: partial batch responses from {queue}"
+        if "ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or []):
+            report.append((what, "already set"))
+            continue
+        functions.update_event_source_mapping(
+            UUID=mapping["UUID"], FunctionResponseTypes=["ReportBatchItemFailures"]
+        )
+        report.append((what, "updated"))
+    wanted = {consumer: ("FANOUT_CONSUMER_RATE", f"{fanout.CONSUMER_RATE:g}")} | {
+        f"{function_prefix}{SCHEDULED_PREFIX}{name}": ("FANOUT_QUEUE_URL", url)
+        for name in registry.NAMES
+    }
+    for function, (variable, value) in wanted.items():
+        config = functions.get_function_configuration(FunctionName=function)
+        variables = dict(config.get("Environment", {}).get("Variables", {}))
+        if variables.get(variable) == value:
+            report.append((f"{function}: {variable}", "already set"))
+            continue
+        functions.update_function_configuration(
+            FunctionName=function, Environment={"Variables": {**variables, variable: value}}
+        )
+        report.append((f"{function}: {variable}", "updated"))
+    return report
