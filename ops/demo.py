@@ -58,6 +58,9 @@ DEMO_ENVIRONMENT = {
     "NOTIFICATIONS_TABLE": "demo-notifications",
     "SENDER_EMAIL": SENDER,
     "BUSINESS_TIMEZONE": "Australia/Sydney",
+    # moto's in-process backends do not apply writes atomically across threads (AWS does):
+    # the embedded AWS is sent to from one worker.
+    "SEND_CONCURRENCY": "1",
 }
 # Variables that could point the embedded AWS at a real account or another endpoint.
 _REAL_AWS_VARIABLES = (
