@@ -54,7 +54,17 @@ from zoneinfo import ZoneInfo
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.update import Action
 
-from chalicelib.models import Application, Borrower, CrmModel, Note, Repayment, Staff
+from chalicelib.models import (
+    LOOK_AT_NEXT_RUN,
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    CrmModel,
+    Note,
+    Repayment,
+    Staff,
+)
 
 USER = "users.user"
 BDM = "brokers.bdm"
@@ -424,6 +434,8 @@ class _Planner:
             "created_by": staff_id(author) if author is not None else None,
             "created_at": f.timestamp("created_at"),
         }
+        # The pending index's mark: its reminders may be owed (README, Contract with the CRM).
+        values["pending_check"] = NOTES_PENDING if values["remind_date"] else None
         self._add("notes", values, [source])
 
     def _map_repayment(self, source: Source, pk: str, f: _Fields) -> None:
@@ -434,6 +446,11 @@ class _Planner:
             "due_date": f.day("due_date"),
             "paid_date": f.day("paid_date"),
         }
+        # The pending index's marks: an unpaid repayment is looked at by the next run
+        # (which then moves it to the day its next notice is due).
+        unpaid = values["due_date"] is not None and values["paid_date"] is None
+        values["pending_check"] = REPAYMENTS_PENDING if unpaid else None
+        values["next_notice_on"] = LOOK_AT_NEXT_RUN if unpaid else None
         for flag in REPAYMENT_FLAGS:
             values[flag] = f.flag(flag)
         self._add("repayments", values, [source])
@@ -493,7 +510,14 @@ def repayment_actions(values: Mapping[str, Any]) -> list[Action]:
     because once this service runs it is the one that sets them.
     """
     actions: list[Action] = []
-    for name in ("application_id", "amount", "due_date", "paid_date"):
+    for name in (
+        "application_id",
+        "amount",
+        "due_date",
+        "paid_date",
+        "pending_check",
+        "next_notice_on",
+    ):
         attribute = getattr(Repayment, name)
         value = values.get(name)
         actions.append(attribute.remove() if value is None else attribute.set(value))

@@ -92,13 +92,14 @@ class Access:
 # table); the ledger, the schedule and the repayment flags use UpdateItem.
 LAMBDA_ACCESS: tuple[Access, ...] = (
     Access(models.Application, ("dynamodb:Query",), models.Application.by_stage),
-    Access(models.Note, ("dynamodb:Query",), models.Note.by_remind_date),
-    Access(models.Repayment, ("dynamodb:Query",), models.Repayment.by_due_date),
+    Access(models.Note, ("dynamodb:Query",), models.Note.by_pending),
+    Access(models.Repayment, ("dynamodb:Query",), models.Repayment.by_pending),
     Access(models.Notification, ("dynamodb:Query",), models.Notification.by_due),
     Access(models.Application, ("dynamodb:BatchGetItem",)),
     Access(models.Staff, ("dynamodb:BatchGetItem",)),
     Access(models.Borrower, ("dynamodb:BatchGetItem",)),
     Access(models.Notification, ("dynamodb:BatchGetItem", "dynamodb:UpdateItem")),
+    Access(models.Note, ("dynamodb:UpdateItem",)),
     Access(models.Repayment, ("dynamodb:UpdateItem",)),
 )
 # What recording SES events adds (a stage with a configuration set): finding a
