@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -710,3 +710,47 @@ def _broker_name(fields: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return _Fields(fields, ZoneInfo("UTC")).full_name()
+
+
+@dataclass
+class MarkReport:
+    """What ``mark_pending`` marked, per table."""
+
+    notes: int = 0
+    repayments: int = 0
+
+
+def mark_pending(since: date) -> MarkReport:
+    """Mark the CRM items that predate the pending indexes (operator tooling: Scans).
+
+    Notes with a remind date on or after ``since`` (older ones are past the catch-up
+    window) and unpaid repayments get the marks the CRM writes (README, Contract with
+    the CRM), only where they have none and only while the date read is unchanged.
+    The next runs read each once: a note or repayment already handled is skipped by
+    the ledger and flags and leaves the index again.
+    """
+    report = MarkReport()
+    for note in Note.scan(Note.pending_check.does_not_exist() & Note.remind_date.exists()):
+        if not note.remind_date or note.remind_date < since.isoformat():
+            continue
+        if _mark(note, [Note.pending_check.set(NOTES_PENDING)], Note.remind_date, note.remind_date):
+            report.notes += 1
+    unpaid = Repayment.pending_check.does_not_exist() & Repayment.paid_date.does_not_exist()
+    for repayment in Repayment.scan(unpaid & Repayment.due_date.exists()):
+        actions = [
+            Repayment.pending_check.set(REPAYMENTS_PENDING),
+            Repayment.next_notice_on.set(LOOK_AT_NEXT_RUN),
+        ]
+        if _mark(repayment, actions, Repayment.due_date, repayment.due_date):
+            report.repayments += 1
+    return report
+
+
+def _mark(item: CrmModel, actions: Sequence[Action], attribute: Any, value: str | None) -> bool:
+    try:
+        item.update(actions=list(actions), condition=attribute == value)
+    except PynamoDBException as exc:
+        if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+            raise
+        return False  # changed by the CRM meanwhile: it wrote its own marks
+    return True
