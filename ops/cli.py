@@ -187,7 +187,9 @@ def seed(options: Options, day: datetime | None, yes: bool) -> None:
 
 
 @cli.command("mark-pending")
-@date_option("Business date to mark notes from (default: today minus the catch-up days).")
+@date_option(
+    "Business date taken as today (default: today); marks notes from the catch-up days before."
+)
 def mark_pending(day: datetime | None) -> None:
     """Mark CRM items written before the pending indexes, so the checks find them.
 
