@@ -174,8 +174,16 @@ def run(run: Run) -> None:
     for write in flags:
         if write.keys and all(outcome.get(key) == ledger.SENT for key in write.keys):
             set_flag(run, write.repayment, write.flag)
-    for repayment, next_on in moves:
-        _move(run, repayment, next_on)
+    if run.today == _wall_today(run):
+        # Only a run for today moves what it found nothing due for: a run by hand for
+        # another date leaves each where it is, for the runs of the real days.
+        for repayment, next_on in moves:
+            _move(run, repayment, next_on)
+
+
+def _wall_today(run: Run) -> date:
+    """The business date of the wall clock (a run by hand may be for another date)."""
+    return run.now.astimezone(run.settings.timezone).date()
 
 
 def _next_look(actions: list[Action], next_on: date | None) -> list[Action]:
@@ -200,7 +208,8 @@ def set_flag(run: Run, repayment: Repayment, flag: str) -> None:
         due = None  # not read (the fan-out's consumer): the next run's Query moves it
     if due is not None:
         later = TIERS[TIERS.index(tier) + 1 :]
-        after = next_notice_on(due, later, run.today, run.settings.thresholds)
+        base = min(run.today, _wall_today(run))
+        after = next_notice_on(due, later, base, run.settings.thresholds)
         try:
             repayment.update(
                 actions=_next_look([action], after),
@@ -221,10 +230,14 @@ def set_flag(run: Run, repayment: Repayment, flag: str) -> None:
         )
 
 
-def next_notice_on(due: date, tiers: Sequence[Tier], today: date, t: Thresholds) -> date | None:
-    """The first day after ``today`` one of ``tiers`` becomes due; None: none will."""
-    starts = [due + timedelta(days=tier.starts(t)) for tier in tiers]
-    return min((day for day in starts if day > today), default=None)
+def next_notice_on(due: date, tiers: Sequence[Tier], since: date, t: Thresholds) -> date | None:
+    """The first day from ``since`` on which one of ``tiers`` is due; None: none will be."""
+    days = [
+        max(due + timedelta(days=tier.starts(t)), since)
+        for tier in tiers
+        if due + timedelta(days=tier.ends(t)) >= since
+    ]
+    return min(days, default=None)
 
 
 def _move(run: Run, repayment: Repayment, next_on: date | None) -> None:
@@ -302,9 +315,13 @@ def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite], list[Mov
     t = run.settings.thresholds
     due: list[Due] = []
     moves: list[Move] = []
-    found = Repayment.by_pending.query(
-        REPAYMENTS_PENDING, Repayment.next_notice_on <= run.today.isoformat()
-    )
+    if run.today < _wall_today(run):
+        # A run by hand for an earlier date: what the runs since moved past it too.
+        found = Repayment.by_pending.query(REPAYMENTS_PENDING)
+    else:
+        found = Repayment.by_pending.query(
+            REPAYMENTS_PENDING, Repayment.next_notice_on <= run.today.isoformat()
+        )
     for repayment in found:
         run.summary.items_read += 1
         if repayment.load_error:

@@ -291,3 +291,39 @@ def test_the_repayment_check_reads_a_repayment_again_only_when_its_next_notice_i
     tuesday = run("repayment_reminders", sydney("2026-11-24 09:00"), ses)
     assert (tuesday.items_read, tuesday.sent) == (1, 1)
     assert Repayment.get("rep-3").reminder_sent is True
+
+
+def test_a_run_by_hand_for_an_earlier_date_finds_a_repayment_moved_past_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1, due Mon 30/11, not reminded: the run of Tue 1/12 (day 1, between the
+    # windows) moved it to its overdue notice's day, Thu 3/12
+    f.repayment_due_to_two_borrowers()
+    assert run("repayment_reminders", sydney("2026-12-01 09:00"), ses).sent == 0
+    assert Repayment.get("rep-1").next_notice_on == "2026-12-03"
+
+    # When an operator runs the check for 30 November (its last upcoming day) on 1/12
+    summary = run(
+        "repayment_reminders", sydney("2026-11-30 12:00"), ses, now=sydney("2026-12-01 10:00")
+    )
+
+    # Then it still finds rep-1 and sends that day's upcoming reminders
+    assert summary.sent == 2
+    assert {e.subject for e in sent_emails()} == {"Upcoming Repayment Reminder"}
+
+
+def test_a_run_by_hand_for_a_later_date_moves_nothing_past_today(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 due Mon 30/11 (its upcoming reminder due today, Mon 23/11)
+    f.repayment_due_to_two_borrowers()
+
+    # When an operator runs the check for Tue 1/12 (nothing due then) on Monday, and
+    # Monday's scheduled run goes after it
+    ahead = run("repayment_reminders", sydney("2026-12-01 12:00"), ses, now=MONDAY)
+    today = run("repayment_reminders", MONDAY, ses)
+
+    # Then the run for 1/12 sent nothing and left rep-1 where the CRM put it, so
+    # Monday's run still sends its upcoming reminders
+    assert ahead.sent == 0
+    assert today.sent == 2
