@@ -89,7 +89,8 @@ class Access:
 # operations of the whole suite and fails on one not granted here, or granted and
 # never used). Related items are fetched with BatchGetItem; the due items are read
 # from the indexes with Query (the CRM's, and the service's own schedule in the ledger
-# table); the ledger, the schedule and the repayment flags use UpdateItem.
+# table); the ledger, the schedule, the repayment flags and the notes' and repayments'
+# pending marks use UpdateItem.
 LAMBDA_ACCESS: tuple[Access, ...] = (
     Access(models.Application, ("dynamodb:Query",), models.Application.by_stage),
     Access(models.Note, ("dynamodb:Query",), models.Note.by_pending),
