@@ -113,14 +113,28 @@ class Application(CrmModel):
         return [str(b) for b in self.borrower_ids or []]
 
 
-class RemindDateIndex(GlobalSecondaryIndex["Note"]):
-    """Notes by the business date they are to be reminded on."""
+# The value of ``pending_check`` on a note whose reminders may still be owed, and on a
+# repayment whose notices may: one partition per check, so one Query covers a window.
+NOTES_PENDING = "note_reminders"
+REPAYMENTS_PENDING = "repayment_reminders"
+# The ``next_notice_on`` the CRM writes on a new or changed unpaid repayment: before any
+# business date, so the next run (or a manual run for any date) looks at it.
+LOOK_AT_NEXT_RUN = "0001-01-01"
+
+
+class PendingNoteIndex(GlobalSecondaryIndex["Note"]):
+    """Sparse: only notes that may still owe a reminder, by remind date.
+
+    The CRM writes ``pending_check`` whenever it writes a ``remind_date``; the note
+    check removes it once every reminder of the note is sent.
+    """
 
     class Meta:
-        index_name = "remind_date-index"
+        index_name = "pending_check-remind_date-index"
         projection = AllProjection()
 
-    remind_date = UnicodeAttribute(hash_key=True)
+    pending_check = UnicodeAttribute(hash_key=True)
+    remind_date = UnicodeAttribute(range_key=True)
 
 
 class Note(CrmModel):
@@ -137,18 +151,26 @@ class Note(CrmModel):
     application_id = UnicodeAttribute(null=True)
     created_by = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute(null=True)
+    pending_check = UnicodeAttribute(null=True)
 
-    by_remind_date = RemindDateIndex()
+    by_pending = PendingNoteIndex()
 
 
-class DueDateIndex(GlobalSecondaryIndex["Repayment"]):
-    """Repayments by due date."""
+class PendingRepaymentIndex(GlobalSecondaryIndex["Repayment"]):
+    """Sparse: only unpaid repayments that may still get a notice, by when to look next.
+
+    The CRM writes ``pending_check`` and ``next_notice_on`` (``LOOK_AT_NEXT_RUN``)
+    whenever it writes ``due_date`` or ``paid_date`` of an unpaid repayment,
+    and removes both when it is paid; the repayment check moves ``next_notice_on`` to
+    the day the next notice becomes due and removes both after the last one.
+    """
 
     class Meta:
-        index_name = "due_date-index"
+        index_name = "pending_check-next_notice_on-index"
         projection = AllProjection()
 
-    due_date = UnicodeAttribute(hash_key=True)
+    pending_check = UnicodeAttribute(hash_key=True)
+    next_notice_on = UnicodeAttribute(range_key=True)
 
 
 class Repayment(CrmModel):
@@ -167,8 +189,10 @@ class Repayment(CrmModel):
     overdue_3_day_sent = BooleanAttribute(null=True)
     overdue_7_day_sent = BooleanAttribute(null=True)
     overdue_10_day_sent = BooleanAttribute(null=True)
+    pending_check = UnicodeAttribute(null=True)
+    next_notice_on = UnicodeAttribute(null=True)
 
-    by_due_date = DueDateIndex()
+    by_pending = PendingRepaymentIndex()
 
 
 class ItemIndex(GlobalSecondaryIndex["Notification"]):

@@ -7,7 +7,8 @@ written by :mod:`ops.crm_import`, exactly as ``cli import`` does: so a
 repayment's ``*_sent`` flags are never cleared, and ids follow the import's id
 spaces (``user-<pk>``, ``bdm-<pk>``). A change that affects other items is
 followed: a BDM's applications (their ``bd_id``), a user's BDM and borrower
-(their name and email).
+(their name and email), an application's notes that have a remind date (marked
+pending again, so a new BDM is reminded too).
 
 Writes happen in ``transaction.on_commit`` callbacks (nothing is written for a
 rolled-back transaction) registered as ``robust``: a DynamoDB failure is logged
@@ -240,6 +241,10 @@ def _gather(label: str, instance: models.Model, into: dict[Ref, models.Model]) -
         if instance.bd is not None:
             add(instance.bd)
             add(instance.bd.user)
+        # Written again, its notes are marked pending again: the note check reads only
+        # pending notes, and a new BDM is reminded of a note the old one already was.
+        for note in _objects(NOTE).filter(application=instance.pk, remind_date__isnull=False):
+            add(note)
     return obsolete
 
 

@@ -30,14 +30,23 @@ from zoneinfo import ZoneInfo
 
 from chalicelib import schedule
 from chalicelib.checks.note_reminders import NOTE_REMINDER, settled_element
+from chalicelib.checks.repayment_reminders import TIERS, next_notice_on, tier_for
 from chalicelib.checks.repayment_reminders import notice_key as repayment_key
-from chalicelib.checks.repayment_reminders import tier_for
 from chalicelib.checks.stale_applications import NAME as STALE
 from chalicelib.checks.stale_applications import STALE_DIGEST
 from chalicelib.config import Settings
 from chalicelib.formatting import ACTIVE_STAGES
 from chalicelib.mailer import Mailer
-from chalicelib.models import Application, Borrower, Note, Notification, Repayment, Staff
+from chalicelib.models import (
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    Note,
+    Notification,
+    Repayment,
+    Staff,
+)
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
 from ops.provisioning import provision
@@ -331,7 +340,7 @@ def seed_notes(history: int, due: int, settings: Settings) -> None:
         day = TODAY - timedelta(days=n % 4)
         remind = day.isoformat()
         app = n % APPLICATION_POOL
-        notes.append(_note(f"hist-{n}", remind, app))
+        notes.append(_note(f"hist-{n}", remind, app, pending=False))
         author, bdm = f"user-{app % BDMS}", f"bdm-{app % BDMS}"
         for person in (author, bdm):
             key = NOTE_REMINDER.key(f"hist-{n}", remind, person)
@@ -343,12 +352,13 @@ def seed_notes(history: int, due: int, settings: Settings) -> None:
         for record, elements in records.items()
     )
     for n in range(due // 2):
-        notes.append(_note(f"new-{n}", TODAY.isoformat(), n % APPLICATION_POOL))
+        notes.append(_note(f"new-{n}", TODAY.isoformat(), n % APPLICATION_POOL, pending=True))
     _write(Note.Meta.table_name, notes)
     _write(Notification.Meta.table_name, ledger_items)
 
 
-def _note(note_id: str, remind: str, app: int) -> dict[str, Any]:
+def _note(note_id: str, remind: str, app: int, *, pending: bool) -> dict[str, Any]:
+    # A reminded note has left the pending index; a new one is in it (the CRM's mark).
     return Note(
         id=note_id,
         title=f"Note {note_id}",
@@ -357,6 +367,7 @@ def _note(note_id: str, remind: str, app: int) -> dict[str, Any]:
         application_id=f"app-{app}",
         created_by=f"user-{app % BDMS}",
         created_at="2026-11-01T09:00:00+11:00",
+        pending_check=NOTES_PENDING if pending else None,
     ).serialize()
 
 
@@ -384,6 +395,12 @@ def seed_repayments(history: int, due: int, settings: Settings) -> None:
             due_date=due_date.isoformat(),
         )
         setattr(item, tier.flag, True)
+        # Where the check leaves it: at the day its next notice is due, or out of the index.
+        later = TIERS[TIERS.index(tier) + 1 :]
+        next_on = next_notice_on(due_date, later, TODAY, settings.thresholds)
+        if next_on is not None:
+            item.pending_check = REPAYMENTS_PENDING
+            item.next_notice_on = next_on.isoformat()
         repayments.append(item.serialize())
         person = f"bdm-{app % BDMS}" if tier.to_bdm else f"bor-{app}"
         key = repayment_key(f"hist-{n}", due_date, tier, person)
@@ -395,6 +412,8 @@ def seed_repayments(history: int, due: int, settings: Settings) -> None:
                 application_id=f"app-{n % APPLICATION_POOL}",
                 amount=2450.5,
                 due_date=(TODAY + timedelta(days=5)).isoformat(),
+                pending_check=REPAYMENTS_PENDING,
+                next_notice_on=TODAY.isoformat(),
             ).serialize()
         )
     _write(Repayment.Meta.table_name, repayments)

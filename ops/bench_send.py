@@ -240,6 +240,7 @@ def _seed(settings: Settings, notes: int) -> None:
                     application_id="app-1",
                     created_by="staff-2",
                     created_at="2026-11-01T09:00:00+11:00",
+                    pending_check=models.NOTES_PENDING,
                 )
             )
 

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +205,26 @@ def seed(options: Options, day: datetime | None, yes: bool) -> None:
         f"borrowers, {report.applications} applications, {report.notes} notes, "
         f"{report.repayments} repayments"
     )
+
+
+@cli.command("mark-pending")
+@date_option(
+    "Business date taken as today (default: today); marks notes from the catch-up days before."
+)
+def mark_pending(day: datetime | None) -> None:
+    """Mark CRM items written before the pending indexes, so the checks find them.
+
+    Scans the notes and repayments tables (operator tooling, never a check): every
+    note with a remind date inside the catch-up window and every unpaid repayment
+    without the marks gets them. Run it once after `provision` adds the indexes.
+    """
+    from ops.crm_import import mark_pending as mark
+
+    settings = bound_settings()
+    today = day.date() if day else datetime.now(settings.timezone).date()
+    since = today - timedelta(days=settings.thresholds.note_catch_up_days)
+    report = mark(since)
+    click.echo(f"Marked pending: {report.notes} note(s), {report.repayments} repayment(s)")
 
 
 @cli.command("import")

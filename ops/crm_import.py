@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -54,7 +54,17 @@ from zoneinfo import ZoneInfo
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.update import Action
 
-from chalicelib.models import Application, Borrower, CrmModel, Note, Repayment, Staff
+from chalicelib.models import (
+    LOOK_AT_NEXT_RUN,
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    CrmModel,
+    Note,
+    Repayment,
+    Staff,
+)
 
 USER = "users.user"
 BDM = "brokers.bdm"
@@ -424,6 +434,8 @@ class _Planner:
             "created_by": staff_id(author) if author is not None else None,
             "created_at": f.timestamp("created_at"),
         }
+        # The pending index's mark: its reminders may be owed (README, Contract with the CRM).
+        values["pending_check"] = NOTES_PENDING if values["remind_date"] else None
         self._add("notes", values, [source])
 
     def _map_repayment(self, source: Source, pk: str, f: _Fields) -> None:
@@ -434,6 +446,11 @@ class _Planner:
             "due_date": f.day("due_date"),
             "paid_date": f.day("paid_date"),
         }
+        # The pending index's marks: an unpaid repayment is looked at by the next run
+        # (which then moves it to the day its next notice is due).
+        unpaid = values["due_date"] is not None and values["paid_date"] is None
+        values["pending_check"] = REPAYMENTS_PENDING if unpaid else None
+        values["next_notice_on"] = LOOK_AT_NEXT_RUN if unpaid else None
         for flag in REPAYMENT_FLAGS:
             values[flag] = f.flag(flag)
         self._add("repayments", values, [source])
@@ -493,7 +510,14 @@ def repayment_actions(values: Mapping[str, Any]) -> list[Action]:
     because once this service runs it is the one that sets them.
     """
     actions: list[Action] = []
-    for name in ("application_id", "amount", "due_date", "paid_date"):
+    for name in (
+        "application_id",
+        "amount",
+        "due_date",
+        "paid_date",
+        "pending_check",
+        "next_notice_on",
+    ):
         attribute = getattr(Repayment, name)
         value = values.get(name)
         actions.append(attribute.remove() if value is None else attribute.set(value))
@@ -686,3 +710,47 @@ def _broker_name(fields: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return _Fields(fields, ZoneInfo("UTC")).full_name()
+
+
+@dataclass
+class MarkReport:
+    """What ``mark_pending`` marked, per table."""
+
+    notes: int = 0
+    repayments: int = 0
+
+
+def mark_pending(since: date) -> MarkReport:
+    """Mark the CRM items that predate the pending indexes (operator tooling: Scans).
+
+    Notes with a remind date on or after ``since`` (older ones are past the catch-up
+    window) and unpaid repayments get the marks the CRM writes (README, Contract with
+    the CRM), only where they have none and only while the date read is unchanged.
+    The next runs read each once: a note or repayment already handled is skipped by
+    the ledger and flags and leaves the index again.
+    """
+    report = MarkReport()
+    for note in Note.scan(Note.pending_check.does_not_exist() & Note.remind_date.exists()):
+        if not note.remind_date or note.remind_date < since.isoformat():
+            continue
+        if _mark(note, [Note.pending_check.set(NOTES_PENDING)], Note.remind_date, note.remind_date):
+            report.notes += 1
+    unpaid = Repayment.pending_check.does_not_exist() & Repayment.paid_date.does_not_exist()
+    for repayment in Repayment.scan(unpaid & Repayment.due_date.exists()):
+        actions = [
+            Repayment.pending_check.set(REPAYMENTS_PENDING),
+            Repayment.next_notice_on.set(LOOK_AT_NEXT_RUN),
+        ]
+        if _mark(repayment, actions, Repayment.due_date, repayment.due_date):
+            report.repayments += 1
+    return report
+
+
+def _mark(item: CrmModel, actions: Sequence[Action], attribute: Any, value: str | None) -> bool:
+    try:
+        item.update(actions=list(actions), condition=attribute == value)
+    except PynamoDBException as exc:
+        if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+            raise
+        return False  # changed by the CRM meanwhile: it wrote its own marks
+    return True

@@ -89,16 +89,18 @@ class Access:
 # operations of the whole suite and fails on one not granted here, or granted and
 # never used). Related items are fetched with BatchGetItem; the due items are read
 # from the indexes with Query (the CRM's, and the service's own schedule in the ledger
-# table); the ledger, the schedule and the repayment flags use UpdateItem.
+# table); the ledger, the schedule, the repayment flags and the notes' and repayments'
+# pending marks use UpdateItem.
 LAMBDA_ACCESS: tuple[Access, ...] = (
     Access(models.Application, ("dynamodb:Query",), models.Application.by_stage),
-    Access(models.Note, ("dynamodb:Query",), models.Note.by_remind_date),
-    Access(models.Repayment, ("dynamodb:Query",), models.Repayment.by_due_date),
+    Access(models.Note, ("dynamodb:Query",), models.Note.by_pending),
+    Access(models.Repayment, ("dynamodb:Query",), models.Repayment.by_pending),
     Access(models.Notification, ("dynamodb:Query",), models.Notification.by_due),
     Access(models.Application, ("dynamodb:BatchGetItem",)),
     Access(models.Staff, ("dynamodb:BatchGetItem",)),
     Access(models.Borrower, ("dynamodb:BatchGetItem",)),
     Access(models.Notification, ("dynamodb:BatchGetItem", "dynamodb:UpdateItem")),
+    Access(models.Note, ("dynamodb:UpdateItem",)),
     Access(models.Repayment, ("dynamodb:UpdateItem",)),
 )
 # What recording SES events adds (a stage with a configuration set): finding a

@@ -13,7 +13,16 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import (
+    LOOK_AT_NEXT_RUN,
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    Note,
+    Repayment,
+    Staff,
+)
 
 STAFF = [
     ("staff-olivia", "Olivia Harris", "olivia.harris@lender.example.com.au"),
@@ -207,6 +216,7 @@ def _seed_notes(today: date, timezone: ZoneInfo) -> None:
             application_id=app,
             created_by=author,
             created_at=datetime.combine(today - timedelta(days=30), time(9), timezone).isoformat(),
+            pending_check=NOTES_PENDING,  # what the CRM writes with a remind date
         ).save()
 
 
@@ -219,10 +229,15 @@ def _seed_repayments(today: date) -> None:
         )
         if paid:
             repayment.paid_date = due.isoformat()
+        else:  # what the CRM writes on an unpaid repayment: look at it at the next run
+            repayment.pending_check = REPAYMENTS_PENDING
+            repayment.next_notice_on = LOOK_AT_NEXT_RUN
         repayment.save()
     # The CRM sometimes saves a repayment before its amount is known: reported, not sent.
     Repayment(
         id="rep-no-amount",
         application_id="app-1004",
         due_date=(today + timedelta(days=2)).isoformat(),
+        pending_check=REPAYMENTS_PENDING,
+        next_notice_on=LOOK_AT_NEXT_RUN,
     ).save()

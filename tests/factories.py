@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, TypeVar
 import boto3
 from pynamodb.models import Model
 
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import (
+    LOOK_AT_NEXT_RUN,
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    Note,
+    Repayment,
+    Staff,
+)
 from tests.support import REGION
 
 if TYPE_CHECKING:
@@ -24,6 +33,8 @@ BROOKE = "brooke.davis@lender.example.com.au"  # BDM bdm-1
 SAM = "sam.author@lender.example.com.au"  # note author staff-2
 BEN = "ben.lee@example.net"  # borrower bor-1
 MIA = "mia.chen@example.net"  # borrower bor-2
+# The next_notice_on the CRM writes on a new or changed unpaid repayment.
+CHANGED_ON = LOOK_AT_NEXT_RUN
 
 
 _M = TypeVar("_M", bound=Model)
@@ -79,6 +90,9 @@ def note(id: str = "note-1", **overrides: object) -> Note:
         "created_at": "2026-11-01T09:00:00+11:00",
     }
     values.update(overrides)
+    if values.get("remind_date") is not None:
+        # What the CRM writes with a remind date (README, Contract with the CRM).
+        values.setdefault("pending_check", NOTES_PENDING)
     return _save(Note, values)
 
 
@@ -91,12 +105,25 @@ def repayment(id: str = "rep-1", **overrides: object) -> Repayment:
         "due_date": "2026-11-30",
     }
     values.update(overrides)
+    if values.get("due_date") is not None and values.get("paid_date") is None:
+        # What the CRM writes on an unpaid repayment: look at it from the day of the change.
+        values.setdefault("pending_check", REPAYMENTS_PENDING)
+        values.setdefault("next_notice_on", CHANGED_ON)
     return _save(Repayment, values)
 
 
 def raw_item(table: str, item: Mapping[str, AttributeValueTypeDef]) -> None:
-    """Put an item exactly as given (DynamoDB JSON), for items the models would refuse."""
-    boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item=item)
+    """Put an item as given (DynamoDB JSON), for items the models would refuse.
+
+    A note or unpaid repayment gets the pending marks the CRM writes with it, unless
+    given (see ``note`` and ``repayment``).
+    """
+    marks: dict[str, AttributeValueTypeDef] = {}
+    if table.endswith("notes") and "remind_date" in item:
+        marks = {"pending_check": {"S": NOTES_PENDING}}
+    elif table.endswith("repayments") and "paid_date" not in item:
+        marks = {"pending_check": {"S": REPAYMENTS_PENDING}, "next_notice_on": {"S": CHANGED_ON}}
+    boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item={**marks, **item})
 
 
 def crm(bdm: bool = True, author: bool = True, borrowers: int = 1) -> None:

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import PynamoDBException
+from pynamodb.exceptions import PynamoDBException, UpdateError
 
 from chalicelib import ledger, registry, schedule
 from chalicelib.checks import Check, Kind
 from chalicelib.delivery import Notice, deliver
-from chalicelib.formatting import au_date, one_line
+from chalicelib.formatting import au_date, one_line, parse_date
 from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
-from chalicelib.models import Application, Note, Staff
+from chalicelib.models import NOTES_PENDING, Application, Note, Staff
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run
 
@@ -43,10 +43,11 @@ DONE_SHARDS = 16
 
 def run(run: Run) -> None:
     """Remind authors and BDMs of today's (and recently missed) notes."""
-    notices, pending = collect(run)
+    notices, pending, already = collect(run)
     outcome = deliver(run, notices)
     if not run.dry_run:
-        _record_settled(pending, outcome)
+        settled = _record_settled(pending, outcome)
+        _unmark([*already, *settled])
 
 
 @dataclass(frozen=True)
@@ -58,36 +59,51 @@ class Pending:
 
     note_id: str
     day: date
+    remind_date: str
     author: str
     bd_id: str
     keys: tuple[str, ...]
     clean: bool
 
 
-def collect(run: Run) -> tuple[list[Notice[None]], list[Pending]]:
-    """Query the remind dates in the catch-up window and build one notice per person.
+def collect(run: Run) -> tuple[list[Notice[None]], list[Pending], list[tuple[str, str]]]:
+    """Query the pending notes of the catch-up window and build one notice per person.
 
-    A note whose reminders were all sent, to the author and BDM it still has, is in
-    its remind date's record of settled notes: it is counted as due and skipped
-    without reading its people or its ledger entries.
+    One Query of the sparse pending index covers every day of the window: a note
+    leaves it once its reminders were all sent (``_unmark``), so the handled notes
+    of a day are not read again. A note whose reminders were all sent, to the author
+    and BDM it still has, is in its remind date's record of settled notes: it is
+    counted as due and skipped without reading its people or its ledger entries,
+    and returned (id, remind date) to leave the index.
     """
     days = [
         run.today - timedelta(days=back)
         for back in range(run.settings.thresholds.note_catch_up_days + 1)
     ]
-    # Each note with the day it was found under: its remind_date is that day's ISO date.
+    # Each note with its remind date (inside the window: the Query's range).
     notes: list[tuple[Note, date]] = []
-    for day in days:
-        for note in Note.by_remind_date.query(day.isoformat()):
-            run.summary.items_read += 1
-            if note.load_error:
-                run.invalid(note.id, note.load_error)
-                continue
-            notes.append((note, day))
+    found = Note.by_pending.query(
+        NOTES_PENDING, Note.remind_date.between(days[-1].isoformat(), days[0].isoformat())
+    )
+    for note in found:
+        run.summary.items_read += 1
+        if note.load_error:
+            run.invalid(note.id, note.load_error)
+            continue
+        try:
+            day = parse_date(note.remind_date, "remind_date")
+        except ValueError as exc:
+            run.invalid(note.id, str(exc))
+            continue
+        if day not in days:
+            run.invalid(note.id, f"remind_date {quoted(note.remind_date)} is not a date")
+            continue
+        notes.append((note, day))
 
     applications = run.fetch(Application, (n.application_id for n, _ in notes))
     settled = _settled(days) if notes else {}
     unsettled: list[tuple[Note, date]] = []
+    already: list[tuple[str, str]] = []
     for note, day in notes:
         as_settled = _settled_as(note, day, applications)
         count = settled.get(as_settled) if as_settled is not None else None
@@ -96,6 +112,7 @@ def collect(run: Run) -> tuple[list[Notice[None]], list[Pending]]:
         else:
             run.summary.notices_due += count
             run.summary.skipped += count
+            already.append((note.id, day.isoformat()))
     staff = run.fetch(
         Staff,
         [n.created_by for n, _ in unsettled]
@@ -117,13 +134,14 @@ def collect(run: Run) -> tuple[list[Notice[None]], list[Pending]]:
                 Pending(
                     note.id,
                     remind_date,
+                    remind_date.isoformat(),
                     as_settled[2],
                     as_settled[3],
                     tuple(p.key for n in made for p in n.parts),
                     clean=run.summary.invalid == reported,
                 )
             )
-    return notices, pending
+    return notices, pending, already
 
 
 def _settled_as(
@@ -168,19 +186,21 @@ def _unescape(part: str) -> str:
     return part.replace("%23", "#").replace("%25", "%")
 
 
-def _record_settled(pending: list[Pending], outcome: dict[str, str]) -> None:
+def _record_settled(pending: list[Pending], outcome: dict[str, str]) -> list[tuple[str, str]]:
     """Add each note whose reminders all went out to its remind date's record.
 
     Only notes nothing was reported about: a note with a problem is read again at
-    every run and reported, as before.
+    every run and reported, as before. Returns those notes (id, remind date).
     """
     by_shard: dict[str, set[str]] = {}
+    settled: list[tuple[str, str]] = []
     for item in pending:
         if item.clean and item.keys and all(outcome.get(k) == ledger.SENT for k in item.keys):
             key, element = settled_element(
                 item.note_id, item.day, item.author, item.bd_id, len(item.keys)
             )
             by_shard.setdefault(key, set()).add(element)
+            settled.append((item.note_id, item.remind_date))
     for key, elements in by_shard.items():
         if sum(len(e) for e in elements) >= MAX_RECORDED_CHARS:
             continue
@@ -192,6 +212,29 @@ def _record_settled(pending: list[Pending], outcome: dict[str, str]) -> None:
             logger.warning(
                 "settled notes not recorded",
                 extra={"check": NAME, "key": key, "error": type(exc).__name__},
+            )
+    return settled
+
+
+def _unmark(notes: list[tuple[str, str]]) -> None:
+    """Take settled notes out of the pending index: one conditional UpdateItem each.
+
+    Only while the note still has the remind date it was settled for: a date the
+    CRM changed in between keeps the mark it wrote, so the new date is reminded.
+    A note deleted meanwhile is not recreated.
+    """
+    for note_id, remind_date in notes:
+        try:
+            Note(id=note_id).update(
+                actions=[Note.pending_check.remove()],
+                condition=Note.remind_date == remind_date,
+            )
+        except (PynamoDBException, ClientError) as exc:
+            # A changed or deleted note (the condition), or a failed write: the note
+            # stays pending and is read, and skipped as settled, at the next run.
+            logger.info(
+                "settled note left pending",
+                extra={"check": NAME, "item_id": note_id, "error": type(exc).__name__},
             )
 
 
@@ -207,11 +250,21 @@ def forget_settled(entry_key: str) -> None:
     """Read a re-queued reminder's note the longer way again (``retry-failed``).
 
     ``entry_key`` is the reminder's ledger key: its note and remind date name the
-    record of settled notes it may be in.
+    record of settled notes it may be in, and the note is marked pending again.
     """
     parts = entry_key.split("#")
     if len(parts) == 4 and parts[0] == NAME:
-        schedule.forget_set(_shard_key(parts[2], _unescape(parts[1])))
+        note_id = _unescape(parts[1])
+        schedule.forget_set(_shard_key(parts[2], note_id))
+        try:
+            # Back in the pending index, while the note still has that remind date.
+            Note(id=note_id).update(
+                actions=[Note.pending_check.set(NOTES_PENDING)],
+                condition=Note.remind_date == parts[2],
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
 
 
 def _notices_for(

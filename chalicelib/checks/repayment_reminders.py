@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import Enum
 
-from pynamodb.exceptions import UpdateError
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import PynamoDBException, UpdateError
+from pynamodb.expressions.update import Action
 
 from chalicelib import ledger, registry
 from chalicelib.checks import Check, Kind
@@ -24,7 +26,7 @@ from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, money, parse_amount, parse_date
 from chalicelib.limits import quoted
 from chalicelib.mailer import Email, Recipient, render
-from chalicelib.models import Application, Borrower, Repayment, Staff
+from chalicelib.models import REPAYMENTS_PENDING, Application, Borrower, Repayment, Staff
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run
 
@@ -161,7 +163,7 @@ def notice_key(repayment_id: str, due_date: date, tier: Tier, recipient_id: str)
 
 def run(run: Run) -> None:
     """Send the due repayment notices, then flag each repayment whose notice went out."""
-    notices, flags = collect(run)
+    notices, flags, moves = collect(run)
     outcome = deliver(run, _drop_superseded(run, notices))
     if run.dry_run:
         return  # a dry run changes nothing, flags included
@@ -172,21 +174,93 @@ def run(run: Run) -> None:
     for write in flags:
         if write.keys and all(outcome.get(key) == ledger.SENT for key in write.keys):
             set_flag(run, write.repayment, write.flag)
+    if run.today == _wall_today(run):
+        # Only a run for today moves what it found nothing due for: a run by hand for
+        # another date leaves each where it is, for the runs of the real days.
+        for repayment, next_on in moves:
+            _move(run, repayment, next_on)
+
+
+def _wall_today(run: Run) -> date:
+    """The business date of the wall clock (a run by hand may be for another date)."""
+    return run.now.astimezone(run.settings.timezone).date()
+
+
+def _next_look(actions: list[Action], next_on: date | None) -> list[Action]:
+    """``actions`` plus the pending index's: look again on ``next_on``, or never."""
+    if next_on is None:
+        return [*actions, Repayment.pending_check.remove(), Repayment.next_notice_on.remove()]
+    return [*actions, Repayment.next_notice_on.set(next_on.isoformat())]
 
 
 def set_flag(run: Run, repayment: Repayment, flag: str) -> None:
-    """Set a ``*_sent`` flag, never creating a ghost of a repayment the CRM deleted."""
+    """Set a ``*_sent`` flag, never creating a ghost of a repayment the CRM deleted.
+
+    The same write moves the repayment in the pending index to the day its next
+    notice becomes due (or out of it after the last), unless the CRM changed its
+    due date meanwhile: then only the flag is set and the CRM's mark is kept.
+    """
+    action = getattr(Repayment, flag).set(True)
+    tier = next(t for t in TIERS if t.flag == flag)
     try:
-        repayment.update(
-            actions=[getattr(Repayment, flag).set(True)],
-            condition=Repayment.id.exists(),
-        )
+        due = parse_date(repayment.due_date, "due_date")
+    except ValueError:
+        due = None  # not read (the fan-out's consumer): the next run's Query moves it
+    if due is not None:
+        later = TIERS[TIERS.index(tier) + 1 :]
+        base = min(run.today, _wall_today(run))
+        after = next_notice_on(due, later, base, run.settings.thresholds)
+        try:
+            repayment.update(
+                actions=_next_look([action], after),
+                condition=Repayment.id.exists() & (Repayment.due_date == repayment.due_date),
+            )
+            return
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
+    try:
+        repayment.update(actions=[action], condition=Repayment.id.exists())
     except UpdateError as exc:
         if exc.cause_response_code != "ConditionalCheckFailedException":
             raise
         logger.warning(
             "repayment deleted in the CRM during the run; flag not set",
             extra={"check": run.summary.check, "item_id": repayment.id, "flag": flag},
+        )
+
+
+def next_notice_on(due: date, tiers: Sequence[Tier], since: date, t: Thresholds) -> date | None:
+    """The first day from ``since`` on which one of ``tiers`` is due; None: none will be."""
+    days = [
+        max(due + timedelta(days=tier.starts(t)), since)
+        for tier in tiers
+        if due + timedelta(days=tier.ends(t)) >= since
+    ]
+    return min(days, default=None)
+
+
+def _move(run: Run, repayment: Repayment, next_on: date | None) -> None:
+    """Move a repayment with nothing due today in the pending index (see ``collect``).
+
+    Only while the CRM has not changed its due date or paid it meanwhile (its own
+    mark then stands); a failed write leaves it to be looked at next run.
+    """
+    condition = (Repayment.due_date == repayment.due_date) & (
+        Repayment.pending_check == REPAYMENTS_PENDING
+    )
+    if repayment.paid_date:
+        condition = Repayment.paid_date == repayment.paid_date
+    try:
+        repayment.update(actions=_next_look([], next_on), condition=condition)
+    except (PynamoDBException, ClientError) as exc:
+        logger.info(
+            "repayment left pending",
+            extra={
+                "check": run.summary.check,
+                "item_id": repayment.id,
+                "error": type(exc).__name__,
+            },
         )
 
 
@@ -226,28 +300,55 @@ def _flagged_at_or_after(repayment: Repayment, tier: Tier) -> bool:
     return any(getattr(repayment, later.flag) for later in TIERS[TIERS.index(tier) :])
 
 
-def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite]]:
-    """Build the due notices and, per repayment, the flag its notices will set."""
+Move = tuple[Repayment, date | None]
+
+
+def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite], list[Move]]:
+    """Build the due notices and, per repayment, the flag its notices will set.
+
+    One Query of the sparse pending index returns the repayments whose next look
+    is due by today (``next_notice_on``): the CRM marks a new or changed one for
+    the next run, and the check moves each to the day its next notice becomes due
+    (``moves``: with nothing due today; ``set_flag``: after a notice) or out of the
+    index after its last, so flagged and paid repayments are not read again.
+    """
     t = run.settings.thresholds
     due: list[Due] = []
-    for days in range(-t.upcoming_days, t.escalation_until_days + 1):
-        due_date = run.today - timedelta(days=days)
-        for repayment in Repayment.by_due_date.query(due_date.isoformat()):
-            run.summary.items_read += 1
-            if repayment.load_error:
-                run.invalid(repayment.id, repayment.load_error)
+    moves: list[Move] = []
+    if run.today < _wall_today(run):
+        # A run by hand for an earlier date: what the runs since moved past it too.
+        found = Repayment.by_pending.query(REPAYMENTS_PENDING)
+    else:
+        found = Repayment.by_pending.query(
+            REPAYMENTS_PENDING, Repayment.next_notice_on <= run.today.isoformat()
+        )
+    for repayment in found:
+        run.summary.items_read += 1
+        if repayment.load_error:
+            run.invalid(repayment.id, repayment.load_error)
+            continue
+        if repayment.paid_date:
+            # A paid_date that is not a date must not pass for paid, silently.
+            try:
+                parse_date(repayment.paid_date, "paid_date")
+            except ValueError as exc:
+                run.invalid(repayment.id, str(exc))
                 continue
-            if repayment.paid_date:
-                # A paid_date that is not a date must not pass for paid, silently.
-                try:
-                    parse_date(repayment.paid_date, "paid_date")
-                except ValueError as exc:
-                    run.invalid(repayment.id, str(exc))
-                continue
-            tier = tier_for(days, t)
-            if tier is None or _flagged_at_or_after(repayment, tier):
-                continue
+            moves.append((repayment, None))
+            continue
+        try:
+            due_date = parse_date(repayment.due_date, "due_date")
+        except ValueError as exc:
+            run.invalid(repayment.id, str(exc))
+            continue
+        days = (run.today - due_date).days
+        tier = tier_for(days, t)
+        if tier is not None and not _flagged_at_or_after(repayment, tier):
             due.append(Due(repayment, tier, due_date, days))
+            continue
+        flagged = [i for i, later in enumerate(TIERS) if getattr(repayment, later.flag)]
+        after = TIERS[max(flagged) + 1 :] if flagged else TIERS
+        moves.append((repayment, next_notice_on(due_date, after, run.today, t)))
 
     applications = run.fetch(Application, (d.repayment.application_id for d in due))
     readable = [a for a in applications.values() if not a.load_error]
@@ -264,7 +365,7 @@ def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite]]:
         flags.append(
             FlagWrite(item.repayment, item.tier.flag, [p.key for n in made for p in n.parts])
         )
-    return notices, flags
+    return notices, flags, moves
 
 
 def _notices_for(

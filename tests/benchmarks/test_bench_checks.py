@@ -15,7 +15,15 @@ from mypy_boto3_sesv2 import SESV2Client
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from chalicelib.config import Settings
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import (
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    Note,
+    Repayment,
+    Staff,
+)
 from tests.support import run, sydney
 
 AT = sydney("2026-11-23 12:00")
@@ -61,6 +69,7 @@ def large_crm(service: Settings) -> None:
                     remind_date=(TODAY - timedelta(days=n % 6)).isoformat(),
                     application_id=f"app-{n}",
                     created_by=f"bdm-{(n + 1) % BDMS}",
+                    pending_check=NOTES_PENDING,
                 )
             )
             repayments.save(
@@ -69,6 +78,8 @@ def large_crm(service: Settings) -> None:
                     application_id=f"app-{n}",
                     amount=2450.5,
                     due_date=(TODAY - timedelta(days=n % 40 - 10)).isoformat(),
+                    pending_check=REPAYMENTS_PENDING,
+                    next_notice_on=TODAY.isoformat(),
                 )
             )
 

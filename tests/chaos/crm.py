@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import (
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    Note,
+    Repayment,
+    Staff,
+)
 
 FIRST_NAMES = ["Olivia", "Jack", "Chloe", "Liam", "Mia", "Noah", "Ava", "Leo", "Isla", "Ethan"]
 LAST_NAMES = ["Harris", "Thompson", "Nguyen", "O'Brien", "Patel", "Rossi", "Kelly", "Tanaka"]
@@ -121,6 +129,9 @@ def seed(start: date, days: int, timezone: ZoneInfo) -> CrmSize:
         )
         if k % 5 == 4:
             repayment.paid_date = due.isoformat()
+        else:  # the CRM's marks on an unpaid repayment (README, Contract with the CRM)
+            repayment.pending_check = REPAYMENTS_PENDING
+            repayment.next_notice_on = start.isoformat()
         repayments.append(repayment)
     with Application.batch_write() as batch:
         for app in applications:
@@ -145,6 +156,7 @@ def seed(start: date, days: int, timezone: ZoneInfo) -> CrmSize:
                     created_at=datetime.combine(
                         start - timedelta(days=20), time(9), timezone
                     ).isoformat(),
+                    pending_check=NOTES_PENDING,
                 )
             )
     with Note.batch_write() as batch:

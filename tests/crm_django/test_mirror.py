@@ -16,7 +16,16 @@ from django.test import override_settings
 from freezegun import freeze_time
 
 from chalicelib.config import Settings
-from chalicelib.models import Application, Borrower, Note, Repayment, Staff
+from chalicelib.models import (
+    LOOK_AT_NEXT_RUN,
+    NOTES_PENDING,
+    REPAYMENTS_PENDING,
+    Application,
+    Borrower,
+    Note,
+    Repayment,
+    Staff,
+)
 from ops.cli import cli
 from tests.crm_django.crm_data import build_crm
 from tests.crm_django.test_real_fixture import dump_everything
@@ -159,6 +168,45 @@ def test_the_mirror_never_clears_a_flag_the_service_set(crm: None) -> None:
     # Then the amount follows and the flag stays set
     item = Repayment.get("900")
     assert (item.amount, item.reminder_sent) == (2500, True)
+
+
+def test_a_note_or_repayment_written_is_marked_pending_and_a_paid_one_is_not(crm: None) -> None:
+    # Then each note with a remind date is in the note check's pending index, each
+    # unpaid repayment in the repayment check's (to be looked at by the next run)
+    notes = items(Note)
+    assert {k: v.get("pending_check") for k, v in notes.items()} == {
+        "500": NOTES_PENDING,
+        "501": NOTES_PENDING,
+        "502": NOTES_PENDING,
+        "503": None,
+    }
+    marks = {
+        k: (v.get("pending_check"), v.get("next_notice_on")) for k, v in items(Repayment).items()
+    }
+    assert marks["900"] == (REPAYMENTS_PENDING, LOOK_AT_NEXT_RUN)
+    assert marks["904"] == (None, None)  # paid
+
+    # When repayment 900 is paid in the CRM
+    repayment = model("documents.Repayment").objects.get(pk=900)
+    repayment.paid_date = repayment.due_date
+    repayment.save()
+
+    # Then it leaves the index
+    assert "pending_check" not in items(Repayment)["900"]
+    assert "next_notice_on" not in items(Repayment)["900"]
+
+
+def test_an_application_given_a_new_bdm_marks_its_notes_pending_again(crm: None) -> None:
+    # Given note 501 (on application 101) whose reminders all went out: out of the index
+    Note(id="501").update(actions=[Note.pending_check.remove()])
+
+    # When the CRM gives application 101 to another BDM
+    app101 = model("applications.Application").objects.get(pk=101)
+    app101.bd_id = 2
+    app101.save()
+
+    # Then the note is pending again, so the next run reminds the new BDM
+    assert Note.get("501").pending_check == NOTES_PENDING
 
 
 def test_a_dynamodb_failure_is_logged_and_never_fails_the_crms_save(

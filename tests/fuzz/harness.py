@@ -18,10 +18,11 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from chalicelib.config import Settings
+from chalicelib.models import LOOK_AT_NEXT_RUN, NOTES_PENDING, REPAYMENTS_PENDING
 from chalicelib.runner import run_check
 from tests.conftest import ENVIRONMENT
 from tests.fuzz.oracle import Sent, Tally, judge
-from tests.fuzz.strategies import TABLES, TODAY, Case, worlds
+from tests.fuzz.strategies import TABLES, TODAY, Case, Item, worlds
 from tests.support import REGION, SENDER, provisioned, sydney
 
 if TYPE_CHECKING:
@@ -53,13 +54,29 @@ def write(world: list[Case], table_names: dict[str, str]) -> None:
     by_table: dict[str, list[dict[str, AttributeValueTypeDef]]] = {}
     for case in world:
         for item in case.items:
-            by_table.setdefault(table_names[item.table], []).append(item.raw)
+            by_table.setdefault(table_names[item.table], []).append(pending_marks(item))
     for table, items in by_table.items():
         for start in range(0, len(items), 25):
             requests: list[WriteRequestTypeDef] = [
                 {"PutRequest": {"Item": raw}} for raw in items[start : start + 25]
             ]
             client.batch_write_item(RequestItems={table: requests})
+
+
+def pending_marks(item: Item) -> dict[str, AttributeValueTypeDef]:
+    """The item with the marks the CRM writes (README, Contract with the CRM).
+
+    A note is marked when its remind date is a string (the index's range key: DynamoDB
+    refuses a marked note whose remind date is another type), every repayment is (its
+    range key is the mark's own ``next_notice_on``): a hostile paid date is reported.
+    """
+    raw = dict(item.raw)
+    if item.table == "notes" and "S" in raw.get("remind_date", {}):
+        raw.setdefault("pending_check", {"S": NOTES_PENDING})
+    elif item.table == "repayments":
+        raw.setdefault("pending_check", {"S": REPAYMENTS_PENDING})
+        raw.setdefault("next_notice_on", {"S": LOOK_AT_NEXT_RUN})
+    return raw
 
 
 def failed_addresses(table: str) -> set[str]:

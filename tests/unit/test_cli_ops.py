@@ -473,3 +473,34 @@ def test_a_note_reminder_re_queued_after_its_note_was_settled_goes_out_at_the_ne
     assert again.exit_code == 0, again.output
     assert subjects_by_recipient()[SAM] == ["Note Reminder: Call the valuer"] * 2
     assert len(subjects_by_recipient()[factories.BROOKE]) == 1
+
+
+def test_mark_pending_lets_the_checks_find_items_written_before_the_indexes(
+    service: Settings,
+) -> None:
+    # Given a note due today, one due long ago, an unpaid and a paid repayment, all
+    # written without the pending marks (before the indexes existed)
+    factories.crm(borrowers=2)
+    factories.application(borrower_ids=["bor-1", "bor-2"])
+    factories.note("note-1", pending_check=None)
+    factories.note("note-old", remind_date="2026-10-01", pending_check=None)
+    factories.repayment("rep-1", pending_check=None, next_notice_on=None)
+    factories.repayment("rep-paid", paid_date="2026-11-20")
+    assert invoke("run", "note_reminders", "--date", "2026-11-23").exit_code == 0
+    assert sent_emails() == []
+
+    # When the operator marks them
+    result = invoke("mark-pending")
+
+    # Then the note inside the catch-up window and the unpaid repayment are marked, and
+    # the next runs send their notices
+    assert result.exit_code == 0, result.output
+    assert "Marked pending: 1 note(s), 1 repayment(s)" in result.stdout
+    assert invoke("run", "note_reminders", "--date", "2026-11-23").exit_code == 0
+    assert invoke("run", "repayment_reminders", "--date", "2026-11-23").exit_code == 0
+    assert sorted(e.subject for e in sent_emails()) == [
+        "Note Reminder: Call the valuer",
+        "Note Reminder: Call the valuer",
+        "Upcoming Repayment Reminder",
+        "Upcoming Repayment Reminder",
+    ]

@@ -19,8 +19,15 @@ EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "test-applications": {
         "stage-stage_last_updated-index": [("stage", "HASH"), ("stage_last_updated", "RANGE")]
     },
-    "test-notes": {"remind_date-index": [("remind_date", "HASH")]},
-    "test-repayments": {"due_date-index": [("due_date", "HASH")]},
+    "test-notes": {
+        "pending_check-remind_date-index": [("pending_check", "HASH"), ("remind_date", "RANGE")]
+    },
+    "test-repayments": {
+        "pending_check-next_notice_on-index": [
+            ("pending_check", "HASH"),
+            ("next_notice_on", "RANGE"),
+        ]
+    },
     "test-staff": {},
     "test-borrowers": {},
     "test-notifications": {
@@ -82,7 +89,7 @@ def test_provision_creates_only_the_missing_tables(aws: None, settings: Settings
     assert [name for name, outcome in report.items() if outcome == "exists"] == [
         name for name in EXPECTED_TABLES if name != "test-notes"
     ]
-    assert "remind_date-index" in {
+    assert "pending_check-remind_date-index" in {
         gsi["IndexName"] for gsi in _describe("test-notes")["GlobalSecondaryIndexes"]
     }
 

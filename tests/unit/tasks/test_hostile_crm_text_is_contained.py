@@ -23,7 +23,7 @@ from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger
 from chalicelib.config import Settings
-from chalicelib.models import Notification, Repayment
+from chalicelib.models import REPAYMENTS_PENDING, Notification, Repayment
 from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, SAM
@@ -275,10 +275,14 @@ def test_the_same_problem_of_one_item_is_reported_once(
 def test_a_malformed_paid_date_is_reported_and_not_sent(
     service: Settings, ses: SESV2Client
 ) -> None:
-    # Given rep-1's paid_date is 30 February, next to a healthy unpaid rep-2
+    # Given rep-1's paid_date is 30 February, still marked pending, next to a healthy rep-2
     f.crm()
     f.application()
-    f.repayment(paid_date="2026-02-30")
+    f.repayment(
+        paid_date="2026-02-30",
+        pending_check=REPAYMENTS_PENDING,
+        next_notice_on=f.CHANGED_ON,
+    )
     f.repayment("rep-2")
 
     # When the repayment check runs

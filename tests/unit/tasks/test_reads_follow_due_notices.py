@@ -18,7 +18,7 @@ import pytest
 from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
-from chalicelib.models import Application, Notification, Staff
+from chalicelib.models import Application, Notification, Repayment, Staff
 from tests import factories as f
 from tests.aws_recorder import AwsCall
 from tests.support import Answer, run, sent_emails, ses_error, sydney
@@ -232,6 +232,75 @@ def test_a_repayment_run_with_borrower_notices_only_reads_no_staff(
 
 
 @pytest.mark.parametrize("history", [3, 30])
+def test_a_repayment_rerun_makes_one_query_whatever_the_notified_history(
+    service: Settings,
+    ses: SESV2Client,
+    aws_calls: Callable[[], list[AwsCall]],
+    history: int,
+) -> None:
+    # Given repayments in every notice window (upcoming, overdue, urgent, escalation)
+    # notified at 12:00
+    f.crm()
+    f.application()
+    windows = ("2026-11-25", "2026-11-19", "2026-11-15", "2026-11-12")
+    for n in range(history):
+        f.repayment(f"rep-{n}", due_date=windows[n % len(windows)])
+    first = run("repayment_reminders", MONDAY, ses)
+    assert first.sent == history
+
+    # When the check runs again an hour later
+    before = len(aws_calls())
+    again = run("repayment_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then it makes one Query of the pending index, which finds none of them (each waits
+    # for the day its next notice is due, or left the index after its escalation)
+    assert (again.items_read, again.notices_due, again.sent) == (0, 0, 0)
+    assert requests(calls_since(aws_calls, before)) == {
+        ("Query", "pending_check-next_notice_on-index"): 1,
+    }
+
+
+def test_a_repayment_moved_to_its_next_notice_is_read_on_that_day_and_notified(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1, due Wed 25/11, reminded (upcoming) on Monday
+    f.crm()
+    f.application()
+    f.repayment(due_date="2026-11-25")
+    assert run("repayment_reminders", MONDAY, ses).sent == 1
+    assert Repayment.get("rep-1").next_notice_on == "2026-11-28"
+
+    # When the check runs every day up to the first overdue day, Sat 28/11
+    days = [run("repayment_reminders", MONDAY + timedelta(days=d), ses) for d in range(1, 6)]
+
+    # Then only Saturday's run read it, and sent the overdue notice
+    assert [d.items_read for d in days] == [0, 0, 0, 0, 1]
+    assert [e.subject for e in sent_emails()] == [
+        "Upcoming Repayment Reminder",
+        "OVERDUE Repayment Notice",
+    ]
+    assert Repayment.get("rep-1").next_notice_on == "2026-12-02"
+
+
+def test_a_note_marked_with_a_malformed_remind_date_is_reported_and_the_run_goes_on(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 due today, and note-bad marked pending with a remind date that sorts
+    # inside the window but is not a date
+    f.note_for_author_and_bdm()
+    f.note("note-bad", remind_date="2026-11-22x")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then note-bad is reported by id and reason, and note-1 still goes out
+    assert summary.invalid_items == [
+        {"item_id": "note-bad", "reason": "remind_date '2026-11-22x' is not a YYYY-MM-DD date"}
+    ]
+    assert summary.sent == 2
+
+
+@pytest.mark.parametrize("history", [3, 30])
 def test_a_note_rerun_reads_no_people_and_no_ledger_for_reminded_notes(
     service: Settings,
     ses: SESV2Client,
@@ -250,13 +319,11 @@ def test_a_note_rerun_reads_no_people_and_no_ledger_for_reminded_notes(
     before = len(aws_calls())
     again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
 
-    # Then it counts them as due and skipped, having read the notes (one Query per day),
-    # their application and the records of settled notes: no staff, no ledger entry
-    assert (again.notices_due, again.skipped, again.sent) == (2 * history, 2 * history, 0)
+    # Then it makes one Query of the pending index, which finds none of them (settled
+    # notes left it): no note, application, staff or ledger entry read, nothing written
+    assert (again.items_read, again.notices_due, again.sent) == (0, 0, 0)
     assert requests(calls_since(aws_calls, before)) == {
-        ("Query", "remind_date-index"): 4,
-        ("BatchGetItem", "test-applications"): 1,
-        ("BatchGetItem", "test-notifications"): 1,
+        ("Query", "pending_check-remind_date-index"): 1,
     }
 
 
@@ -270,8 +337,10 @@ def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
     f.note()
     run("note_reminders", MONDAY, ses)
 
-    # When the application is given to Omar before 13:00
+    # When the application is given to Omar before 13:00 (the CRM marks its notes
+    # pending again, as crm_mirror does when it writes an application)
     f.application(bd_id="bdm-2")
+    f.note()
     run("note_reminders", MONDAY + timedelta(hours=1), ses)
 
     # Then Omar is reminded at 13:00, and Sam and Brooke not again
@@ -302,13 +371,14 @@ def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_
     finally:
         client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
 
-    # Then both reminders went out once, and the rerun found them sent in the ledger
+    # Then both reminders went out once, and the rerun did not read the note again (it
+    # left the pending index all the same)
     assert (first.sent, first.errors) == (2, [])
-    assert (again.sent, again.skipped) == (0, 2)
+    assert (again.sent, again.items_read) == (0, 0)
     assert len(sent_emails()) == 2
     # and each run that tried to record the note logged why the next one reads more
     logged = [line for line in stdout_json() if line.get("message") == "settled notes not recorded"]
-    assert [line["error"] for line in logged] == ["UpdateError", "UpdateError"]
+    assert [line["error"] for line in logged] == ["UpdateError"]
 
 
 def test_a_dry_run_leaves_the_days_sweep_and_schedule_to_the_real_run(

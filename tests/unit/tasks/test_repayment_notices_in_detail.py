@@ -18,7 +18,7 @@ from pynamodb.exceptions import DoesNotExist
 from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
-from chalicelib.models import Repayment
+from chalicelib.models import REPAYMENTS_PENDING, Repayment
 from chalicelib.runner import run_check
 from tests import factories as f
 from tests.aws_recorder import another_actor
@@ -156,7 +156,10 @@ def test_no_flag_is_set_when_one_notice_of_the_repayment_failed(
 def test_a_paid_repayment_with_a_malformed_paid_date_is_reported_by_field(
     service: Settings, ses: SESV2Client
 ) -> None:
-    f.repayment_due_to_two_borrowers(paid_date="yesterday")
+    # (still marked pending: the CRM wrote a paid_date it could not parse either)
+    f.repayment_due_to_two_borrowers(
+        paid_date="yesterday", pending_check=REPAYMENTS_PENDING, next_notice_on=f.CHANGED_ON
+    )
 
     summary = run("repayment_reminders", MONDAY, ses)
 
@@ -257,19 +260,70 @@ def test_an_upcoming_reminder_says_how_many_days_until_the_due_date(
     assert says in sent.text
 
 
-def test_the_repayment_check_queries_only_due_dates_inside_the_notice_windows(
+def test_the_repayment_check_reads_a_repayment_again_only_when_its_next_notice_is_due(
     service: Settings, ses: SESV2Client
 ) -> None:
     # Given repayments 17 days overdue (last escalation day), 18 days overdue, and due in
-    # 7 and 8 days
+    # 7 and 8 days, all just written by the CRM
     f.crm()
     f.application()
     for n, due in enumerate(("2026-11-06", "2026-11-05", "2026-11-30", "2026-12-01")):
         f.repayment(f"rep-{n}", due_date=due)
 
-    # When the repayment check runs
+    # When the repayment check runs, and again an hour later
     summary = run("repayment_reminders", MONDAY, ses)
+    rerun = run("repayment_reminders", sydney("2026-11-23 10:00"), ses)
 
-    # Then only the two inside the windows were read, and each got its notice
-    assert summary.items_read == 2
+    # Then the first run read all four and sent the two inside the windows; each is moved
+    # to the day its next notice is due (the 18-day one and the escalated one: never)
+    assert (summary.items_read, summary.sent) == (4, 2)
+    looks = {r.id: (r.pending_check, r.next_notice_on) for r in Repayment.scan()}
+    assert looks == {
+        "rep-0": (None, None),
+        "rep-1": (None, None),
+        "rep-2": (REPAYMENTS_PENDING, "2026-12-03"),
+        "rep-3": (REPAYMENTS_PENDING, "2026-11-24"),
+    }
+    # and the rerun reads none of them
+    assert (rerun.items_read, rerun.sent) == (0, 0)
+
+    # When the next day's run goes through, rep-3 (due in 7 days then) alone is read
+    tuesday = run("repayment_reminders", sydney("2026-11-24 09:00"), ses)
+    assert (tuesday.items_read, tuesday.sent) == (1, 1)
+    assert Repayment.get("rep-3").reminder_sent is True
+
+
+def test_a_run_by_hand_for_an_earlier_date_finds_a_repayment_moved_past_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1, due Mon 30/11, not reminded: the run of Tue 1/12 (day 1, between the
+    # windows) moved it to its overdue notice's day, Thu 3/12
+    f.repayment_due_to_two_borrowers()
+    assert run("repayment_reminders", sydney("2026-12-01 09:00"), ses).sent == 0
+    assert Repayment.get("rep-1").next_notice_on == "2026-12-03"
+
+    # When an operator runs the check for 30 November (its last upcoming day) on 1/12
+    summary = run(
+        "repayment_reminders", sydney("2026-11-30 12:00"), ses, now=sydney("2026-12-01 10:00")
+    )
+
+    # Then it still finds rep-1 and sends that day's upcoming reminders
     assert summary.sent == 2
+    assert {e.subject for e in sent_emails()} == {"Upcoming Repayment Reminder"}
+
+
+def test_a_run_by_hand_for_a_later_date_moves_nothing_past_today(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 due Mon 30/11 (its upcoming reminder due today, Mon 23/11)
+    f.repayment_due_to_two_borrowers()
+
+    # When an operator runs the check for Tue 1/12 (nothing due then) on Monday, and
+    # Monday's scheduled run goes after it
+    ahead = run("repayment_reminders", sydney("2026-12-01 12:00"), ses, now=MONDAY)
+    today = run("repayment_reminders", MONDAY, ses)
+
+    # Then the run for 1/12 sent nothing and left rep-1 where the CRM put it, so
+    # Monday's run still sends its upcoming reminders
+    assert ahead.sent == 0
+    assert today.sent == 2
