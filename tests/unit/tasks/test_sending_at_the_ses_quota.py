@@ -103,8 +103,11 @@ def test_a_run_with_nothing_to_send_does_not_ask_ses_for_its_quota(
 def test_sends_are_paced_at_the_accounts_maximum_rate(
     service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given an account allowed 2 emails a second, used in full, and 3 notes (6 notices)
+    # Given an account allowed 2 emails a second, used in full, and 3 notes (6 notices),
+    # sent from one worker: the fake clock moves when any thread sleeps on it, so two
+    # workers sleeping at once would move it twice (the pacer's threads: test_sending.py)
     monkeypatch.setenv("SEND_RATE_PERCENT", "100")
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
     SES_ACCOUNT.max_send_rate = 2.0
     notes(3)
     clock = FakeClock(50.0)
