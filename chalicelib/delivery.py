@@ -413,9 +413,8 @@ def _send(
     try:
         email = notice.compose(parts)
         subject = email.subject
-        if run.sending is not None:
-            run.sending.pacer.wait()
-        message_id = run.mailer.send(email, token)
+        pace = run.sending.pacer.wait if run.sending is not None else None
+        message_id = run.mailer.send(email, token, pace=pace)
     except PermanentSendError as exc:
         run.summary.failed += len(parts)
         logger.error("notice rejected permanently", extra=_about(run, parts, exc.reason))

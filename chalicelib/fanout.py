@@ -519,8 +519,20 @@ class PacedMailer(Mailer):
         self._next: float | None = None
         self._lock = threading.Lock()
 
-    def send(self, email: Email, token: str | None = None) -> str:
-        """Wait for this consumer's next slot, then send as :meth:`Mailer.send` does."""
+    def send(
+        self, email: Email, token: str | None = None, *, pace: Callable[[], object] | None = None
+    ) -> str:
+        """Send as :meth:`Mailer.send` does, waiting for this consumer's next slot (then
+        the run's ``pace``) once the message is built."""
+
+        def paced() -> None:
+            self._wait_for_slot()
+            if pace is not None:
+                pace()
+
+        return super().send(email, token, pace=paced)
+
+    def _wait_for_slot(self) -> None:
         # A run's workers send from several threads: each takes its own slot.
         with self._lock:
             now = self._clock()
@@ -528,7 +540,6 @@ class PacedMailer(Mailer):
             self._next = slot + self._interval
         if slot > now:
             self._sleep(slot - now)
-        return super().send(email, token)
 
 
 def consumer_mailer(settings: Settings, environ: Mapping[str, str] | None = None) -> Mailer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -344,11 +344,15 @@ class Mailer:
             sending_enabled=bool(account.get("SendingEnabled", True)),
         )
 
-    def send(self, email: Email, token: str | None = None) -> str:
+    def send(
+        self, email: Email, token: str | None = None, *, pace: Callable[[], object] | None = None
+    ) -> str:
         """Send ``email`` and return the SES message id, or raise a :class:`SendError`.
 
         With a configuration set, the message is tagged ``send_token=<token>`` so the
         SES events it publishes (Send, Delivery, Bounce, ...) find its ledger entries.
+        ``pace`` (a run's pacer) is waited on once the message is built, just before the
+        request: what SES counts is when requests arrive, so nothing slow may sit between.
         """
         raw = to_mime(email, self.sender)
         request: SendEmailRequestTypeDef = {
@@ -359,6 +363,8 @@ class Mailer:
             request["ConfigurationSetName"] = self.configuration_set
             if token:
                 request["EmailTags"] = [{"Name": SEND_TAG, "Value": token}]
+        if pace is not None:
+            pace()
         try:
             response = self.client.send_email(**request)
         except ClientError as exc:

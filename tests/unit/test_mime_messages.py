@@ -373,3 +373,23 @@ def test_ses_error_helper_matches_what_the_mailer_reads() -> None:
     # botocore-stubs want its private TypedDict; ses_error builds that shape as a plain dict.
     error = ClientError(parsed, "SendEmail")  # type: ignore[arg-type]
     assert mailer.classify_client_error(error).reason == ("MessageRejected: injected")
+
+
+def test_a_send_waits_for_its_pace_once_the_message_is_built_just_before_the_request() -> None:
+    # Given a pace that notes how many requests SES had when it was waited on
+    client = Recording()
+    waited: list[int] = []
+
+    # When a message is sent, and one that cannot be built (SES cannot take the address)
+    Mailer(SENDER, REGION, client=client).send(  # type: ignore[arg-type]
+        notice(), pace=lambda: waited.append(len(client.requests))
+    )
+    zoe = Recipient("bor-9", "Zoë", "zoë@example.com")
+    with pytest.raises(PermanentSendError):
+        Mailer(SENDER, REGION, client=client).send(  # type: ignore[arg-type]
+            notice(to=zoe), pace=lambda: waited.append(len(client.requests))
+        )
+
+    # Then the first waited once, right before its request; the second never took a slot
+    assert waited == [0]
+    assert len(client.requests) == 1
