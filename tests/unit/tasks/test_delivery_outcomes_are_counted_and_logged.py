@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -509,3 +509,37 @@ def test_every_notice_rejected_in_a_run_is_counted_and_logged_with_its_reason(
         ("repayment_reminders", (key,), "MessageRejected: injected")
         for key in sorted((REP1_MIA, REP1_AVA))
     ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "subject_kept", "incomplete"),
+    [
+        (ses_error("InternalFailure", 500), ledger.UNKNOWN, True, False),
+        (ses_error("MessageRejected", 400), ledger.FAILED, True, False),
+        (ses_error("TooManyRequestsException", 429), ledger.PENDING, False, True),
+    ],
+    ids=["unknown", "failed", "released"],
+)
+def test_each_outcome_is_stamped_with_the_run_time_and_keeps_the_subject_sent(
+    service: Settings,
+    ses: SESV2Client,
+    answer: Exception,
+    status: str,
+    subject_kept: bool,
+    incomplete: bool,
+) -> None:
+    # Given SES answers Mia's send with an error, and Ben's and Ava's normally
+    three_borrowers()
+
+    # When the run goes through (only a released notice makes it end incomplete)
+    ending = pytest.raises(DeliveryIncomplete) if incomplete else nullcontext()
+    with ses_faults(ses, lambda to: answer if to == MIA else None), ending:
+        run("repayment_reminders", MONDAY, ses)
+
+    # Then Mia's entry is in its status, stamped with the run's time, and (when SES may
+    # have it, or an operator must act on it) carries the subject that went to SES
+    mias, bens = entry(REP1_MIA), entry(REP1_BEN)
+    assert (mias.status, mias.updated_at) == (status, NOW)
+    assert bens.status == ledger.SENT
+    assert bens.subject
+    assert (mias.subject == bens.subject) is subject_kept
