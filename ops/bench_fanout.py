@@ -46,7 +46,7 @@ from chalicelib.formatting import au_date
 from chalicelib.mailer import Email, Mailer, Recipient, render
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run, RunSummary
-from ops.provisioning import provision
+from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
 SENDER = "reminders-bench@example.com.au"
@@ -157,7 +157,7 @@ def _notices(count: int) -> list[Notice[None]]:
 def _environment(endpoint_url: str) -> dict[str, str]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     return {
-        **{f"{t.upper()}_TABLE": f"{prefix}-{t}" for t in models.TABLE_FIELDS.values()},
+        **table_environment(prefix),
         "SENDER_EMAIL": SENDER,
         "AWS_REGION": REGION,
         "DYNAMODB_ENDPOINT_URL": endpoint_url,

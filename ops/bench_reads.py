@@ -49,7 +49,7 @@ from chalicelib.models import (
 )
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
-from ops.provisioning import provision
+from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
 if TYPE_CHECKING:
@@ -194,12 +194,7 @@ def _settings(endpoint: str | None, prefix: str) -> Settings:
     return Settings.from_env(
         where
         | {
-            "APPLICATIONS_TABLE": f"{prefix}-applications",
-            "NOTES_TABLE": f"{prefix}-notes",
-            "REPAYMENTS_TABLE": f"{prefix}-repayments",
-            "STAFF_TABLE": f"{prefix}-staff",
-            "BORROWERS_TABLE": f"{prefix}-borrowers",
-            "NOTIFICATIONS_TABLE": f"{prefix}-notifications",
+            **table_environment(prefix),
             "SENDER_EMAIL": SENDER,
             "AWS_REGION": REGION,
             "BUSINESS_TIMEZONE": "Australia/Sydney",

@@ -49,7 +49,7 @@ from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.mailer import Mailer, ses_client
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
-from ops.provisioning import provision
+from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
 QUOTAS = (14, 50, 200)
@@ -198,8 +198,7 @@ def _answer(params: dict[str, Any], status: int, body: dict[str, object]) -> Ans
 
 
 def _settings(endpoint: str, prefix: str, concurrency: int | None) -> Settings:
-    tables = ("applications", "notes", "repayments", "staff", "borrowers", "notifications")
-    env = {f"{name.upper()}_TABLE": f"{prefix}-{name}" for name in tables}
+    env = table_environment(prefix)
     env.update(
         {
             "SENDER_EMAIL": SENDER,

@@ -15,13 +15,19 @@ import boto3
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
-from chalicelib.models import ALL_MODELS, bind
+from chalicelib.models import ALL_MODELS, TABLE_FIELDS, bind
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.literals import KeyTypeType, ScalarAttributeTypeType
     from mypy_boto3_dynamodb.type_defs import ProjectionTypeDef
     from mypy_boto3_sqs import SQSClient
+
+
+def table_environment(prefix: str) -> dict[str, str]:
+    """The table variables (``APPLICATIONS_TABLE``, ...) naming every table ``<prefix>-<name>``:
+    a benchmark's own set of tables."""
+    return {f"{name.upper()}_TABLE": f"{prefix}-{name}" for name in TABLE_FIELDS.values()}
 
 
 def provision(settings: Settings, poll_seconds: float = 5.0) -> list[tuple[str, str]]:

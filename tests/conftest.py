@@ -125,6 +125,11 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, dynamodb_endpoint: str | No
         # The models through chalicelib (bind), any other boto3 client through botocore.
         monkeypatch.setenv("DYNAMODB_ENDPOINT_URL", dynamodb_endpoint)
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint)
+    else:
+        # moto's in-process DynamoDB applies no conditional write atomically across
+        # threads: on moto a run sends from one worker, and the runs' worker threads are
+        # exercised where writes are atomic, on DynamoDB Local (make test-ddblocal).
+        monkeypatch.setenv("SEND_CONCURRENCY", "1")
 
 
 @pytest.fixture

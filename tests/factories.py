@@ -8,11 +8,13 @@ Pass keyword arguments to change any attribute; ``None`` leaves it absent.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 from pynamodb.models import Model
 
+from chalicelib import ledger
 from chalicelib.models import (
     LOOK_AT_NEXT_RUN,
     NOTES_PENDING,
@@ -20,6 +22,7 @@ from chalicelib.models import (
     Application,
     Borrower,
     Note,
+    Notification,
     Repayment,
     Staff,
 )
@@ -160,3 +163,33 @@ def one_of_each() -> None:
     application(stage_last_updated="2026-11-02T10:00:00+11:00")
     note(remind_date="2026-11-23")
     repayment(due_date="2026-11-30")
+
+
+def claimed_entry(
+    key: str,
+    *,
+    recipient_id: str,
+    email: str,
+    run_id: str,
+    lease_expires_at: datetime,
+    kind: str = "repayment_upcoming",
+    item_id: str = "rep-1",
+) -> None:
+    """A ledger entry another run left ``claimed`` (rep-1's upcoming reminder by default),
+    claimed one lease before ``lease_expires_at``."""
+    claimed_at = lease_expires_at - ledger.CLAIM_LEASE
+    Notification(
+        id=key,
+        kind=kind,
+        item_id=item_id,
+        recipient_id=recipient_id,
+        recipient_email=email,
+        business_date="2026-11-23",
+        status=ledger.CLAIMED,
+        run_id=run_id,
+        attempts=1,
+        created_at=claimed_at,
+        updated_at=claimed_at,
+        claimed_at=claimed_at,
+        lease_expires_at=lease_expires_at,
+    ).save()

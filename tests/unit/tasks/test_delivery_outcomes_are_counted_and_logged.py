@@ -55,22 +55,9 @@ def logged(logs: Logs, message: str) -> list[dict[str, Any]]:
 
 def claim_of(key: str, recipient_id: str, email: str, run_id: str, lease: datetime) -> None:
     """A claim another run holds on a repayment notice, with its lease ending at ``lease``."""
-    claimed_at = lease - ledger.CLAIM_LEASE
-    Notification(
-        id=key,
-        kind="repayment_upcoming",
-        item_id="rep-1",
-        recipient_id=recipient_id,
-        recipient_email=email,
-        business_date="2026-11-23",
-        status=ledger.CLAIMED,
-        run_id=run_id,
-        attempts=1,
-        created_at=claimed_at,
-        updated_at=claimed_at,
-        claimed_at=claimed_at,
-        lease_expires_at=lease,
-    ).save()
+    f.claimed_entry(
+        key, recipient_id=recipient_id, email=email, run_id=run_id, lease_expires_at=lease
+    )
 
 
 def entry(key: str) -> Notification:

@@ -95,22 +95,9 @@ def claim_left_by_another_run(
     key: str, *, lease_expires_at: datetime, run_id: str = "other-run"
 ) -> None:
     """A ledger entry left ``claimed`` by another run for Mia's upcoming reminder."""
-    claimed_at = lease_expires_at - ledger.CLAIM_LEASE
-    Notification(
-        id=key,
-        kind="repayment_upcoming",
-        item_id="rep-1",
-        recipient_id="bor-2",
-        recipient_email=MIA,
-        business_date="2026-11-23",
-        status=ledger.CLAIMED,
-        run_id=run_id,
-        attempts=1,
-        created_at=claimed_at,
-        updated_at=claimed_at,
-        claimed_at=claimed_at,
-        lease_expires_at=lease_expires_at,
-    ).save()
+    f.claimed_entry(
+        key, recipient_id="bor-2", email=MIA, run_id=run_id, lease_expires_at=lease_expires_at
+    )
 
 
 # SES provably did not take the message: it answered 4xx, or was never reached.
@@ -411,10 +398,9 @@ def test_a_run_overlapping_another_does_not_send_the_notice_in_flight(
 def test_overlapping_runs_send_each_notice_once_in_total(
     service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Run A sends from one thread: run B starts inside A's send, and moto's in-process
-    # DynamoDB does not apply conditional writes atomically across threads (DynamoDB
-    # does). Races between concurrent senders run on DynamoDB Local instead
-    # (tests/ddblocal/test_concurrent_sending.py).
+    # Run A sends one notice at a time, so run B starts while A's other notices are still
+    # unclaimed (A's workers would claim them all first). Races between concurrent
+    # senders: tests/ddblocal/test_concurrent_sending.py.
     monkeypatch.setenv("SEND_CONCURRENCY", "1")
     # Given a repayment due to three borrowers
     f.crm(borrowers=3)

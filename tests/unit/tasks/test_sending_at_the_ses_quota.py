@@ -69,7 +69,7 @@ def test_a_run_reads_its_send_quota_once_and_sends_every_notice_once(
     # Given 30 notes due, 60 notices, on an account allowed 1,000 emails a second
     notes(30)
 
-    # When the run sends them from its workers
+    # When the run sends them (from its workers on DynamoDB Local, from one on moto)
     summary = run("note_reminders", MONDAY, ses, clock=FakeClock())
 
     # Then SES was asked for the quota once, and every notice went out once, counted once
