@@ -31,6 +31,7 @@ from pathlib import Path
 
 from chalicelib.observability import logger
 from ops import bench_fanout, bench_reads, bench_send, coldstart
+from ops.ddblocal import running
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bundle.is_file():
         print(f"Error: {args.bundle} not found: run `make package` first", file=sys.stderr)
         return 1
-    # The test tier's launcher of DynamoDB Local: a dev-only tool, like this one.
-    from tests.ddblocal.server import running
-
     logger.setLevel("WARNING")  # a line per run and per message would bury the tables
 
     with tempfile.TemporaryDirectory() as logs, running(Path(logs)) as server:

@@ -46,6 +46,7 @@ from chalicelib.formatting import au_date
 from chalicelib.mailer import Email, Mailer, Recipient, render
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run, RunSummary
+from ops import ddblocal as server
 from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
@@ -283,9 +284,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     parser.add_argument("--concurrency", type=int, default=fanout.MAX_CONCURRENCY)
     parser.add_argument("--ses-latency", type=float, default=0.05)
     args = parser.parse_args(argv)
-    # The test tier's launcher: a dev-only tool, like moto and this benchmark.
-    from tests.ddblocal import server
-
     logger.setLevel("WARNING")  # one INFO line per message would bury the figures
 
     env = os.environ if environ is None else environ

@@ -17,7 +17,6 @@ table per check and the worst figures.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -49,6 +48,7 @@ from chalicelib.models import (
 )
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
+from ops.ddblocal import running
 from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
@@ -532,9 +532,6 @@ def table(reads: CheckReads) -> str:
 
 def main() -> int:
     """Start DynamoDB Local, measure every check, print the tables and the worst figures."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.ddblocal.server import running  # the tests' launcher of DynamoDB Local
-
     with tempfile.TemporaryDirectory() as logs, running(Path(logs)) as server:
         result = measure(server.endpoint)
     for reads in result.checks:

@@ -49,6 +49,7 @@ from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.mailer import Mailer, ses_client
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
+from ops.ddblocal import moto_config, running
 from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
@@ -318,8 +319,6 @@ def bench_send(
     ``endpoint``. Each quota gets tables of its own, after a discarded warm-up run.
     The runs' logs are quietened.
     """
-    from tests.ddblocal.server import moto_config
-
     level = logger.log_level
     logger.setLevel(logging.ERROR)
     try:
@@ -362,8 +361,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quota", type=float, action="append", help="repeatable")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    from tests.ddblocal.server import running
-
     with tempfile.TemporaryDirectory() as log_dir, running(Path(log_dir)) as server:
         results = bench_send(server.endpoint, args.quota or QUOTAS, args.seconds)
     print(table(results))

@@ -26,8 +26,8 @@ from mypy_boto3_sesv2 import SESV2Client
 import app
 from chalicelib.config import Settings
 from chalicelib.observability import logger
+from ops import ddblocal
 from ops.stages import CHALICE_CONFIG, stage_environment
-from tests.ddblocal import server as ddblocal
 from tests.support import (
     REGION,
     SENDER,

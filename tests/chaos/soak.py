@@ -1,6 +1,6 @@
 """The chaos soak: weeks of hourly runs of the three checks under injected faults.
 
-DynamoDB is Amazon's DynamoDB Local (tests/ddblocal/server.py), SES is moto in server
+DynamoDB is Amazon's DynamoDB Local (ops/ddblocal.py), SES is moto in server
 mode on 127.0.0.1, so several worker processes (simulated Lambda containers, started
 with ``spawn``) share one SES and one DynamoDB. Time is simulated: every invocation
 gets its clock (``now``) from the timeline, nothing sleeps. The code under test is
@@ -81,11 +81,11 @@ from zoneinfo import ZoneInfo
 import boto3
 
 from chalicelib.config import Reliability
+from ops import ddblocal
 from ops.provisioning import provision
 from ops.stages import REGION
 from tests.chaos import crm, oracle
 from tests.chaos.faults import MARKER, FaultRates
-from tests.ddblocal import server as ddblocal
 
 ACCOUNT = "123456789012"
 SYDNEY = ZoneInfo("Australia/Sydney")

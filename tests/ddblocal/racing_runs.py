@@ -17,7 +17,7 @@ from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from tests.ddblocal import server as ddblocal
+from ops import ddblocal
 from tests.support import REGION, SENDER
 
 

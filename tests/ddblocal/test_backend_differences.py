@@ -24,8 +24,8 @@ from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib.config import Settings
 from chalicelib.models import Notification
+from ops import ddblocal
 from tests import factories as f
-from tests.ddblocal import server as ddblocal
 from tests.support import REGION, ledger_key, run, sent_emails, sydney
 
 SCRATCH = "scratch"

