@@ -26,7 +26,7 @@ What moto's server does differently from AWS, and what the rehearsal does about 
   Chalice creates the fan-out consumer's mapping with the function's ARN, and
   ``fanout-on`` lists it by name, so on an unpatched server ``fanout-on`` finds nothing.
   :func:`serve` runs moto's server with that filter resolving the name to the function's
-  ARN, as AWS does (:func:`_list_event_source_mappings_by_name_or_arn`); nothing else of
+  ARN, as AWS does (:func:`list_event_source_mappings_by_name_or_arn`); nothing else of
   moto or of the project is changed.
 - Chalice packages the dependencies for Lambda's platform with ``pip download``, so the
   rehearsal needs the package index that ``make install`` uses.
@@ -299,7 +299,7 @@ def snapshot(endpoint: str, region: str = REGION) -> Deployed:
 # --- The moto server -----------------------------------------------------------------
 
 
-def _list_event_source_mappings_by_name_or_arn(
+def list_event_source_mappings_by_name_or_arn(
     original: Callable[..., Iterable[Any]],
 ) -> Callable[[Any, str | None, str | None], list[Any]]:
     """moto's ListEventSourceMappings with ``FunctionName`` matched as AWS matches it.
@@ -327,7 +327,7 @@ def serve(port: int) -> None:
     from moto.awslambda.models import LambdaBackend
     from moto.server import main
 
-    LambdaBackend.list_event_source_mappings = _list_event_source_mappings_by_name_or_arn(  # type: ignore[assignment]
+    LambdaBackend.list_event_source_mappings = list_event_source_mappings_by_name_or_arn(  # type: ignore[assignment]
         LambdaBackend.list_event_source_mappings
     )
     main(["--host", "127.0.0.1", "--port", str(port)])
