@@ -394,6 +394,7 @@ def environment(endpoint: str, home: Path) -> dict[str, str]:
     """This process's environment with every AWS setting replaced: fake credentials, no
     profile or config file, every service at ``endpoint``. The region is left to the
     Makefile's default (the stage's, from ops/stages.py)."""
+    # MAKEFLAGS and the like belong to the make running the rehearsal, not to the copy's.
     drop = ("AWS_", "POWERTOOLS_", "MAKE", "MFLAGS")
     env = {name: value for name, value in os.environ.items() if not name.startswith(drop)}
     env.update(
@@ -443,8 +444,15 @@ def rehearse(work_dir: Path, stage: str = STAGE) -> Rehearsal:
     project = copy_project(work_dir / "project")
     venv = Path(sys.prefix)
     # The environment exists already: `-o install` keeps make from reinstalling it.
-    deploy = ["make", "--no-print-directory", "-o", "install", "deploy", f"STAGE={stage}"]
-    deploy.append(f"VENV={venv}")
+    deploy = [
+        "make",
+        "--no-print-directory",
+        "-o",
+        "install",
+        "deploy",
+        f"STAGE={stage}",
+        f"VENV={venv}",
+    ]
     delete = [str(venv / "bin" / "chalice"), "delete", "--stage", stage]
     output = {}
     with moto_server(work_dir / "moto-server.log") as endpoint:
@@ -453,6 +461,7 @@ def rehearse(work_dir: Path, stage: str = STAGE) -> Rehearsal:
         first = snapshot(endpoint)
         output["redeploy"] = _run("make deploy (again)", deploy, project, env)
         second = snapshot(endpoint)
+        # No make target deletes a stage; the Makefile gives `make deploy` its region.
         output["delete"] = _run(
             "chalice delete", delete, project, env | {"AWS_DEFAULT_REGION": REGION}
         )

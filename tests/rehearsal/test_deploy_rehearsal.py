@@ -3,7 +3,7 @@
 One rehearsal per module: ``make deploy STAGE=dev``, the same again, then ``chalice delete``,
 in a temporary copy of the project; each test checks one of its outcomes. The expected
 functions and rules come from the Chalice app's registrations and ``.chalice/config.json``.
-Not part of ``make test`` (``norecursedirs`` in pyproject.toml): it takes about 40 s.
+Not part of ``make test`` (``norecursedirs`` in pyproject.toml): it takes 40-80 s.
 """
 
 from __future__ import annotations
