@@ -36,6 +36,7 @@ EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
         "failed_status-failed_at-index": [("failed_status", "HASH"), ("failed_at", "RANGE")],
         "send_token-index": [("send_token", "HASH")],
         "due_check-due_on-index": [("due_check", "HASH"), ("due_on", "RANGE")],
+        "business_date-created_at-index": [("business_date", "HASH"), ("created_at", "RANGE")],
     },
 }
 # Indexes that project only the keys (the rest project every attribute).
@@ -103,3 +104,30 @@ def test_bind_points_the_models_at_the_stage_tables(aws: None) -> None:
     assert models.Notification.Meta.table_name == "u-notifications"
     repayments: type[Model] = models.Repayment  # its Meta as PynamoDB declares it, with region
     assert repayments.Meta.region == REGION
+
+
+def test_provision_adds_the_business_date_index_to_a_ledger_made_before_it(
+    aws: None, settings: Settings
+) -> None:
+    # Given a deployed ledger with every index but the report's, holding one notice
+    provision(settings)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.update_table(
+        TableName="test-notifications",
+        GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": "business_date-created_at-index"}}],
+    )
+    dynamodb.put_item(
+        TableName="test-notifications",
+        Item={"id": {"S": "n-1"}, "business_date": {"S": "2026-11-23"}},
+    )
+
+    # When provision runs again
+    report = provision(settings, poll_seconds=0.05)
+
+    # Then the index is added, the notice kept, and the other tables left alone
+    assert ("test-notifications", "index business_date-created_at-index added") in report
+    assert ("test-notes", "exists") in report
+    indexes = {i["IndexName"] for i in _describe("test-notifications")["GlobalSecondaryIndexes"]}
+    assert "business_date-created_at-index" in indexes
+    item = dynamodb.get_item(TableName="test-notifications", Key={"id": {"S": "n-1"}})
+    assert item["Item"]["business_date"] == {"S": "2026-11-23"}
