@@ -119,7 +119,7 @@ DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_cli*.py \
                   tests/unit/test_formatting.py tests/unit/test_config.py tests/unit/test_provisioning.py \
                   tests/unit/test_templates.py tests/unit/test_runner_inputs.py \
                   tests/unit/test_ledger_states.py tests/unit/test_check_kinds_and_reports.py \
-                  tests/unit/test_crm_migration.py
+                  tests/unit/test_crm_migration.py tests/unit/test_report.py
 
 .PHONY: test-ddblocal
 
