@@ -66,7 +66,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## Run the three checks for DATE (default: today in Sydney) on an embedded AWS.
+## Run the three checks for DATE (default: today in Sydney) on an embedded AWS; the emails go to
+## outbox/DATE/, the ledger report of the 30 days to DATE to outbox/report.html.
 demo: install
 	$(BIN)/python -m ops.demo $(if $(DATE),--date $(DATE))
 
