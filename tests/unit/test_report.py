@@ -288,8 +288,9 @@ def test_a_range_it_cannot_report_is_a_usage_error(
 def test_an_unreadable_entry_is_skipped_and_listed_with_its_key(
     tables: Settings, tmp_path: Path
 ) -> None:
-    # Given a readable notice and one without a status
+    # Given a readable notice, one without a status and one of a kind no check sends any more
     entry("good")
+    entry("retired#1", kind="retired_kind")
     f.raw_item(
         tables.tables.notifications,
         {
@@ -304,11 +305,14 @@ def test_an_unreadable_entry_is_skipped_and_listed_with_its_key(
     out = tmp_path / "report.html"
     result = report("--from", "2026-11-21", "--to", "2026-11-21", out=out)
 
-    # Then the good one is counted and the broken one is listed with its key and reason
+    # Then the good one is counted and the others are listed with their keys and reasons
     assert result.exit_code == 0, result.output
     page = read(out)
     assert page.rows("outcomes")["all checks"][0] == "1"
-    assert page.rows("skipped") == {"broken#1": ["unreadable entry: status missing"]}
+    assert page.rows("skipped") == {
+        "broken#1": ["unreadable entry: status missing"],
+        "retired#1": ["unknown kind 'retired_kind'"],
+    }
     assert "skipped broken#1: unreadable entry: status missing" in result.stderr
 
 
