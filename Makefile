@@ -66,7 +66,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## Run the three checks for DATE (default: today in Sydney) on an embedded AWS.
+## Run the three checks for DATE (default: today in Sydney) on an embedded AWS; the emails go to
+## outbox/DATE/, the ledger report of the 30 days to DATE to outbox/report.html.
 demo: install
 	$(BIN)/python -m ops.demo $(if $(DATE),--date $(DATE))
 
@@ -129,7 +130,7 @@ DDBLOCAL_TESTS ?= tests/ddblocal tests/unit/tasks tests/unit/test_cli*.py \
                   tests/unit/test_formatting.py tests/unit/test_config.py tests/unit/test_provisioning.py \
                   tests/unit/test_templates.py tests/unit/test_runner_inputs.py \
                   tests/unit/test_ledger_states.py tests/unit/test_check_kinds_and_reports.py \
-                  tests/unit/test_crm_migration.py
+                  tests/unit/test_crm_migration.py tests/unit/test_report.py
 
 .PHONY: test-ddblocal
 

@@ -262,6 +262,24 @@ class DueIndex(GlobalSecondaryIndex["Notification"]):
     due_on = UnicodeAttribute(range_key=True)
 
 
+class BusinessDateIndex(GlobalSecondaryIndex["Notification"]):
+    """Sparse: the notices of one business date, oldest first (``ops.cli report``).
+
+    Only a claim writes ``business_date`` (:func:`chalicelib.ledger.claim`), so only
+    notices are in it: the schedule's, sweeps', settled notes' (``done#``) and
+    suppression entries carry no business date and stay out without a filter. A
+    report reads a date range with one Query per day, never a Scan; the sort key lets
+    DynamoDB split a busy day's partition for heat.
+    """
+
+    class Meta:
+        index_name = "business_date-created_at-index"
+        projection = AllProjection()
+
+    business_date = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class Notification(Model):
     """One notice to one recipient about one CRM item: the delivery ledger.
 
@@ -328,6 +346,7 @@ class Notification(Model):
     by_failure = FailedIndex()
     by_send_token = SendTokenIndex()
     by_due = DueIndex()
+    by_business_date = BusinessDateIndex()
 
     # Set on an entry that could not be read (see from_raw_data); its status is UNREADABLE.
     load_error: str | None = None

@@ -572,6 +572,57 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
     )
 
 
+@cli.command("report")
+@click.option(
+    "--from",
+    "start",
+    type=DAY,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="First business date (default: 29 days before --to).",
+)
+@click.option(
+    "--to",
+    "end",
+    type=DAY,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Last business date (default: today in the business time zone).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="HTML file to write.",
+)
+def report(start: datetime | None, end: datetime | None, out: Path) -> None:
+    """Write one HTML page of the ledger for a range of business dates (opens offline).
+
+    Notices per day by kind (a stacked bar chart); sent, failed, deferred, bounced and
+    complained per check; the top failure reasons; the recipients with repeated
+    failures. Read with one Query per day of the ledger's business-date index.
+    """
+    from ops import report as ledger_report
+
+    settings = bound_settings()
+    now = datetime.now(settings.timezone)
+    last = end.date() if end else now.date()
+    first = start.date() if start else ledger_report.default_range(last)[0]
+    try:
+        written = ledger_report.write_report(out, first, last, now)
+    except ledger_report.ReportError as exc:
+        raise click.UsageError(str(exc)) from exc
+    total = written.total
+    click.echo(
+        f"{out}: {total.notices} notice(s) from {first.isoformat()} to {last.isoformat()} "
+        f"({total.sent} sent, {total.failed} failed, {total.deferred} deferred, "
+        f"{total.bounced} bounced, {total.complained} complained)"
+    )
+    for skipped in written.skipped:
+        click.echo(f"skipped {skipped.key}: {skipped.reason}", err=True)
+
+
 # ---- infrastructure: the IAM policy files and the merge template (make policy/package) ----
 
 

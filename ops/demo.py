@@ -101,10 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with embedded_aws(args.state) as settings:
             day = args.date or datetime.now(settings.timezone).date()
             summaries, sent, seeded = _run(settings, day)
+            ledger_page = _ledger_report(settings, day, seeded, args.outbox)
     finally:
         logger.setLevel(level)
     written = write_outbox(sent, args.outbox / day.isoformat())
     print(_report(day, summaries, seeded, written, args.outbox / day.isoformat()))
+    print(ledger_page)
     return 1 if any(s.retrying for s in summaries) else 0
 
 
@@ -159,6 +161,24 @@ def _demo_account(**_: object) -> tuple[AWSResponse, dict[str, object]]:
         "SendingEnabled": True,
         "ResponseMetadata": {"HTTPStatusCode": 200},
     }
+
+
+def _ledger_report(settings: Settings, day: date, seeded: bool, outbox: Path) -> str:
+    """Write ``outbox/report.html`` (``ops.cli report`` of the 30 days to ``day``); a new
+    demo CRM first gets a month of ledger history to show. Returns the line to print."""
+    from ops import report
+    from ops.seed import seed_history
+
+    if seeded:
+        seed_history(day, settings.timezone)
+    path = outbox / "report.html"
+    start, end = report.default_range(day)
+    total = report.write_report(path, start, end, datetime.now(settings.timezone)).total
+    return (
+        f"Ledger report, {start.isoformat()} to {end.isoformat()}: {total.notices} notice(s) "
+        f"({total.sent} sent, {total.failed} failed, {total.deferred} deferred, "
+        f"{total.bounced} bounced) - open {path}"
+    )
 
 
 def crm_is_empty() -> bool:

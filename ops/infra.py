@@ -37,6 +37,7 @@ from chalicelib import fanout, models
 from chalicelib import observability as metric
 from chalicelib.config import Settings
 from chalicelib.registry import CHECKS
+from chalicelib.runner import SCHEDULED_PREFIX
 from ops.stages import PROJECT_DIR, REGION, read_config, stage_environment
 
 # An IAM policy variable: the account of the role using the policy, so the policy
@@ -63,6 +64,15 @@ MAX_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 3600
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 ALARM_PERIOD_SECONDS = 300
+# The dashboard's per-check metrics (chalicelib.observability's names, as a run emits
+# them): counts summed per hour, as the checks run hourly, and the run's duration.
+DASHBOARD_COUNTS: tuple[tuple[str, str], ...] = (
+    (metric.NOTICES_SENT, "sent"),
+    (metric.NOTICES_FAILED, "failed"),
+    (metric.NOTICES_DEFERRED, "deferred"),
+    (metric.ITEMS_INVALID, "invalid"),
+)
+DASHBOARD_PERIOD_SECONDS = 3600
 # The fan-out consumer's timeout; the queue's visibility timeout is six times it (as
 # Lambda recommends), so a record is not handed out again while a consumer still has it.
 FANOUT_TIMEOUT_SECONDS = 120
@@ -521,6 +531,7 @@ def merge_template(stage: Stage, functions: Sequence[Function]) -> dict[str, Any
     if stage.settings.ses_configuration_set is not None:
         # Also narrows record_ses_events' rule: that key keeps its place above.
         resources.update(ses_event_resources(stage, functions))
+    resources["Dashboard"] = dashboard(stage, resources)
     return {
         "Parameters": {
             "AlarmEmail": {
@@ -895,4 +906,88 @@ def address_alarms(stage: Stage) -> dict[str, Any]:
         )
         for check in CHECKS
         for name, what in ADDRESS_METRICS.items()
+    }
+
+
+def check_alarms(stage: Stage, check: str, resources: dict[str, Any]) -> list[str]:
+    """The logical ids of ``check``'s alarms among ``resources``: its function's errors,
+    then its failed, bounced and complained notices (those the stage has)."""
+    wanted = [
+        f"{to_cfn_resource_name(SCHEDULED_PREFIX + check)}ErrorsAlarm",
+        f"{to_cfn_resource_name(check)}NoticesFailedAlarm",
+        *(f"{to_cfn_resource_name(check)}{name}Alarm" for name in ADDRESS_METRICS),
+    ]
+    return [name for name in wanted if name in resources]
+
+
+def dashboard(stage: Stage, resources: dict[str, Any]) -> dict[str, Any]:
+    """A CloudWatch dashboard: per check, its counts and run duration beside its alarms.
+
+    A row per check: ``NoticesSent``, ``NoticesFailed``, ``NoticesDeferred`` and
+    ``ItemsInvalid`` summed per hour, ``RunDuration`` (average and maximum), and the
+    state of the check's alarms; above them, every other alarm of the stack. The
+    metrics carry the dimensions a run emits (``check``, ``service``). Alarm names are
+    CloudFormation's, so the body is an ``Fn::Sub`` of their ARNs.
+    """
+    alarm_ids = [name for name, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"]
+    per_check = {check: check_alarms(stage, check, resources) for check in CHECKS}
+    mine = {name for names in per_check.values() for name in names}
+    widgets: list[dict[str, Any]] = [
+        _alarm_widget("Alarms of the stack", [a for a in alarm_ids if a not in mine], y=0)
+    ]
+    for row, (check, alarms) in enumerate(per_check.items()):
+        y = 4 + 6 * row
+        dimensions = ["check", check, "service", stage.service]
+        counts = [
+            [metric.NAMESPACE, name, *dimensions, {"stat": "Sum", "label": label}]
+            for name, label in DASHBOARD_COUNTS
+        ]
+        duration = [
+            [metric.NAMESPACE, metric.RUN_DURATION, *dimensions, {"stat": stat, "label": stat}]
+            for stat in ("Average", "Maximum")
+        ]
+        widgets += [
+            _metric_widget(f"{check}: notices per hour", counts, x=0, y=y),
+            _metric_widget(f"{check}: run duration (ms)", duration, x=8, y=y),
+            _alarm_widget(f"{check}: alarms", alarms, x=16, y=y, width=8, height=6),
+        ]
+    body = json.dumps({"widgets": widgets}, separators=(",", ":"))
+    return {
+        "Type": "AWS::CloudWatch::Dashboard",
+        "Properties": {
+            "DashboardName": f"{stage.function_prefix}checks",
+            "DashboardBody": {
+                "Fn::Sub": [body, {name: {"Fn::GetAtt": [name, "Arn"]} for name in alarm_ids}]
+            },
+        },
+    }
+
+
+def _metric_widget(title: str, metrics: list[list[Any]], *, x: int, y: int) -> dict[str, Any]:
+    return {
+        "type": "metric",
+        "x": x,
+        "y": y,
+        "width": 8,
+        "height": 6,
+        "properties": {
+            "title": title,
+            "view": "timeSeries",
+            "region": "${AWS::Region}",
+            "period": DASHBOARD_PERIOD_SECONDS,
+            "metrics": metrics,
+        },
+    }
+
+
+def _alarm_widget(
+    title: str, alarms: list[str], *, y: int, x: int = 0, width: int = 24, height: int = 4
+) -> dict[str, Any]:
+    return {
+        "type": "alarm",
+        "x": x,
+        "y": y,
+        "width": width,
+        "height": height,
+        "properties": {"title": title, "alarms": [f"${{{name}}}" for name in alarms]},
     }

@@ -8,11 +8,13 @@ at each reminder stage, a paid one, and one malformed repayment that is reported
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from chalicelib import ledger, registry
 from chalicelib.models import (
     LOOK_AT_NEXT_RUN,
     NOTES_PENDING,
@@ -20,6 +22,7 @@ from chalicelib.models import (
     Application,
     Borrower,
     Note,
+    Notification,
     Repayment,
     Staff,
 )
@@ -241,3 +244,113 @@ def _seed_repayments(today: date) -> None:
         pending_check=REPAYMENTS_PENDING,
         next_notice_on=LOOK_AT_NEXT_RUN,
     ).save()
+
+
+# --- ledger history: what a month of runs would have left, for `ops.cli report` -------------
+
+# The days before today that, with today, fill the report's default 30 days.
+HISTORY_DAYS = 29
+# Notices of each kind on the day ``n`` days before today (a varied, repeatable month).
+HISTORY_VOLUME: dict[str, Callable[[int], int]] = {
+    "stale_applications": lambda n: 1 + (n % 3 == 0),
+    "note_reminders": lambda n: 2 + n % 4,
+    "repayment_upcoming": lambda n: 1 + n % 3,
+    "repayment_overdue_3_day": lambda n: n % 2 + (n % 5 == 0),
+    "repayment_overdue_7_day": lambda n: int(n % 4 == 1),
+    "repayment_overdue_10_day": lambda n: int(n % 7 == 3),
+}
+# The past items' ids, ``<prefix>-0nnn``: never one of the seeded CRM's (``*-1nnn``, named).
+HISTORY_ITEMS = {
+    "stale_applications": "app",
+    "note_reminders": "note",
+    "repayment_reminders": "rep",
+}
+# Two addresses that keep failing: a mailbox that no longer exists, a mistyped domain.
+GONE = "old.mailbox@example.net"
+TYPO = "j.doe@exmaple.net"
+HISTORY_FAILURES = (
+    (
+        TYPO,
+        "MessageRejected: Email address is not verified. The following identities failed "
+        f"the check in region AP-SOUTHEAST-2: {TYPO}",
+    ),
+    (GONE, None),  # a hard bounce, reported by SES after it accepted the message
+    (TYPO, "MessageRejected: Email address is not verified."),
+    ("emma.wilson@example.net", ledger.INTERRUPTED),
+)
+
+
+def seed_history(today: date, timezone: ZoneInfo, days: int = HISTORY_DAYS) -> int:
+    """Write the ledger a month of runs before ``today`` would have left; return how many.
+
+    Mostly sent and delivered, with permanent failures, bounces, complaints, and (on the
+    last two days) notices still deferred, to the seeded CRM's people and two addresses
+    that fail repeatedly. The items are past ones (``*-0nnn``), not the seeded CRM's, so
+    they never stand in for a notice a run still owes, and no suppression is recorded.
+    """
+    addresses = [email for _, _, email in STAFF + BORROWERS]
+    written = 0
+    with Notification.batch_write() as batch:
+        for offset in range(days, 0, -1):
+            day = today - timedelta(days=offset)
+            ran_at = datetime.combine(day, time(12), timezone).astimezone(UTC)
+            for kind, volume in HISTORY_VOLUME.items():
+                for _ in range(volume(offset)):
+                    written += 1
+                    batch.save(_past_notice(kind, written, day, ran_at, offset, addresses))
+    return written
+
+
+def _past_notice(
+    kind: str, n: int, day: date, at: datetime, offset: int, addresses: list[str]
+) -> Notification:
+    """The ``n``-th notice of the history, sent on ``day`` at ``at`` unless ``n`` says otherwise."""
+    item = f"{HISTORY_ITEMS[registry.kind(kind).check]}-0{n:03d}"
+    recipient = addresses[n % len(addresses)]
+    entry = Notification(
+        id=registry.kind(kind).key(*_key_parts(kind, item, day, recipient)),
+        kind=kind,
+        item_id=item,
+        recipient_id=recipient.partition("@")[0],
+        recipient_email=recipient,
+        business_date=day.isoformat(),
+        subject=f"({kind.replace('_', ' ')} for {item})",
+        status=ledger.SENT,
+        run_id=f"history-{day.isoformat()}",
+        attempts=1,
+        created_at=at,
+        updated_at=at,
+        claimed_at=at,
+        lease_expires_at=at + ledger.CLAIM_LEASE,
+        sent_at=at,
+        message_id=f"history-{n:04d}",
+        ses_events={"Send", "Delivery"},
+        delivered_at=at + timedelta(seconds=4),
+    )
+    if n % 9 == 0:
+        entry.recipient_email, reason = HISTORY_FAILURES[(n // 9) % len(HISTORY_FAILURES)]
+        if reason is None:
+            entry.ses_events = {"Send", "Bounce"}
+            entry.delivered_at = None
+            entry.bounced_at, entry.bounce_type = at + timedelta(seconds=6), "Permanent"
+        else:
+            entry.status, entry.failure_reason, entry.last_error = ledger.FAILED, reason, reason
+            entry.failed_status, entry.failed_at = ledger.FAILED, at
+            entry.sent_at = entry.message_id = entry.ses_events = entry.delivered_at = None
+    elif n % 23 == 0:
+        entry.ses_events = {"Send", "Delivery", "Complaint"}
+        entry.complained_at = at + timedelta(hours=3)
+    elif offset <= 2 and n % 4 == 0:
+        entry.status, entry.last_error = (
+            ledger.PENDING,
+            "Throttling: Maximum sending rate exceeded.",
+        )
+        entry.sent_at = entry.message_id = entry.ses_events = entry.delivered_at = None
+    return entry
+
+
+def _key_parts(kind: str, item: str, day: date, recipient: str) -> tuple[object, ...]:
+    """The free key parts of a past notice of ``kind`` (see ``Kind.key_parts``)."""
+    if kind == "stale_applications":
+        return item, "valuation_ordered", day.isoformat(), 0
+    return item, day.isoformat(), recipient.partition("@")[0]

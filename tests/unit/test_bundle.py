@@ -43,6 +43,7 @@ DEV_ONLY = (
     "mypy",
     "ruff",
     "pytest_benchmark",
+    "plotly",
 )
 # The project's own packages that never ship: tooling, tests and the CRM's mirror app.
 NOT_SHIPPED = ("ops", "tests", "crm_mirror")

@@ -18,11 +18,12 @@ from typing import Any
 
 import boto3
 import pytest
+from chalice.utils import to_cfn_resource_name
 from click.testing import CliRunner
 from mypy_boto3_sesv2 import SESV2Client
 from pynamodb.models import Model
 
-from chalicelib import fanout, models
+from chalicelib import fanout, models, observability
 from chalicelib.config import Settings, Tables, Thresholds
 from chalicelib.registry import CHECKS
 from ops import infra, stages
@@ -713,3 +714,99 @@ def test_alarms_watch_the_fanout_dead_letter_queue_and_the_oldest_message(
     assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FanoutQueue", "QueueName"]}
     assert 0 < age["Threshold"] < fanout.MAX_AGE_MINUTES * 60
     assert template["Outputs"]["FanoutQueueUrl"] == {"Value": {"Ref": "FanoutQueue"}}
+
+
+# --- the dashboard ---------------------------------------------------------------------------
+
+# What the dashboard shows of each check: chalicelib.observability's names, as runs emit them.
+DASHBOARD_METRICS = {
+    observability.NOTICES_SENT,
+    observability.NOTICES_FAILED,
+    observability.NOTICES_DEFERRED,
+    observability.ITEMS_INVALID,
+    observability.RUN_DURATION,
+}
+
+
+def dashboard_widgets(template: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The dashboard's widgets and the alarm ARNs its body is substituted with."""
+    body, values = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets: list[dict[str, Any]] = json.loads(body)["widgets"]
+    return widgets, values
+
+
+def test_the_dashboard_shows_each_checks_metrics_beside_its_alarms(
+    template: dict[str, Any],
+) -> None:
+    # Given the packaged template's dashboard
+    widgets, values = dashboard_widgets(template)
+    resources = template["Resources"]
+    every_alarm = set(resources_of_type(template, "AWS::CloudWatch::Alarm"))
+    check_of_function = {to_cfn_resource_name(f"check_{check}"): check for check in CHECKS}
+
+    # Then every alarm of the stack is on it, by the ARN of the alarm resource
+    placed = [a for w in widgets if w["type"] == "alarm" for a in w["properties"]["alarms"]]
+    assert sorted(placed) == sorted(f"${{{name}}}" for name in every_alarm)
+    assert values == {name: {"Fn::GetAtt": [name, "Arn"]} for name in every_alarm}
+
+    # And each check has its five metrics, with the dimensions a run emits, beside its alarms
+    for check in CHECKS:
+        mine = [w for w in widgets if w["properties"]["title"].startswith(f"{check}:")]
+        shown = {
+            (m[0], m[1], tuple(m[2:6]))
+            for w in mine
+            if w["type"] == "metric"
+            for m in w["properties"]["metrics"]
+        }
+        assert shown == {
+            (observability.NAMESPACE, name, ("check", check, "service", "loan-reminders-dev"))
+            for name in DASHBOARD_METRICS
+        }
+        (alarm_widget,) = [w for w in mine if w["type"] == "alarm"]
+        watched = set()
+        for ref in alarm_widget["properties"]["alarms"]:
+            alarm = resources[ref.strip("${}")]["Properties"]
+            dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+            if "FunctionName" in dimensions:
+                assert check_of_function[dimensions["FunctionName"]["Ref"]] == check
+            else:
+                assert dimensions["check"] == check
+            watched.add(alarm["MetricName"])
+        assert watched == {"Errors", "NoticesFailed", "NoticesBounced", "NoticesComplained"}
+
+
+def test_the_dashboard_charts_the_metrics_a_run_emits(
+    template: dict[str, Any],
+    service: Settings,
+    ses: SESV2Client,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the note check runs under its stage's service name, as deployed
+    monkeypatch.setenv(
+        "POWERTOOLS_SERVICE_NAME", stage_environment("dev")["POWERTOOLS_SERVICE_NAME"]
+    )
+    f.crm()
+    f.application()
+    f.note(remind_date="2026-11-23")
+    capsys.readouterr()
+
+    # When it runs
+    run("note_reminders", sydney("2026-11-23 12:00"), ses)
+
+    # Then every metric the dashboard shows for it is one the run emitted, with its dimensions
+    emitted = set()
+    for document in emf_documents(capsys.readouterr().out):
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for dimension_set in directive["Dimensions"]:
+                dims = tuple(sorted((d, document[d]) for d in dimension_set))
+                emitted |= {(directive["Namespace"], m["Name"], dims) for m in directive["Metrics"]}
+    widgets, _ = dashboard_widgets(template)
+    shown = {
+        (m[0], m[1], tuple(sorted(zip(m[2:6:2], m[3:6:2], strict=True))))
+        for w in widgets
+        if w["type"] == "metric" and w["properties"]["title"].startswith("note_reminders:")
+        for m in w["properties"]["metrics"]
+    }
+    assert len(shown) == len(DASHBOARD_METRICS)
+    assert shown <= emitted, shown - emitted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import boto3
 from pynamodb.models import Model
@@ -13,7 +13,7 @@ from ops.provisioning import provision
 from tests.support import BASE_ENV, REGION
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import TableDescriptionTypeDef
+    from mypy_boto3_dynamodb.type_defs import GlobalSecondaryIndexTypeDef, TableDescriptionTypeDef
 
 EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "test-applications": {
@@ -36,6 +36,7 @@ EXPECTED_TABLES: dict[str, dict[str, list[tuple[str, str]]]] = {
         "failed_status-failed_at-index": [("failed_status", "HASH"), ("failed_at", "RANGE")],
         "send_token-index": [("send_token", "HASH")],
         "due_check-due_on-index": [("due_check", "HASH"), ("due_on", "RANGE")],
+        "business_date-created_at-index": [("business_date", "HASH"), ("created_at", "RANGE")],
     },
 }
 # Indexes that project only the keys (the rest project every attribute).
@@ -103,3 +104,45 @@ def test_bind_points_the_models_at_the_stage_tables(aws: None) -> None:
     assert models.Notification.Meta.table_name == "u-notifications"
     repayments: type[Model] = models.Repayment  # its Meta as PynamoDB declares it, with region
     assert repayments.Meta.region == REGION
+
+
+def test_provision_adds_the_business_date_index_to_a_ledger_made_before_it(
+    aws: None, settings: Settings
+) -> None:
+    # Given a ledger made with every index but the report's, holding one notice
+    older = cast(
+        "list[GlobalSecondaryIndexTypeDef]",
+        [
+            {
+                "IndexName": index["index_name"],
+                "KeySchema": sorted(index["key_schema"], key=lambda k: k["KeyType"] != "HASH"),
+                "Projection": index["projection"],
+            }
+            for index in models.Notification._get_schema()["global_secondary_indexes"]
+            if index["index_name"] != "business_date-created_at-index"
+        ],
+    )
+    keys = {k["AttributeName"] for index in older for k in index["KeySchema"]} | {"id"}
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName="test-notifications",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in sorted(keys)],
+        GlobalSecondaryIndexes=older,
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(
+        TableName="test-notifications",
+        Item={"id": {"S": "n-1"}, "business_date": {"S": "2026-11-23"}},
+    )
+
+    # When provision runs again
+    report = provision(settings, poll_seconds=0.05)
+
+    # Then the index is added, the notice kept, and the other tables created
+    assert ("test-notifications", "index business_date-created_at-index added") in report
+    assert ("test-notes", "created") in report
+    indexes = {i["IndexName"] for i in _describe("test-notifications")["GlobalSecondaryIndexes"]}
+    assert "business_date-created_at-index" in indexes
+    item = dynamodb.get_item(TableName="test-notifications", Key={"id": {"S": "n-1"}})
+    assert item["Item"]["business_date"] == {"S": "2026-11-23"}
