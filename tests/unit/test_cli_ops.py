@@ -159,7 +159,8 @@ def test_history_of_an_item_shows_what_was_sent_to_whom_and_what_failed(
     )
     assert f"    sent 2026-11-23 12:00:00 AEDT, SES message id {message_id}" in out
     assert (
-        "2026-11-23 12:00:00 AEDT  failed   repayment_upcoming to ben.lee@example.net (bor-1)" in out
+        "2026-11-23 12:00:00 AEDT  failed   repayment_upcoming to ben.lee@example.net (bor-1)"
+        in out
     )
     assert "    failed: MessageRejected: Email address is not verified." in out
     assert "    subject: Upcoming Repayment Reminder" in out
@@ -393,7 +394,8 @@ def test_embedded_commands_share_the_demo_state(
     assert "  sent     repayment_upcoming to marco.rossi@example.net (bor-rossi)" in history.stdout
 
     # And `make demo` on the same state sends no repayment reminder again
-    assert demo.main(["--date", "2026-11-23", "--state", str(state), "--outbox", "o"]) == 0
+    with freeze_time(NOON):
+        assert demo.main(["--date", "2026-11-23", "--state", str(state), "--outbox", "o"]) == 0
     report = capsys.readouterr().out
     assert "CRM and ledger loaded from the last run" in report
     assert "URGENT" not in "".join(p.name for p in (tmp_path / "o" / "2026-11-23").glob("*"))
