@@ -98,12 +98,12 @@ def state(entry: Notification | None, now: datetime, settle: timedelta | None = 
 
 
 def address_key(address: str) -> str:
-    """How an entry's recipient address is stored: stripped and lower-cased.
+    """How an entry's recipient address is stored: lower-cased (runs strip it already).
 
     The recipient index is keyed by it, so `history --recipient` finds an address
     whatever its case in the CRM with one Query.
     """
-    return address.strip().lower()
+    return address.lower()
 
 
 def claim(claim: Claim, run_id: str, now: datetime, settle: timedelta | None = None) -> bool:

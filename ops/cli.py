@@ -527,7 +527,7 @@ def history(options: Options, item_id: str | None, email: str | None) -> None:
         assert email is not None
         what = f"recipient {email}"
         # New entries are indexed by the lower-cased address; older ones as the CRM wrote it.
-        forms = dict.fromkeys((email.strip(), ledger.address_key(email)))
+        forms = dict.fromkeys((email.strip(), ledger.address_key(email.strip())))
         unique = {e.id: e for form in forms for e in models.Notification.by_recipient.query(form)}
         found = sorted(unique.values(), key=lambda entry: (entry.created_at, entry.id))
         suppressed = list(models.Notification.batch_get([suppression.key(email)]))
