@@ -86,8 +86,9 @@ clean: demo-reset ## demo-reset, then remove .venv, node_modules, dist, mutants 
 	rm -rf $(VENV) node_modules dist mutants .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
 
 # ---- Deploying: AWS credentials in the environment; the region defaults to Sydney ----
-# The default region is written once, in ops/stages.py.
-REGION      ?= $(shell $(BIN)/python -c 'from ops.stages import REGION; print(REGION)')
+# The stage's region: its "aws_region" in .chalice/config.json, else the default written once
+# in ops/stages.py (the ops CLI's --stage takes the same).
+REGION      ?= $(shell $(BIN)/python -c 'from ops.stages import stage_region; print(stage_region("$(STAGE)"))')
 PACKAGE_DIR ?= dist/$(STAGE)
 WITH_REGION  = AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$(REGION)}
 # The stage's fan-out queue, which deliver_fanout's event source reads (app.py).
