@@ -708,7 +708,7 @@ def _stages(ctx: click.Context, *, required: bool) -> list[str]:
     if stage:
         return [str(stage)]
     if required:
-        raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
+        raise click.UsageError(f"{ctx.info_name} needs --stage")
     return stage_names()
 
 

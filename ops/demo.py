@@ -146,8 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         logger.setLevel(level)
-    print(_report(day, summaries, seeded, loaded_for, written, folder))
-    return 1 if any(s.retrying or s.failed for s in summaries) else 0
+    status = 1 if any(s.retrying or s.failed for s in summaries) else 0
+    try:
+        print(_report(day, summaries, seeded, loaded_for, written, folder), flush=True)
+    except BrokenPipeError:
+        # The reader went away (`make demo | head`): end quietly, as the ops CLI does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return status
 
 
 def _refuse_the_future(settings: Settings, day: date, *, dry_run: bool) -> None:

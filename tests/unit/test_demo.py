@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import json
+import subprocess
+import sys
 from email.message import EmailMessage
 from email.policy import default
 from html.parser import HTMLParser
@@ -14,6 +16,7 @@ from freezegun import freeze_time
 
 from chalicelib.run import RunSummary
 from ops import demo
+from ops.stages import PROJECT_DIR
 
 NOON = "2026-11-23T01:00:00Z"  # 12:00 on Monday 23 Nov 2026 in Sydney
 
@@ -262,3 +265,23 @@ def test_a_corrupt_state_file_is_named_and_kept(
     assert f"cannot load the demo state file {tmp_path / 'state.json'} (JSONDecodeError" in err
     assert "make demo-reset (it also clears outbox/)" in err
     assert (tmp_path / "state.json").read_text(encoding="utf-8") == "[1, 2"
+
+
+def test_the_demo_piped_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) -> None:
+    # Given the demo writing to a pipe whose reader has already gone (`make demo | head -0`)
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        [sys.executable, "-m", "ops.demo", *demo_args(tmp_path, "--date", "2026-11-23")],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+
+    # When it prints its report
+    _, stderr = process.communicate(timeout=300)
+
+    # Then it ends as the run ended (0), without a traceback
+    assert stderr.decode() == ""
+    assert process.returncode == 0
+    assert len(list((tmp_path / "outbox" / "2026-11-23").glob("*.eml"))) == 13
