@@ -157,10 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _refuse_the_future(settings: Settings, day: date, *, dry_run: bool) -> None:
     """A date after today is refused unless the run is dry, exactly as `cli run` does."""
-    manual_time(ManualRun(CHECKS_FIRST, day, dry_run=dry_run), settings, datetime.now(UTC))
-
-
-CHECKS_FIRST = next(iter(CHECKS))
+    request = ManualRun(next(iter(CHECKS)), day, dry_run=dry_run)
+    manual_time(request, settings, datetime.now(UTC))
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.mailer import ses_client
 from chalicelib.models import Notification
-from ops.cli import cli, hoist_global_options
+from ops.cli import GLOBAL_FLAGS, GLOBAL_VALUED, cli, hoist_global_options
 from ops.stages import PROJECT_DIR, REGION, stage_environment, stage_region
 from tests import factories
 from tests.support import REGION as TEST_REGION
@@ -90,6 +90,18 @@ def test_only_the_groups_options_move_and_nothing_after_a_double_dash() -> None:
         "--embedded",
     ]
     assert hoist_global_options(["--help"], commands) == ["--help"]
+
+
+def test_no_command_takes_an_option_named_like_the_groups() -> None:
+    # Moving the group's options from after the command is only safe while this holds
+    names = {
+        name
+        for command in cli.commands.values()
+        for param in command.params
+        for name in (*param.opts, *param.secondary_opts)
+    }
+
+    assert names.isdisjoint(GLOBAL_FLAGS | GLOBAL_VALUED)
 
 
 def test_a_group_option_after_the_command_still_meets_the_groups_checks() -> None:
