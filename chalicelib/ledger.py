@@ -97,6 +97,15 @@ def state(entry: Notification | None, now: datetime, settle: timedelta | None = 
     return str(entry.status)
 
 
+def address_key(address: str) -> str:
+    """How an entry's recipient address is stored: lower-cased (runs strip it already).
+
+    The recipient index is keyed by it, so `history --recipient` finds an address
+    whatever its case in the CRM with one Query.
+    """
+    return address.lower()
+
+
 def claim(claim: Claim, run_id: str, now: datetime, settle: timedelta | None = None) -> bool:
     """Claim a due notice for this run; False when another run has it or it is done.
 
@@ -120,7 +129,7 @@ def claim(claim: Claim, run_id: str, now: datetime, settle: timedelta | None = N
         Notification.kind.set(claim.kind),
         Notification.item_id.set(claim.item_id),
         Notification.recipient_id.set(claim.recipient_id),
-        Notification.recipient_email.set(claim.recipient_email),
+        Notification.recipient_email.set(address_key(claim.recipient_email)),
         Notification.business_date.set(claim.business_date),
         Notification.status.set(CLAIMED),
         Notification.run_id.set(run_id),

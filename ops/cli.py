@@ -6,12 +6,13 @@ an AWS call), with a one-line ``Error:`` message; 2 bad arguments or settings.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,21 +25,60 @@ from chalicelib.config import ConfigError, Settings
 from chalicelib.formatting import one_line
 from chalicelib.observability import logger
 from ops import provisioning
-from ops.stages import StageError, stage_environment, stage_names
+from ops.stages import StageError, stage_environment, stage_names, stage_region
 
 if TYPE_CHECKING:
     from chalicelib.run import RunSummary
     from ops.crm_import import Plan, WriteReport
+    from ops.demo import Embedded
     from ops.infra import Stage
 
 # Commands that need no AWS at all, so --embedded does not start one for them.
 LOCAL_COMMANDS = frozenset({"preview", "policy", "template"})
 DEFAULT_STATE = Path(".demo/state.json")
 OUTBOX = Path("outbox")
+# The group's own options, also accepted after the command (`run CHECK --embedded`).
+GLOBAL_FLAGS = frozenset({"--embedded", "-v", "--verbose"})
+GLOBAL_VALUED = frozenset({"--stage", "--state"})
+
+
+def hoist_global_options(args: list[str], commands: Collection[str]) -> list[str]:
+    """``args`` with the group's options given after the command moved before it.
+
+    No command takes an option of the same name, so the move cannot change what a
+    command receives; everything after ``--`` is left alone.
+    """
+    at = 0
+    while at < len(args) and args[at] not in commands:
+        at += 2 if args[at] in GLOBAL_VALUED else 1
+    if at >= len(args):
+        return args
+    moved: list[str] = []
+    rest: list[str] = []
+    tail = args[at + 1 :]
+    i = 0
+    while i < len(tail):
+        arg = tail[i]
+        if arg == "--":
+            rest += tail[i:]
+            break
+        if arg in GLOBAL_FLAGS or (arg.split("=", 1)[0] in GLOBAL_VALUED and "=" in arg):
+            moved.append(arg)
+        elif arg in GLOBAL_VALUED and i + 1 < len(tail):
+            moved += tail[i : i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return [*args[:at], *moved, args[at], *rest]
 
 
 class OpsGroup(click.Group):
     """The command group: runtime failures become one-line errors (exit 1), not tracebacks."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse ``args``, accepting the group's options after the command as well."""
+        return super().parse_args(ctx, hoist_global_options(args, self.list_commands(ctx)))
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; map unexpected exceptions to :class:`click.ClickException`."""
@@ -48,18 +88,30 @@ class OpsGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                # The reader went away (`| head`): click's main ends quietly.
+                raise
+            raise click.ClickException(one_line(f"{type(exc).__name__}: {exc}", 500)) from exc
         except InvalidRequest as exc:
             raise click.UsageError(str(exc)) from exc
         except Exception as exc:
             raise click.ClickException(one_line(f"{type(exc).__name__}: {exc}", 500)) from exc
 
 
-@dataclass(frozen=True)
+@dataclass
 class Options:
     """What the group's options decided, for the commands."""
 
     embedded: bool
     state: Path
+    # The embedded AWS (with --embedded and a command that needs AWS).
+    aws: Embedded | None = field(default=None)
+
+    def read_only(self) -> None:
+        """This command changes nothing: the embedded tables are not saved to --state."""
+        if self.aws is not None:
+            self.aws.save = False
 
 
 @click.group(cls=OpsGroup)
@@ -94,14 +146,20 @@ def cli(ctx: click.Context, stage: str | None, embedded: bool, state: Path, verb
         # AWS credentials and region still come from the operator's own environment.
         try:
             os.environ.update(stage_environment(stage))
+            region = stage_region(stage)
         except StageError as exc:
             raise click.BadParameter(str(exc), param_hint="--stage") from exc
+        if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+            os.environ["AWS_DEFAULT_REGION"] = region
     _log_to_stderr(ctx, verbose)
     ctx.obj = Options(embedded=embedded, state=state)
     if embedded and ctx.invoked_subcommand not in LOCAL_COMMANDS:
-        from ops.demo import embedded_aws
+        from ops.demo import StateError, embedded_aws
 
-        ctx.with_resource(embedded_aws(state))
+        try:
+            ctx.obj.aws = ctx.with_resource(embedded_aws(state))
+        except StateError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
@@ -200,6 +258,8 @@ def seed(options: Options, day: datetime | None, yes: bool) -> None:
             abort=True,
         )
     report = seed_tables(business_day, settings.timezone)
+    if options.aws is not None:
+        options.aws.seeded_for = business_day
     click.echo(
         f"Seeded for {business_day.isoformat()}: {report.staff} staff, {report.borrowers} "
         f"borrowers, {report.applications} applications, {report.notes} notes, "
@@ -238,7 +298,8 @@ def mark_pending(day: datetime | None) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Map and report what would be written; write nothing."
 )
-def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
+@click.pass_obj
+def import_dump(options: Options, file: Path, prune: bool, dry_run: bool) -> None:
     """Import a Django `dumpdata` JSON export of the CRM (see the README for the mapping).
 
     An idempotent upsert: importing the same export again changes nothing, and a
@@ -249,6 +310,8 @@ def import_dump(file: Path, prune: bool, dry_run: bool) -> None:
     """
     from ops.crm_import import SOURCES, DumpError, load_dump, plan_import, write_plan
 
+    if dry_run:
+        options.read_only()
     settings = bound_settings()
     try:
         records = load_dump(file)
@@ -339,6 +402,8 @@ def run_command(
     from chalicelib.delivery import DeliveryIncomplete
     from chalicelib.runner import ManualRun, run_manual
 
+    if dry_run:
+        options.read_only()
     settings = bound_settings()
     request = ManualRun(
         check=check,
@@ -352,8 +417,8 @@ def run_command(
     except DeliveryIncomplete as exc:
         summary, incomplete = exc.summary, exc
     click.echo(format_summary(summary))
-    if options.embedded and summary.sent:
-        _write_outbox(summary.business_date)
+    if options.aws is not None and not dry_run:
+        _write_outbox(summary)
     if incomplete is not None:
         raise click.ClickException(str(incomplete))
     if summary.failed:
@@ -398,11 +463,11 @@ def _sent(summary: RunSummary) -> str:
     return f"{summary.sent} notice(s) in {summary.emails_sent} email(s)"
 
 
-def _write_outbox(business_date: str) -> None:
+def _write_outbox(summary: RunSummary) -> None:
     from ops.demo import captured, write_outbox
 
-    folder = OUTBOX / business_date
-    written = write_outbox(captured(), folder)
+    folder = OUTBOX / summary.business_date
+    written = write_outbox(captured(), folder, [summary])
     click.echo(f"{len(written)} email(s) written to {folder}/ - open {folder}/index.html")
 
 
@@ -438,17 +503,22 @@ def preview(kind: str, out: Path | None) -> None:
 
 @cli.command()
 @click.option("--item", "item_id", default=None, help="A CRM item id (application, note, ...).")
-@click.option("--recipient", "email", default=None, help="A recipient's email address.")
-def history(item_id: str | None, email: str | None) -> None:
+@click.option("--recipient", "email", default=None, help="A recipient's email address (any case).")
+@click.pass_obj
+def history(options: Options, item_id: str | None, email: str | None) -> None:
     """Show the ledger for one CRM item or one recipient: what was sent, when, to whom.
 
-    Each entry shows what SES reported about its message (delivered, bounced,
-    complained, rejected); a recipient's history says whether the address is
-    suppressed (not mailed again after a hard bounce or a complaint).
+    Times are in the business time zone. Each entry shows what SES reported
+    about its message (delivered, bounced, complained, rejected); a recipient's
+    history says whether the address is suppressed (not mailed again after a
+    hard bounce or a complaint).
     """
+    from chalicelib import ledger
+
     if (item_id is None) == (email is None):
         raise click.UsageError("give exactly one of --item ID or --recipient EMAIL")
-    bound_settings()
+    options.read_only()
+    zone = bound_settings().timezone
     suppressed: list[models.Notification] = []
     if item_id is not None:
         what = f"item {item_id}"
@@ -456,7 +526,10 @@ def history(item_id: str | None, email: str | None) -> None:
     else:
         assert email is not None
         what = f"recipient {email}"
-        found = list(models.Notification.by_recipient.query(email))
+        # New entries are indexed by the lower-cased address; older ones as the CRM wrote it.
+        forms = dict.fromkeys((email.strip(), ledger.address_key(email.strip())))
+        unique = {e.id: e for form in forms for e in models.Notification.by_recipient.query(form)}
+        found = sorted(unique.values(), key=lambda entry: (entry.created_at, entry.id))
         suppressed = list(models.Notification.batch_get([suppression.key(email)]))
     entries = [entry for entry in found if entry.kind != suppression.KIND]
     if not entries and not suppressed:
@@ -464,28 +537,29 @@ def history(item_id: str | None, email: str | None) -> None:
         return
     click.echo(f"{len(entries)} notice(s) for {what}, oldest first:")
     for entry in entries:
-        click.echo(format_entry(entry))
+        click.echo(format_entry(entry, zone))
     for entry in suppressed:
-        click.echo(format_suppression(entry))
+        click.echo(format_suppression(entry, zone))
 
 
-def format_entry(entry: models.Notification) -> str:
+def format_entry(entry: models.Notification, zone: tzinfo) -> str:
     """One ledger entry: when, status, kind, to whom, about what, and the outcome."""
     lines = [
-        f"{_when(entry.created_at)}  {entry.status:<8} {entry.kind} to {entry.recipient_email} "
-        f"({entry.recipient_id}), item {entry.item_id}, business date {entry.business_date}",
+        f"{_when(entry.created_at, zone)}  {entry.status:<8} {entry.kind} to "
+        f"{entry.recipient_email} ({entry.recipient_id}), item {entry.item_id}, "
+        f"business date {entry.business_date}",
         f"    key {entry.id}",
     ]
     if entry.subject:
         lines.append(f"    subject: {entry.subject}")
     if entry.sent_at is not None:
-        lines.append(f"    sent {_when(entry.sent_at)}, SES message id {entry.message_id}")
+        lines.append(f"    sent {_when(entry.sent_at, zone)}, SES message id {entry.message_id}")
     if entry.failure_reason:
         lines.append(f"    failed: {entry.failure_reason}")
     elif entry.last_error:
         lines.append(f"    last error: {entry.last_error}")
-    lines += _ses_lines(entry)
-    lines.append(f"    attempts {entry.attempts}, updated {_when(entry.updated_at)}")
+    lines += _ses_lines(entry, zone)
+    lines.append(f"    attempts {entry.attempts}, updated {_when(entry.updated_at, zone)}")
     return "\n".join(lines)
 
 
@@ -493,7 +567,7 @@ def format_entry(entry: models.Notification) -> str:
 _SES_EVENT_ORDER = ("Send", "Reject", "DeliveryDelay", "Delivery", "Bounce", "Complaint")
 
 
-def _ses_lines(entry: models.Notification) -> list[str]:
+def _ses_lines(entry: models.Notification, zone: tzinfo) -> list[str]:
     """What SES reported about the entry's message (chalicelib.ses_events)."""
     seen = set(entry.ses_events or ())
     if not seen:
@@ -509,15 +583,15 @@ def _ses_lines(entry: models.Notification) -> list[str]:
     )
     for label, moment, detail in reported:
         if moment is not None:
-            lines.append(f"    {label} {_when(moment)}" + (f": {detail}" if detail else ""))
+            lines.append(f"    {label} {_when(moment, zone)}" + (f": {detail}" if detail else ""))
     return lines
 
 
-def format_suppression(entry: models.Notification) -> str:
+def format_suppression(entry: models.Notification, zone: tzinfo) -> str:
     """A suppressed address: why and since when it is not mailed, and what caused it."""
     reasons = {suppression.BOUNCE: "hard bounce", suppression.COMPLAINT: "complaint"}
     reason = reasons.get(str(entry.suppression_reason), str(entry.suppression_reason))
-    since = _when(entry.suppressed_at) if entry.suppressed_at is not None else "unknown"
+    since = _when(entry.suppressed_at, zone) if entry.suppressed_at is not None else "unknown"
     lines = [
         f"{entry.recipient_email} is suppressed ({reason}) since {since}: not mailed again "
         "until the CRM changes the address",
@@ -527,8 +601,9 @@ def format_suppression(entry: models.Notification) -> str:
     return "\n".join(lines)
 
 
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(moment: datetime, zone: tzinfo) -> str:
+    """A moment in the business time zone, with the zone's abbreviation (AEDT, AEST)."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _notice_kinds() -> list[str]:
@@ -537,16 +612,59 @@ def _notice_kinds() -> list[str]:
     return list(KINDS)
 
 
+def failed_filters(command: FC) -> FC:
+    """``--kind K`` (repeatable) and ``--item ID``: which failed notices a command takes."""
+    command = click.option(
+        "--item", "item_id", default=None, help="Only notices about this CRM item."
+    )(command)
+    return click.option(
+        "--kind",
+        "kinds",
+        multiple=True,
+        type=click.Choice(_notice_kinds()),
+        help="Only notices of this kind (repeatable).",
+    )(command)
+
+
+def format_failed(entry: models.Notification, zone: tzinfo) -> str:
+    """A failed notice: when it failed, its kind, item, recipient and the reason."""
+    when = _when(entry.failed_at, zone) if entry.failed_at is not None else "unknown"
+    return (
+        f"{when}  {entry.kind}  item {entry.item_id}  to {entry.recipient_email} "
+        f"({entry.recipient_id}): {entry.failure_reason or 'no reason recorded'}\n"
+        f"    key {entry.id}"
+    )
+
+
+@cli.command()
+@failed_filters
+@click.pass_obj
+def failed(options: Options, kinds: tuple[str, ...], item_id: str | None) -> None:
+    """List the notices that failed permanently: kind, item, recipient, reason and when.
+
+    Reads the ledger's sparse index of failed notices (a Query, no Scan), oldest
+    failure first; times are in the business time zone. `retry-failed` re-queues them.
+    """
+    from chalicelib import ledger
+
+    options.read_only()
+    zone = bound_settings().timezone
+    entries = list(ledger.failed_entries(kinds, item_id))
+    if not entries:
+        click.echo("No failed notices.")
+        return
+    click.echo(f"{len(entries)} failed notice(s), oldest failure first:")
+    for entry in entries:
+        click.echo(format_failed(entry, zone))
+
+
 @cli.command("retry-failed")
-@click.option(
-    "--kind",
-    "kinds",
-    multiple=True,
-    type=click.Choice(_notice_kinds()),
-    help="Only notices of this kind (repeatable).",
-)
-@click.option("--item", "item_id", default=None, help="Only notices about this CRM item.")
-def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
+@failed_filters
+@click.option("--dry-run", is_flag=True, help="List what would be re-queued; change nothing.")
+@click.pass_obj
+def retry_failed(
+    options: Options, kinds: tuple[str, ...], item_id: str | None, dry_run: bool
+) -> None:
     """Re-queue permanently failed notices (after fixing the cause) for the next run.
 
     A re-queued notice goes out on the next run that still finds it due.
@@ -556,17 +674,26 @@ def retry_failed(kinds: tuple[str, ...], item_id: str | None) -> None:
     from chalicelib import ledger
     from chalicelib.checks import note_reminders
 
+    if dry_run:
+        options.read_only()
     bound_settings()
     now = datetime.now(UTC)
     requeued = 0
     for entry in ledger.failed_entries(kinds, item_id):
         reason = entry.failure_reason
-        if ledger.requeue(entry, now):
+        line = f"{entry.id} ({entry.kind} to {entry.recipient_email}): {reason}"
+        if dry_run:
+            requeued += 1
+            click.echo(f"would re-queue {line}")
+        elif ledger.requeue(entry, now):
             requeued += 1
             if entry.kind == note_reminders.NOTE_REMINDER.name:
                 # Its note may be recorded as settled: the next run must read it again.
                 note_reminders.forget_settled(entry.id)
-            click.echo(f"re-queued {entry.id} ({entry.kind} to {entry.recipient_email}): {reason}")
+            click.echo(f"re-queued {line}")
+    if dry_run:
+        click.echo(f"Would re-queue {requeued} failed notice(s) (dry run: nothing changed).")
+        return
     click.echo(
         f"Re-queued {requeued} failed notice(s); the next run that finds them due sends them."
     )
@@ -632,7 +759,7 @@ def _stages(ctx: click.Context, *, required: bool) -> list[str]:
     if stage:
         return [str(stage)]
     if required:
-        raise click.UsageError(f"{ctx.info_name} needs --stage (before the command)")
+        raise click.UsageError(f"{ctx.info_name} needs --stage")
     return stage_names()
 
 

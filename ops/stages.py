@@ -44,3 +44,16 @@ def stage_environment(name: str, config: Path | None = None) -> dict[str, str]:
     env = {str(k): str(v) for k, v in data.get("environment_variables", {}).items()}
     env.update({str(k): str(v) for k, v in stages[name].get("environment_variables", {}).items()})
     return env
+
+
+def stage_region(name: str, config: Path | None = None) -> str:
+    """The AWS region of stage ``name``: its ``aws_region`` in the configuration, or ``REGION``.
+
+    Chalice itself takes the region from the environment; this is where the ops CLI
+    finds a stage's tables when the environment names no region.
+    """
+    _, data = read_config(config)
+    stages = data.get("stages", {})
+    if name not in stages:
+        raise StageError(f"unknown stage {name!r} (known: {', '.join(sorted(stages))})")
+    return str(stages[name].get("aws_region") or data.get("aws_region") or REGION)

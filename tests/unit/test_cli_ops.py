@@ -154,12 +154,13 @@ def test_history_of_an_item_shows_what_was_sent_to_whom_and_what_failed(
     assert out.startswith("2 notice(s) for item rep-1, oldest first:")
     message_id = sent_emails()[0].message_id
     assert (
-        "2026-11-23 01:00:00 UTC  sent     repayment_upcoming to mia.chen@example.net (bor-2), "
+        "2026-11-23 12:00:00 AEDT  sent     repayment_upcoming to mia.chen@example.net (bor-2), "
         "item rep-1, business date 2026-11-23" in out
     )
-    assert f"    sent 2026-11-23 01:00:00 UTC, SES message id {message_id}" in out
+    assert f"    sent 2026-11-23 12:00:00 AEDT, SES message id {message_id}" in out
     assert (
-        "2026-11-23 01:00:00 UTC  failed   repayment_upcoming to ben.lee@example.net (bor-1)" in out
+        "2026-11-23 12:00:00 AEDT  failed   repayment_upcoming to ben.lee@example.net (bor-1)"
+        in out
     )
     assert "    failed: MessageRejected: Email address is not verified." in out
     assert "    subject: Upcoming Repayment Reminder" in out
@@ -216,8 +217,8 @@ def test_history_shows_what_ses_reported_about_each_message(
 
     # Then the SES events are on Mia's entry
     assert "    SES events: Send, Delivery, Complaint" in shown
-    assert "    delivered 2026-11-22 20:00:06 UTC" in shown
-    assert "    complained (marked as spam) 2026-11-23 01:14:39 UTC" in shown
+    assert "    delivered 2026-11-23 07:00:06 AEDT" in shown
+    assert "    complained (marked as spam) 2026-11-23 12:14:39 AEDT" in shown
     assert shown.startswith("2 notice(s) for item rep-1")
 
 
@@ -230,11 +231,11 @@ def test_history_of_a_recipient_shows_a_hard_bounce_and_the_suppressed_address(
     shown = invoke("history", "--recipient", "Mia.Chen@example.net").stdout
     exact = invoke("history", "--recipient", MIA).stdout
 
-    assert f"{MIA} is suppressed (hard bounce) since 2026-11-22 20:00:08 UTC" in shown
+    assert f"{MIA} is suppressed (hard bounce) since 2026-11-23 07:00:08 AEDT" in shown
     assert "until the CRM changes the address" in shown
     assert f"    after {MIA_UPCOMING}, SES message id " in shown
     assert exact.startswith(f"1 notice(s) for recipient {MIA}, oldest first:")
-    assert "    bounced 2026-11-22 20:00:08 UTC: Permanent/General" in exact
+    assert "    bounced 2026-11-23 07:00:08 AEDT: Permanent/General" in exact
     assert exact.count("is suppressed") == 1
 
 
@@ -393,7 +394,8 @@ def test_embedded_commands_share_the_demo_state(
     assert "  sent     repayment_upcoming to marco.rossi@example.net (bor-rossi)" in history.stdout
 
     # And `make demo` on the same state sends no repayment reminder again
-    assert demo.main(["--date", "2026-11-23", "--state", str(state), "--outbox", "o"]) == 0
+    with freeze_time(NOON):
+        assert demo.main(["--date", "2026-11-23", "--state", str(state), "--outbox", "o"]) == 0
     report = capsys.readouterr().out
     assert "CRM and ledger loaded from the last run" in report
     assert "URGENT" not in "".join(p.name for p in (tmp_path / "o" / "2026-11-23").glob("*"))

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import email
+import json
+import subprocess
+import sys
+from email.message import EmailMessage
 from email.policy import default
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 
+from chalicelib.run import RunSummary
 from ops import demo
+from ops.stages import PROJECT_DIR
+
+NOON = "2026-11-23T01:00:00Z"  # 12:00 on Monday 23 Nov 2026 in Sydney
 
 
+@freeze_time(NOON)
 def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,3 +72,216 @@ def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(
     assert len(list(folder.glob("*.eml"))) == 13
     assert "loaded from the last run" in second
     assert "No new emails" in second
+    assert "already" not in second  # nothing due was skipped: the checks found nothing due
+
+
+class Tables(HTMLParser):
+    """The text of every cell of every table in a page, by the table's id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: list[list[str]] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._table = self.tables.setdefault(str(dict(attrs).get("id")), [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table is not None:
+            self._table[-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables_of(page: Path) -> dict[str, list[list[str]]]:
+    """The tables of an HTML file, parsed (no browser here)."""
+    parser = Tables()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser.tables
+
+
+def demo_args(tmp_path: Path, *args: str) -> list[str]:
+    """``make demo``'s arguments with its outbox and state in ``tmp_path``."""
+    return [
+        *args,
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--state",
+        str(tmp_path / "state.json"),
+    ]
+
+
+@freeze_time(NOON)
+def test_the_outbox_index_shows_each_emails_check_kind_recipient_subject_and_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the demo runs on a fresh machine
+    assert demo.main(demo_args(tmp_path, "--date", "2026-11-23")) == 0
+
+    # Then each email's row says which check sent which kind to whom, about what, when
+    tables = tables_of(tmp_path / "outbox" / "2026-11-23" / "index.html")
+    header, *rows = tables["emails"]
+    assert header == ["Check", "Kind", "To", "Subject", "Sent", "Message"]
+    assert len(rows) == 13
+    by_subject = {row[3]: row for row in rows}
+    assert by_subject["ESCALATION: 10 Days Overdue Repayment"][:3] == [
+        "repayment_reminders",
+        "repayment_overdue_10_day",
+        by_subject["ESCALATION: 10 Days Overdue Repayment"][2],
+    ]
+    assert by_subject["Stale Application Alert: APP-1004"][:2] == [
+        "stale_applications",
+        "stale_applications",
+    ]
+    assert {row[4] for row in rows} == {"2026-11-23 12:00 AEDT"}
+    assert all("@" in row[2] for row in rows)
+    # And the runs' invalid items are listed with their reasons
+    assert tables["skipped"][1:] == [
+        ["repayment_reminders", "invalid", "rep-no-amount", "amount is missing"]
+    ]
+
+
+def test_the_outbox_index_escapes_crm_text(tmp_path: Path) -> None:
+    # Given an email and an invalid item whose CRM text is markup
+    message = EmailMessage()
+    message["To"] = "Zed <zed@example.net>"
+    message["Subject"] = "<script>alert(1)</script> & co"
+    message.set_content("hi")
+    message.add_alternative("<p>hi</p>", subtype="html")
+    summary = RunSummary(check="note_reminders", business_date="2026-11-23", run_id="r")
+    summary.invalid_items.append({"item_id": "<img src=x>", "reason": 'title "<b>"'})
+    summary.skipped = 2
+
+    # When the outbox is written
+    with demo.embedded_aws(tmp_path / "state.json"):
+        demo.write_outbox([demo.Outgoing("m-1", message)], tmp_path / "o", [summary])
+
+    # Then the markup is shown as text, never as elements
+    page = (tmp_path / "o" / "index.html").read_text(encoding="utf-8")
+    for markup in ("<script>", "<img", "<b>"):
+        assert markup not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+    tables = tables_of(tmp_path / "o" / "index.html")
+    assert tables["emails"][1][3] == "<script>alert(1)</script> & co"
+    assert tables["skipped"][1:] == [
+        [
+            "note_reminders",
+            "skipped",
+            "2 notice(s)",
+            "already in the ledger (sent, failed, or claimed by another run)",
+        ],
+        ["note_reminders", "invalid", "<img src=x>", 'title "<b>"'],
+    ]
+
+
+@freeze_time("2027-03-01T01:00:00Z")
+def test_a_demo_for_another_date_than_the_state_was_seeded_for_says_so_and_how_to_reset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a demo state seeded for 23 Nov 2026
+    assert demo.main(demo_args(tmp_path, "--date", "2026-11-23")) == 0
+    capsys.readouterr()
+
+    # When the demo runs for 1 Mar 2027
+    demo.main(demo_args(tmp_path, "--date", "2027-03-01"))
+
+    # Then it says plainly which CRM it ran on, and how to get one dated for that day
+    out = capsys.readouterr().out
+    assert (
+        "CRM and ledger loaded from the last run, seeded for 2026-11-23 (98 day(s) later than "
+        "this run's date): its items are dated relative to 2026-11-23"
+    ) in out
+    assert (
+        "To see the demo CRM dated relative to 2027-03-01: make demo-reset (it also clears "
+        "outbox/), then make demo DATE=2027-03-01"
+    ) in out
+    assert "already" not in out
+
+
+@freeze_time(NOON)
+def test_a_demo_that_read_nothing_never_claims_it_was_already_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a saved CRM (from an older version: no seed date) that holds only a staff member
+    staff = {"id": {"S": "staff-1"}, "name": {"S": "Ann"}, "email": {"S": "ann@example.net"}}
+    (tmp_path / "state.json").write_text(json.dumps({"demo-staff": [staff]}), encoding="utf-8")
+
+    # When the demo runs
+    assert demo.main(demo_args(tmp_path, "--date", "2026-11-23")) == 0
+
+    # Then it says nothing was read, and that the CRM's dates are unknown
+    out = capsys.readouterr().out
+    assert "No new emails: the checks read no CRM item due around 2026-11-23." in out
+    assert "the date they were seeded for is not recorded" in out
+    assert "make demo-reset (it also clears outbox/), then make demo DATE=2026-11-23" in out
+    assert "already" not in out
+
+
+@freeze_time(NOON)
+def test_a_future_date_is_refused_unless_the_demo_is_a_dry_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the demo is asked for next week, then for a dry run of next week
+    refused = demo.main(demo_args(tmp_path, "--date", "2026-11-30"))
+    refusal = capsys.readouterr().err
+    dry = demo.main(demo_args(tmp_path, "--date", "2026-11-30", "--dry-run"))
+    listed = capsys.readouterr().out
+
+    # Then the real run is refused as `cli run` refuses it (exit 2), the dry run lists
+    assert refused == 2
+    assert (
+        "date 2026-11-30 is in the future (today is 2026-11-23 in Australia/Sydney); only a dry "
+        "run can look ahead (make demo DATE=2026-11-30 DRY_RUN=1)"
+    ) in refusal
+    assert dry == 0
+    assert "dry run: nothing sent, written or saved" in listed
+    assert "  would send repayment_upcoming to " in listed
+    assert "email(s) would be sent; nothing sent, written or saved." in listed
+    # And neither saved a state nor wrote an outbox
+    assert not (tmp_path / "state.json").exists()
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_a_corrupt_state_file_is_named_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "state.json").write_text("[1, 2", encoding="utf-8")
+
+    status = demo.main(demo_args(tmp_path, "--date", "2026-11-23"))
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"cannot load the demo state file {tmp_path / 'state.json'} (JSONDecodeError" in err
+    assert "make demo-reset (it also clears outbox/)" in err
+    assert (tmp_path / "state.json").read_text(encoding="utf-8") == "[1, 2"
+
+
+def test_the_demo_piped_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) -> None:
+    # Given the demo writing to a pipe whose reader has already gone (`make demo | head -0`)
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        [sys.executable, "-m", "ops.demo", *demo_args(tmp_path, "--date", "2026-11-23")],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+
+    # When it prints its report
+    _, stderr = process.communicate(timeout=300)
+
+    # Then it ends as the run ended (0), without a traceback
+    assert stderr.decode() == ""
+    assert process.returncode == 0
+    assert len(list((tmp_path / "outbox" / "2026-11-23").glob("*.eml"))) == 13

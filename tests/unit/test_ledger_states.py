@@ -8,6 +8,7 @@ reads the item back as DynamoDB holds it, so it runs unchanged on DynamoDB Local
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -321,6 +322,21 @@ def test_a_first_claim_records_who_gets_what_for_which_item(ledger_table: Settin
         "lease_expires_at": NOW + ledger.CLAIM_LEASE,
         "send_token": NEW_TOKEN,
     }
+
+
+def test_a_claim_stores_the_address_lower_cased_so_history_finds_it_in_any_case(
+    ledger_table: Settings,
+) -> None:
+    # Given a CRM address in mixed case
+    claim = dataclasses.replace(claim_of(), recipient_email="Sam.Author@Lender.Example.com.au")
+
+    # When a run claims the notice
+    assert ledger.claim(claim, RUN, NOW)
+
+    # Then the recipient index holds the address lower-cased
+    assert stored()["recipient_email"] == SAM
+    found = [e.id for e in Notification.by_recipient.query(ledger.address_key("SAM." + SAM[4:]))]
+    assert found == [KEY]
 
 
 def test_a_claim_without_a_token_writes_none(ledger_table: Settings) -> None:
