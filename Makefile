@@ -14,7 +14,7 @@ DRY_RUN ?=
 
 help: ## List every target with its one-line description (also what a bare `make` does)
 	@echo "make TARGET [DATE=YYYY-MM-DD] [STAGE=dev]  (README.md explains each)"
-	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_-]+:[^=]*## / {printf "  %-14s %s\n", $$1, $$2}' \
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_-]+:[^=]*## / {printf "  %-17s %s\n", $$1, $$2}' \
 		$(firstword $(MAKEFILE_LIST))
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
