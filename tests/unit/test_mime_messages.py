@@ -176,6 +176,34 @@ def test_a_message_is_our_header_block_then_a_quoted_printable_alternative_body(
     assert raw.isascii()
 
 
+def test_body_text_that_looks_like_a_boundary_stays_inside_its_part() -> None:
+    # Given text that copies the shape of the message's own boundary lines
+    forged = "--=_0123\n--=_0123--\nContent-Type: text/html\n\n<b>x</b>"
+
+    # When it is built into a message
+    raw = mailer.to_mime(notice(text=forged), SENDER)
+
+    # Then the message still has exactly two parts and the text reads back unchanged
+    text, html = email.message_from_bytes(raw, policy=default).iter_parts()
+    assert text.get_content().splitlines() == forged.splitlines()
+    assert html.get_content_type() == "text/html"
+
+
+def test_a_long_unbroken_line_is_soft_broken_with_crlf() -> None:
+    # Given a single line far longer than quoted-printable's 76 characters, with no break
+    line = "é" + "x" * 300
+
+    # When it is built into a message
+    raw = mailer.to_mime(notice(text=line), SENDER)
+
+    # Then every line ends CRLF, none is longer than 76 in the body, and it reads back whole
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert b"\n" not in body.replace(b"\r\n", b"")
+    assert max(len(part) for part in body.split(b"\r\n")) <= 76
+    text, _ = email.message_from_bytes(raw, policy=default).iter_parts()
+    assert text.get_content().splitlines() == [line]
+
+
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
