@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from queue import SimpleQueue
 from typing import Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -126,7 +127,11 @@ class _Workers:
         self._outcome = outcome
         self._pool: ThreadPoolExecutor | None = None
         self._limit = 1
-        self._flying: set[Future[_Delivered]] = set()
+        # Notices handed to a worker and not yet folded in; each one's future is put on
+        # ``_done`` as it completes, so waiting for one costs the same with 1 or 40 in
+        # flight (``concurrent.futures.wait`` re-arms a waiter on every future each call).
+        self._flying = 0
+        self._done: SimpleQueue[Future[_Delivered]] = SimpleQueue()
 
     def __enter__(self) -> _Workers:
         return self
@@ -134,7 +139,7 @@ class _Workers:
     def __exit__(self, *exc: object) -> None:
         try:
             if exc[0] is None:
-                self._settle(ALL_COMPLETED)
+                self._settle_all()
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -149,8 +154,8 @@ class _Workers:
 
     def make_room(self) -> None:
         """Wait until fewer than the run's concurrency of notices are in flight."""
-        while len(self._flying) >= self._limit:
-            self._settle(FIRST_COMPLETED)
+        while self._flying >= self._limit:
+            self._fold(self._done.get())
 
     def reserve_email(self) -> bool:
         """Take one email of the 24-hour quota; False when it is spent.
@@ -164,23 +169,28 @@ class _Workers:
             return True
         if not self._flying:
             return False
-        self._settle(ALL_COMPLETED)
+        self._settle_all()
         return sending.reserve()
 
     def submit(self, notice: Notice[D], existing: dict[str, Notification]) -> None:
         """Deliver ``notice`` in a worker, on a summary of its own."""
         pool = self._start()
         own = replace(self._run, summary=_empty_like(self._run.summary))
-        self._flying.add(pool.submit(_deliver_one, own, notice, existing))
+        future = pool.submit(_deliver_one, own, notice, existing)
+        self._flying += 1
+        future.add_done_callback(self._done.put)
 
-    def _settle(self, when: str) -> None:
-        done, self._flying = wait(self._flying, return_when=when)
-        for future in done:
-            delivered = future.result()
-            self._outcome.update(delivered.outcome)
-            self._run.summary.absorb(delivered.summary)
-            if not delivered.emailed and not self._run.dry_run:
-                _sending(self._run).give_back()
+    def _settle_all(self) -> None:
+        while self._flying:
+            self._fold(self._done.get())
+
+    def _fold(self, future: Future[_Delivered]) -> None:
+        self._flying -= 1
+        delivered = future.result()
+        self._outcome.update(delivered.outcome)
+        self._run.summary.absorb(delivered.summary)
+        if not delivered.emailed and not self._run.dry_run:
+            _sending(self._run).give_back()
 
 
 def _deliver_one(run: Run, notice: Notice[D], existing: dict[str, Notification]) -> _Delivered:

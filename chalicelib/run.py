@@ -84,7 +84,7 @@ class RunSummary:
 
     def absorb(self, other: RunSummary) -> None:
         """Add the counts and lists of ``other`` (one notice's share of the run) to these."""
-        for name in (f.name for f in fields(self)):
+        for name in _SUMMARY_FIELDS:
             mine, theirs = getattr(self, name), getattr(other, name)
             if isinstance(mine, list):
                 mine.extend(theirs)
@@ -107,6 +107,11 @@ class RunSummary:
             for item in self.would_send
         ]
         return data
+
+
+# Read once: ``dataclasses.fields`` rebuilds its tuple on every call, and ``absorb``
+# runs once per notice.
+_SUMMARY_FIELDS = tuple(f.name for f in fields(RunSummary))
 
 
 @dataclass

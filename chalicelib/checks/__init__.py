@@ -9,6 +9,7 @@ read the names from there.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,14 +34,20 @@ class Kind:
     key_parts: tuple[str, ...]
     fixed: tuple[tuple[str, str], ...] = ()
 
+    @functools.cached_property
+    def _free(self) -> tuple[str, ...]:
+        # Computed once per kind: keys are built for every notice a run looks at.
+        fixed = dict(self.fixed)
+        return tuple(part for part in self.key_parts if part not in fixed)
+
     def key(self, *values: object) -> str:
         """The ledger key of one notice of this kind, from its free key parts in order."""
-        fixed = dict(self.fixed)
-        free = [part for part in self.key_parts if part not in fixed]
+        free = self._free
         if len(values) != len(free):
             raise TypeError(f"{self.name} keys take {', '.join(free)}")
-        given = dict(zip(free, values, strict=True))
-        return ledger.notice_key(self.check, *(fixed.get(p, given.get(p)) for p in self.key_parts))
+        parts: dict[str, object] = dict(zip(free, values, strict=True))
+        parts.update(self.fixed)
+        return ledger.notice_key(self.check, *(parts[p] for p in self.key_parts))
 
 
 @dataclass(frozen=True)
