@@ -44,6 +44,16 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 SENDER = "reminders@lender.example.com.au"
+# The lender every demo email comes from: placeholders (a stage sets its own, see README).
+LENDER_ENVIRONMENT = {
+    "LENDER_NAME": "Example Home Loans",
+    "LENDER_LEGAL_NAME": "Example Home Loans Pty Ltd",
+    "LENDER_ABN": "12 345 678 901",
+    "LENDER_ADDRESS": "PO Box 1234, Sydney NSW 2001",
+    "LENDER_PHONE": "1300 000 000",
+    "LENDER_EMAIL": "loans@lender.example.com.au",
+    "LENDER_REPLY_TO": "loans@lender.example.com.au",
+}
 DEMO_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",
@@ -57,6 +67,7 @@ DEMO_ENVIRONMENT = {
     "BORROWERS_TABLE": "demo-borrowers",
     "NOTIFICATIONS_TABLE": "demo-notifications",
     "SENDER_EMAIL": SENDER,
+    **LENDER_ENVIRONMENT,
     "BUSINESS_TIMEZONE": "Australia/Sydney",
     # moto's in-process backends do not apply writes atomically across threads (AWS does):
     # the embedded AWS is sent to from one worker.
@@ -79,6 +90,8 @@ class Outgoing:
 
     message_id: str
     message: EmailMessage
+    # The message exactly as SES received it (7-bit clean: our own encoding).
+    raw: bytes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +208,7 @@ def captured() -> list[Outgoing]:
     for raw in messages:
         parsed = email.message_from_string(raw.raw_data, policy=default)
         assert isinstance(parsed, EmailMessage)
-        out.append(Outgoing(message_id=raw.id, message=parsed))
+        out.append(Outgoing(message_id=raw.id, message=parsed, raw=raw.raw_data.encode("utf-8")))
     return out
 
 
@@ -208,19 +221,23 @@ def save_state(path: Path) -> None:
         pages = client.get_paginator("scan").paginate(TableName=name)
         tables[name] = [item for page in pages for item in page["Items"]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(tables, indent=1, sort_keys=True))
+    path.write_text(json.dumps(tables, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def load_state(path: Path) -> None:
     """Put the saved items back into the freshly created embedded tables."""
     client = boto3.client("dynamodb", region_name=REGION)
-    for table, items in json.loads(path.read_text()).items():
+    for table, items in json.loads(path.read_text(encoding="utf-8")).items():
         for item in items:
             client.put_item(TableName=table, Item=item)
 
 
 def write_outbox(sent: Sequence[Outgoing], folder: Path) -> list[Path]:
-    """Write each new email as ``.eml`` and its HTML part as ``.html``; index the folder."""
+    """Write each new email as ``.eml`` and its HTML part as ``.html``; index the folder.
+
+    The ``.eml`` is the message as SES received it, byte for byte; text files are
+    UTF-8 whatever the locale (names such as Zoë or Nguyễn Thị Hoa).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for outgoing in sent:
@@ -229,9 +246,11 @@ def write_outbox(sent: Sequence[Outgoing], folder: Path) -> list[Path]:
         slug = re.sub(r"[^a-z0-9]+", "-", f"{to} {message['Subject']}".lower()).strip("-")
         stem = f"{len(list(folder.glob('*.eml'))) + 1:03d}-{slug[:70]}"
         eml = folder / f"{stem}.eml"
-        eml.write_bytes(message.as_bytes())
+        eml.write_bytes(outgoing.raw)
         body = message.get_body(preferencelist=("html",))
-        (folder / f"{stem}.html").write_text(body.get_content() if body is not None else "")
+        (folder / f"{stem}.html").write_text(
+            body.get_content() if body is not None else "", encoding="utf-8"
+        )
         written.append(eml)
     _write_index(folder)
     return written
@@ -252,7 +271,8 @@ def _write_index(folder: Path) -> None:
         f"<h1>Outbox for {folder.name}</h1><p>{len(rows)} email(s) sent for this date.</p>"
         '<table cellpadding="6"><tr><th>To</th><th>Subject</th><th>Message</th></tr>'
         + "".join(rows)
-        + "</table></body></html>\n"
+        + "</table></body></html>\n",
+        encoding="utf-8",
     )
 
 

@@ -32,12 +32,18 @@ def test_the_default_windows_are_the_documented_days() -> None:
     assert [tier_for(d, t) for d in (1, 2, 18)] == [None, None, None]
 
 
-def test_only_the_escalation_goes_to_the_bdm_and_subjects_name_the_configured_days() -> None:
+def test_only_the_escalation_goes_to_the_bdm_and_subjects_state_the_real_days_and_loan() -> None:
     assert [tier.audience for tier in TIERS] == [Audience.BORROWERS] * 3 + [Audience.BDM]
-    assert [tier.subject_for(CUSTOM) for tier in TIERS[2:]] == [
-        "URGENT: 6 Days OVERDUE Repayment",
-        "ESCALATION: 12 Days Overdue Repayment",
+    # The configured thresholds no longer appear: the subject says how late it really is.
+    assert [tier.subject_for("APP-7", "16/11/2026", 8) for tier in TIERS] == [
+        "Upcoming Repayment Reminder: APP-7 due 16/11/2026",
+        "OVERDUE Repayment Notice: APP-7, 8 days overdue",
+        "URGENT: 8 Days OVERDUE Repayment: APP-7",
+        "ESCALATION: 8 Days Overdue Repayment: APP-7",
     ]
+    assert TIERS[1].subject_for("APP-7", "22/11/2026", 1) == (
+        "OVERDUE Repayment Notice: APP-7, 1 day overdue"
+    )
 
 
 def test_tiers_run_mildest_first_each_with_its_own_flag() -> None:

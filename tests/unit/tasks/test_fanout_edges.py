@@ -371,9 +371,9 @@ def test_a_paced_consumer_waits_for_its_share_of_the_quota_between_sends(
 
     # When it sends three at once, then one after a long pause
     for _ in range(3):
-        mailer.send(email)
+        mailer.send(email, date=AT)
     now[0] += 10
-    mailer.send(email)
+    mailer.send(email, date=AT)
 
     # Then it waited a quarter second before the second and third only, and all went out
     assert waits == [0.25, 0.25]
