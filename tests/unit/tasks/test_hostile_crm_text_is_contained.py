@@ -40,10 +40,20 @@ from tests.support import (
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
 MONDAY = sydney("2026-11-23 09:00")
-UPCOMING = "Upcoming Repayment Reminder"
+# The factories' repayment: loan APP-1001, due 30/11/2026.
+UPCOMING = "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
 
 # The headers a notice carries, and nothing else.
-TOP_LEVEL_HEADERS = ["from", "to", "subject", "mime-version", "content-type"]
+TOP_LEVEL_HEADERS = [
+    "from",
+    "to",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+]
 
 
 def raw_messages() -> list[str]:
