@@ -23,6 +23,7 @@ from chalicelib import fanout, ledger
 from chalicelib.config import Settings
 from chalicelib.mailer import Email, Mailer, Recipient, ses_client
 from chalicelib.models import Notification, Repayment
+from ops.demo import LENDER_ENVIRONMENT
 from tests import factories
 from tests.support import (
     REGION,
@@ -270,6 +271,7 @@ def test_a_record_whose_ledger_cannot_be_read_is_redelivered(
             **{f"{t.upper()}_TABLE": f"gone-{t}" for t in ("applications", "notes", "repayments")},
             **{f"{t.upper()}_TABLE": f"gone-{t}" for t in ("staff", "borrowers", "notifications")},
             "SENDER_EMAIL": SENDER,
+            **LENDER_ENVIRONMENT,
             "AWS_REGION": REGION,
             "DYNAMODB_ENDPOINT_URL": settings.dynamodb_endpoint or "",
         }
