@@ -80,10 +80,18 @@ def test_seed_writes_nothing_when_not_confirmed(service: Settings) -> None:
     [
         ("stale_applications", "Stale Application Alert: 3 applications", "<td>ILOO Issued</td>"),
         ("note_reminders", "Note Reminder: Call the valuer", "Chase the valuation report"),
-        ("repayment_upcoming", "Upcoming Repayment Reminder", "$2,980.15"),
-        ("repayment_overdue_3_day", "OVERDUE Repayment Notice", "$2,980.15"),
-        ("repayment_overdue_7_day", "URGENT: 7 Days OVERDUE Repayment", "$2,980.15"),
-        ("repayment_overdue_10_day", "ESCALATION: 10 Days Overdue Repayment", "Emma Wilson"),
+        ("repayment_upcoming", "Upcoming Repayment Reminder: APP-1001 due 28/11/2026", "$2,980.15"),
+        (
+            "repayment_overdue_3_day",
+            "OVERDUE Repayment Notice: APP-1001, 3 days overdue",
+            "$2,980.15",
+        ),
+        ("repayment_overdue_7_day", "URGENT: 7 Days OVERDUE Repayment: APP-1001", "$2,980.15"),
+        (
+            "repayment_overdue_10_day",
+            "ESCALATION: 2 Overdue Repayments, 10 to 12 Days",
+            "<td>José Núñez, Nguyễn Thị Hoa</td>",
+        ),
     ],
 )
 def test_preview_renders_each_kind_to_an_html_file(
@@ -94,10 +102,17 @@ def test_preview_renders_each_kind_to_an_html_file(
     result = invoke("preview", kind, "--out", str(out))
 
     assert result.exit_code == 0, result.output
-    html = out.read_text()
+    html = out.read_text(encoding="utf-8")
     assert f"<title>{subject}</title>" in html
     assert detail in html
     assert str(out) in result.stdout
+    # and its plain-text part beside it, greeting the sample person by first name
+    text = out.with_suffix(".txt").read_text(encoding="utf-8")
+    assert text.startswith(("Hi Zoë,\n", "Hi Hoa,\n", "Hi José,\n"))
+    assert "Example Home Loans Pty Ltd, ABN 12 345 678 901" in text
+    assert "<p>" not in text
+    assert "<td>" not in text
+    assert str(out.with_suffix(".txt")) in result.stdout
 
 
 def test_preview_writes_next_to_the_caller_by_default(
@@ -108,10 +123,10 @@ def test_preview_writes_next_to_the_caller_by_default(
     result = invoke("--embedded", "preview", "repayment_overdue_10_day")
 
     assert result.exit_code == 0, result.output
-    assert (
-        "Emma Wilson, Noah Wilson"
-        in (tmp_path / "preview-repayment_overdue_10_day.html").read_text()
-    )
+    html = (tmp_path / "preview-repayment_overdue_10_day.html").read_text(encoding="utf-8")
+    text = (tmp_path / "preview-repayment_overdue_10_day.txt").read_text(encoding="utf-8")
+    assert "<td>José Núñez, Nguyễn Thị Hoa</td>" in html
+    assert "- APP-1001: José Núñez, Nguyễn Thị Hoa, $2,980.15 due 13/11/2026" in text
     assert not (tmp_path / ".demo").exists()  # no embedded AWS was needed
 
 
@@ -162,7 +177,7 @@ def test_history_of_an_item_shows_what_was_sent_to_whom_and_what_failed(
         "2026-11-23 01:00:00 UTC  failed   repayment_upcoming to ben.lee@example.net (bor-1)" in out
     )
     assert "    failed: MessageRejected: Email address is not verified." in out
-    assert "    subject: Upcoming Repayment Reminder" in out
+    assert "    subject: Upcoming Repayment Reminder: APP-1001 due 30/11/2026" in out
 
 
 def test_history_of_a_recipient(service: Settings) -> None:
@@ -274,8 +289,8 @@ def test_retry_failed_requeues_a_rejected_notice_and_the_next_run_sends_it(
     )
     assert again.exit_code == 0, again.output
     assert subjects_by_recipient() == {
-        MIA: ["Upcoming Repayment Reminder"],
-        BEN: ["Upcoming Repayment Reminder"],
+        MIA: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
     }
     assert (Notification.get(BEN_UPCOMING).status, Notification.get(BEN_UPCOMING).attempts) == (
         "sent",
@@ -501,6 +516,6 @@ def test_mark_pending_lets_the_checks_find_items_written_before_the_indexes(
     assert sorted(e.subject for e in sent_emails()) == [
         "Note Reminder: Call the valuer",
         "Note Reminder: Call the valuer",
-        "Upcoming Repayment Reminder",
-        "Upcoming Repayment Reminder",
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
     ]
