@@ -57,7 +57,7 @@ def test_seed_writes_the_demo_data_set_after_confirmation(service: Settings) -> 
 
     assert result.exit_code == 0, result.output
     assert "Write the demo data set into test-staff, test-borrowers" in result.output
-    assert "Seeded for 2026-11-23: 4 staff, 7 borrowers, 7 applications, 5 notes, 8 repayments" in (
+    assert "Seeded for 2026-11-23: 4 staff, 7 borrowers, 7 applications, 5 notes, 9 repayments" in (
         result.stdout
     )
     assert Staff.count() == 4
@@ -191,6 +191,31 @@ def test_history_of_a_recipient(service: Settings) -> None:
     assert f"    key {MIA_UPCOMING}" in result.stdout
     assert nobody.exit_code == 0
     assert nobody.stdout == "No notices in the ledger for recipient nobody@example.net.\n"
+
+
+def test_history_shows_accented_and_non_latin_text_as_it_was_sent(service: Settings) -> None:
+    # Given Zoë's note, titled in Vietnamese and Spanish, reminded to her and to the BDM
+    factories.staff()
+    factories.staff("staff-2", "Zoë Papadopoulos", "zoe@lender.example.com.au")
+    factories.application()
+    factories.note(title="Gọi cho Nguyễn Thị Hoa về José Núñez")
+    ran = invoke("run", "note_reminders", "--date", "2026-11-23")
+    assert ran.exit_code == 0, ran.output
+
+    # When the operator looks at the note's history and at Zoë's
+    by_item = invoke("history", "--item", "note-1")
+    by_recipient = invoke("history", "--recipient", "zoe@lender.example.com.au")
+
+    # Then both show the subject as the email carried it
+    subject = "Note Reminder: Gọi cho Nguyễn Thị Hoa về José Núñez"
+    assert by_item.exit_code == by_recipient.exit_code == 0
+    assert by_item.stdout.count(f"    subject: {subject}") == 2
+    assert f"    subject: {subject}" in by_recipient.stdout
+    to_zoe = next(e for e in sent_emails() if e.recipients == ["zoe@lender.example.com.au"])
+    assert (to_zoe.subject, to_zoe.message["To"].addresses[0].display_name) == (
+        subject,
+        "Zoë Papadopoulos",
+    )
 
 
 @pytest.mark.parametrize("args", [[], ["--item", "rep-1", "--recipient", BEN]])
@@ -401,11 +426,11 @@ def test_embedded_commands_share_the_demo_state(
     # Then the emails are in the outbox and the ledger is kept in the state file
     assert seeded.exit_code == 0, seeded.output
     assert ran.exit_code == 0, ran.output
-    assert "  sent         6 notice(s) in 6 email(s)" in ran.stdout
+    assert "  sent         7 notice(s) in 6 email(s)" in ran.stdout  # a digest of two
     assert "6 email(s) written to outbox/2026-11-23/" in ran.stdout
     assert len(list((tmp_path / "outbox" / "2026-11-23").glob("*.eml"))) == 6
     history = invoke("--embedded", "--state", str(state), "history", "--item", "rep-today")
-    assert "  sent     repayment_upcoming to marco.rossi@example.net (bor-rossi)" in history.stdout
+    assert "  sent     repayment_upcoming to jose.nunez@example.net (bor-nunez)" in history.stdout
 
     # And `make demo` on the same state sends no repayment reminder again
     assert demo.main(["--date", "2026-11-23", "--state", str(state), "--outbox", "o"]) == 0
