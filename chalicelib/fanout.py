@@ -245,18 +245,19 @@ def encode_notice(
     and item in the run (:func:`groups`), its own included.
     """
     email = notice.compose(notice.parts)
+    recipient = {
+        "id": notice.recipient.id,
+        "name": notice.recipient.name,
+        "email": notice.recipient.email,
+    }
+    if notice.recipient.first_name:
+        recipient["first_name"] = notice.recipient.first_name
     encoded = {
         "kind": notice.kind,
-        "recipient": {
-            "id": notice.recipient.id,
-            "name": notice.recipient.name,
-            "email": notice.recipient.email,
-        },
+        "recipient": recipient,
         "parts": [{"key": part.key, "item_id": part.item_id} for part in notice.parts],
         "email": {"subject": email.subject, "text": email.text, "html": email.html},
     }
-    if notice.recipient.first_name:
-        encoded["recipient"]["first_name"] = notice.recipient.first_name
     if groups is not None and len(notice.parts) == 1:
         part = notice.parts[0]
         encoded["group"] = groups.get((notice.kind, part.item_id), [part.key])

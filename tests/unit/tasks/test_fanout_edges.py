@@ -25,6 +25,7 @@ from chalicelib.mailer import Email, Mailer, Recipient, ses_client
 from chalicelib.models import Notification, Repayment
 from ops.demo import LENDER_ENVIRONMENT
 from tests import factories
+from tests.factories import BEN, BROOKE
 from tests.support import (
     REGION,
     SENDER,
@@ -394,6 +395,37 @@ def test_the_consumer_reads_the_queue_make_deploy_names_else_the_templates_place
         "loan-reminders-dev-fanout"
     )
     assert fanout.queue_name({}) == fanout.QUEUE_PLACEHOLDER
+
+
+def test_a_fanned_out_escalation_digest_flags_each_of_its_repayments(
+    queue: str, settings: Settings, ses: SESV2Client
+) -> None:
+    # Given Ben's upcoming reminder and two of Brooke's escalations, and time for one email
+    factories.crm()
+    factories.application()
+    factories.application("app-2", reference_number="APP-1002")
+    factories.repayment(due_date="2026-11-30")
+    factories.repayment("rep-2", due_date="2026-11-13")
+    factories.repayment("rep-3", application_id="app-2", due_date="2026-11-12")
+
+    summary = run("repayment_reminders", AT, remaining_ms=lambda: 31_000)
+
+    # Then the run sent Ben's and handed the digest on whole, one notice with two parts
+    assert (summary.sent, summary.enqueued) == (1, 2)
+    [body] = bodies(queue)
+    [notice] = body["notices"]
+    assert [p["item_id"] for p in notice["parts"]] == ["rep-2", "rep-3"]
+    assert notice["email"]["subject"] == "ESCALATION: 2 Overdue Repayments, 10 to 11 Days"
+
+    # When the consumer sends it
+    consumed = fanout.handle_batch(
+        records([body]), now=AT, settings=settings, mailer=Mailer(SENDER, REGION, client=ses)
+    )
+
+    # Then Brooke has one digest and each escalated repayment is flagged
+    assert consumed.response() == {"batchItemFailures": []}
+    assert [e.recipients for e in sent_emails()] == [[BEN], [BROOKE]]
+    assert [Repayment.get(r).overdue_10_day_sent for r in ("rep-2", "rep-3")] == [True, True]
 
 
 def test_a_repayment_is_flagged_once_its_fanned_out_notices_are_all_sent(
