@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import ledger, registry
-from chalicelib.checks.repayment_reminders import TIERS, Audience, tier_for
+from chalicelib.checks.repayment_reminders import (
+    TIERS,
+    Audience,
+    EscalationRow,
+    digest_subject,
+    tier_for,
+)
 from chalicelib.config import Thresholds
 
 CUSTOM = Thresholds(upcoming_days=5, overdue_days=2, urgent_days=6, escalation_days=12)
@@ -75,3 +81,15 @@ def test_a_kind_builds_its_ledger_key_from_its_free_parts_in_order() -> None:
         assert str(raised.value) == (
             "repayment_overdue_3_day keys take repayment_id, due_date, recipient_id"
         )
+
+
+def test_an_escalation_digest_subject_names_one_loan_or_counts_several() -> None:
+    one = EscalationRow("APP-7", "Ben Lee", "$1.00", "13/11/2026", 10)
+    same_day = EscalationRow("APP-8", "Mia Chen", "$2.00", "13/11/2026", 10)
+    later = EscalationRow("APP-9", "Zoë", "$3.00", "06/11/2026", 17)
+
+    assert digest_subject([one]) == "ESCALATION: 10 Days Overdue Repayment: APP-7"
+    assert digest_subject([one, same_day]) == "ESCALATION: 2 Overdue Repayments, 10 Days"
+    assert digest_subject([later, one, same_day]) == (
+        "ESCALATION: 3 Overdue Repayments, 10 to 17 Days"
+    )
