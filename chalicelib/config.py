@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
@@ -77,6 +78,56 @@ class Tables:
 
 
 @dataclass(frozen=True)
+class Lender:
+    """Who the emails come from: the stage's lender, shown in every message.
+
+    ``name`` is the From display name and the sign-off; the footer carries
+    ``legal_name``, ``abn`` and ``address``; ``phone`` and ``email`` are how people
+    reach the lender, and replies go to ``reply_to``.
+    """
+
+    name: str
+    legal_name: str
+    abn: str
+    address: str
+    phone: str
+    email: str
+    reply_to: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Lender:
+        """The lender's identity from ``LENDER_*`` variables, each required."""
+        values = {name: _required(env, variable) for name, variable in LENDER_VARIABLES.items()}
+        for name in ("email", "reply_to"):
+            if not valid_address(values[name]):
+                raise ConfigError(
+                    f"{LENDER_VARIABLES[name]} must be one email address, got {values[name]!r}"
+                )
+        digits = values["abn"].replace(" ", "")
+        if len(digits) != 11 or not digits.isdigit():
+            raise ConfigError(f"LENDER_ABN must be an 11-digit ABN, got {values['abn']!r}")
+        return cls(**values)
+
+
+# Each field of Lender and its variable (all required: every email carries them).
+LENDER_VARIABLES = {
+    "name": "LENDER_NAME",
+    "legal_name": "LENDER_LEGAL_NAME",
+    "abn": "LENDER_ABN",
+    "address": "LENDER_ADDRESS",
+    "phone": "LENDER_PHONE",
+    "email": "LENDER_EMAIL",
+    "reply_to": "LENDER_REPLY_TO",
+}
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def valid_address(value: str) -> bool:
+    """True when ``value`` is one plain ASCII address (a header can carry it as it is)."""
+    return _ADDRESS.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a run needs to know about its environment."""
 
@@ -84,6 +135,7 @@ class Settings:
     sender_email: str
     timezone: ZoneInfo
     region: str
+    lender: Lender
     thresholds: Thresholds = field(default_factory=Thresholds)
     windows: Windows = field(default_factory=Windows)
     reliability: Reliability = field(default_factory=Reliability)
@@ -127,6 +179,7 @@ class Settings:
             sender_email=_required(env, "SENDER_EMAIL"),
             timezone=_zone(env.get("BUSINESS_TIMEZONE") or "Australia/Sydney"),
             region=region,
+            lender=Lender.from_env(env),
             thresholds=thresholds,
             windows=windows,
             reliability=reliability,

@@ -398,6 +398,7 @@ def _preview(run: Run, notice: Notice[D], parts: Sequence[Part[D]]) -> None:
             "recipient_name": notice.recipient.name,
             "recipient_email": notice.recipient.email,
             "subject": email.subject,
+            "item_ids": [part.item_id for part in parts],
             "keys": [part.key for part in parts],
         }
     )
@@ -424,7 +425,9 @@ def _send(
         email = notice.compose(parts)
         subject = email.subject
         pace = run.sending.pacer.wait if run.sending is not None else None
-        message_id = run.mailer.send(email, token, pace=pace)
+        # Dated by the run's clock, in business time, as the email's text is.
+        date = run.now.astimezone(run.settings.timezone)
+        message_id = run.mailer.send(email, token, date=date, pace=pace)
     except PermanentSendError as exc:
         run.summary.failed += len(parts)
         logger.error("notice rejected permanently", extra=_about(run, parts, exc.reason))

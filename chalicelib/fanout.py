@@ -39,7 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import clients, ledger, models, registry
 from chalicelib import observability as metric
-from chalicelib.config import ConfigError, Settings
+from chalicelib.config import ConfigError, Lender, Settings
 from chalicelib.delivery import LEDGER_ERRORS, Notice, deliver
 from chalicelib.formatting import valid_email
 from chalicelib.limits import EMAIL_CHARS, key_problem
@@ -245,13 +245,16 @@ def encode_notice(
     and item in the run (:func:`groups`), its own included.
     """
     email = notice.compose(notice.parts)
+    recipient = {
+        "id": notice.recipient.id,
+        "name": notice.recipient.name,
+        "email": notice.recipient.email,
+    }
+    if notice.recipient.first_name:
+        recipient["first_name"] = notice.recipient.first_name
     encoded = {
         "kind": notice.kind,
-        "recipient": {
-            "id": notice.recipient.id,
-            "name": notice.recipient.name,
-            "email": notice.recipient.email,
-        },
+        "recipient": recipient,
         "parts": [{"key": part.key, "item_id": part.item_id} for part in notice.parts],
         "email": {"subject": email.subject, "text": email.text, "html": email.html},
     }
@@ -447,8 +450,12 @@ def _notice(check: str, item: Any) -> Notice[None]:
     person = item.get("recipient")
     if not isinstance(person, dict):
         raise PoisonMessage("recipient is missing")
+    first_name = person.get("first_name")
     recipient = Recipient(
-        id=_text(person, "id"), name=_text(person, "name"), email=_text(person, "email")
+        id=_text(person, "id"),
+        name=_text(person, "name"),
+        email=_text(person, "email"),
+        first_name=first_name if isinstance(first_name, str) and first_name else None,
     )
     if not valid_email(recipient.email) or len(recipient.email) > EMAIL_CHARS:
         raise PoisonMessage("recipient has no valid email address")
@@ -509,10 +516,13 @@ class PacedMailer(Mailer):
         rate: float,
         client: SESV2Client | None = None,
         configuration_set: str | None = None,
+        lender: Lender | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(sender, region, client=client, configuration_set=configuration_set)
+        super().__init__(
+            sender, region, client=client, configuration_set=configuration_set, lender=lender
+        )
         self._interval = 1 / rate
         self._clock = clock
         self._sleep = sleep
@@ -520,7 +530,12 @@ class PacedMailer(Mailer):
         self._lock = threading.Lock()
 
     def send(
-        self, email: Email, token: str | None = None, *, pace: Callable[[], object] | None = None
+        self,
+        email: Email,
+        token: str | None = None,
+        *,
+        date: datetime,
+        pace: Callable[[], object] | None = None,
     ) -> str:
         """Send as :meth:`Mailer.send` does, waiting for this consumer's next slot (then
         the run's ``pace``) once the message is built."""
@@ -530,7 +545,7 @@ class PacedMailer(Mailer):
             if pace is not None:
                 pace()
 
-        return super().send(email, token, pace=paced)
+        return super().send(email, token, date=date, pace=paced)
 
     def _wait_for_slot(self) -> None:
         # A run's workers send from several threads: each takes its own slot.
@@ -550,13 +565,17 @@ def consumer_mailer(settings: Settings, environ: Mapping[str, str] | None = None
         raise ConfigError(f"FANOUT_CONSUMER_RATE must not be negative, got {rate!r}")
     if rate == 0:
         return Mailer(
-            settings.sender_email, settings.region, configuration_set=settings.ses_configuration_set
+            settings.sender_email,
+            settings.region,
+            configuration_set=settings.ses_configuration_set,
+            lender=settings.lender,
         )
     return PacedMailer(
         settings.sender_email,
         settings.region,
         rate=rate,
         configuration_set=settings.ses_configuration_set,
+        lender=settings.lender,
     )
 
 
@@ -706,17 +725,18 @@ def _flag_repayments(run: Run, batch: Batch, outcome: dict[str, str]) -> None:
 
     flags = {tier.kind.name: tier for tier in repayments.TIERS}
     wanted = [
-        (notice, batch.groups[notice.parts[0].key])
+        # A digest (the BDM's escalations) has one part per repayment, its only recipient.
+        (notice.kind, part, batch.groups[part.key] if len(notice.parts) == 1 else [part.key])
         for notice in batch.notices
         if notice.kind in flags
-        and notice.parts[0].key in batch.groups
-        and outcome.get(notice.parts[0].key) == ledger.SENT
+        for part in notice.parts
+        if (len(notice.parts) > 1 or part.key in batch.groups)
+        and outcome.get(part.key) == ledger.SENT
     ]
-    found = ledger.lookup(key for _, group in wanted for key in group)
-    for notice, group in wanted:
+    found = ledger.lookup(key for _, _, group in wanted for key in group)
+    for kind, part, group in wanted:
         if all(key in found and found[key].status == ledger.SENT for key in group):
-            repayment = models.Repayment(notice.parts[0].item_id)
-            repayments.set_flag(run, repayment, flags[notice.kind].flag)
+            repayments.set_flag(run, models.Repayment(part.item_id), flags[kind].flag)
 
 
 def handle(

@@ -9,9 +9,10 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32, default
-from email.utils import getaddresses
+from email.utils import format_datetime, getaddresses
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -25,6 +26,7 @@ from botocore.exceptions import (
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from chalicelib import clients
+from chalicelib.config import Lender
 from chalicelib.formatting import clean_body, one_line
 from chalicelib.sending import SYSTEM_CLOCK, Clock, SendQuota
 
@@ -88,6 +90,13 @@ class Recipient:
     id: str
     name: str
     email: str
+    # The CRM's first name, when it has one: the greeting uses it.
+    first_name: str | None = None
+
+    @property
+    def greeting_name(self) -> str:
+        """What the email calls the recipient: the first name if known, else the name."""
+        return one_line(self.first_name or "", 80) or self.name
 
 
 @dataclass(frozen=True)
@@ -112,10 +121,27 @@ def _environment() -> Environment:
     )
 
 
-def render(template: str, to: Recipient, subject: str, context: Mapping[str, object]) -> Email:
-    """Render ``<template>.html`` and ``<template>.txt`` with ``context`` for ``to``."""
+def render(
+    template: str,
+    to: Recipient,
+    subject: str,
+    context: Mapping[str, object],
+    *,
+    lender: Lender,
+) -> Email:
+    """Render ``<template>.html`` and ``<template>.txt`` with ``context`` for ``to``.
+
+    Every template also gets ``recipient``, ``greeting`` (the first name when the
+    CRM has one), ``subject`` and ``lender`` (the contact lines and the footer).
+    """
     env = _environment()
-    full = {"recipient": to, "subject": subject, **context}
+    full = {
+        "recipient": to,
+        "greeting": to.greeting_name,
+        "subject": subject,
+        "lender": lender,
+        **context,
+    }
     return Email(
         to=to,
         subject=one_line(subject),
@@ -202,16 +228,38 @@ def mailbox(name: str, address: str) -> str:
     return f"{encoded_words(display)} <{spec}>"
 
 
-def header_block(email: Email, sender: str) -> list[tuple[str, str]]:
+def message_id(sender: str) -> str:
+    """A new ``Message-ID``, unique per message, on the sender's domain."""
+    return f"<{uuid.uuid4().hex}@{address_spec(sender).rpartition('@')[2]}>"
+
+
+def header_block(
+    email: Email,
+    sender: str,
+    *,
+    date: datetime,
+    msg_id: str,
+    lender: Lender | None = None,
+) -> list[tuple[str, str]]:
     """The notice's headers as ``(name, value)`` pairs, every value encoded by us.
 
-    These and :data:`MIME_HEADERS` are the only headers a notice may carry;
-    :func:`verify` checks exactly this list, so a header added here is verified too.
+    With a ``lender``, From shows its name and replies go to its ``Reply-To``; the
+    lender's text comes from configuration, and is encoded like the CRM's. ``date``
+    is the run's time (an aware datetime). These and :data:`MIME_HEADERS` are the
+    only headers a notice may carry; :func:`verify` checks exactly this list, so a
+    header added here is verified too.
     """
-    return [
-        ("From", address_spec(sender)),
+    headers = [
+        ("From", mailbox(lender.name, sender) if lender else address_spec(sender)),
         ("To", mailbox(email.to.name, email.to.email)),
+    ]
+    if lender is not None:
+        headers.append(("Reply-To", mailbox(lender.name, lender.reply_to)))
+    return [
+        *headers,
         ("Subject", header_text(email.subject)),
+        ("Date", format_datetime(date)),
+        ("Message-ID", msg_id),
     ]
 
 
@@ -254,14 +302,26 @@ def _body(email: Email) -> bytes:
     )
 
 
-def to_mime(email: Email, sender: str) -> bytes:
+def to_mime(
+    email: Email,
+    sender: str,
+    *,
+    date: datetime,
+    lender: Lender | None = None,
+    msg_id: str | None = None,
+) -> bytes:
     """The raw message: our header block, then the body; verified before it is returned.
 
     Untrusted text never reaches a header raw and the library never re-parses a
-    header we set. Raises :class:`MessageBuildError` when the message cannot be
-    built or fails :func:`verify`: sending it again could not succeed.
+    header we set. ``msg_id`` defaults to a new :func:`message_id`. Raises
+    :class:`MessageBuildError` when the message cannot be built or fails
+    :func:`verify`: sending it again could not succeed.
     """
-    headers = header_block(email, sender)
+    if date.tzinfo is None:
+        raise MessageBuildError("the message's date has no time zone")
+    headers = header_block(
+        email, sender, date=date, msg_id=msg_id or message_id(sender), lender=lender
+    )
     try:
         body = _body(email)
     except (ValueError, TypeError) as exc:
@@ -347,10 +407,13 @@ class Mailer:
         client: SESV2Client | None = None,
         configuration_set: str | None = None,
         *,
+        lender: Lender | None = None,
         connections: int = DEFAULT_CONNECTIONS,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.sender = sender
+        # Its name is the From display name, its Reply-To the replies' address.
+        self.lender = lender
         self._region = region
         self._client = client
         self._connections = connections
@@ -377,16 +440,22 @@ class Mailer:
         )
 
     def send(
-        self, email: Email, token: str | None = None, *, pace: Callable[[], object] | None = None
+        self,
+        email: Email,
+        token: str | None = None,
+        *,
+        date: datetime,
+        pace: Callable[[], object] | None = None,
     ) -> str:
-        """Send ``email`` and return the SES message id, or raise a :class:`SendError`.
+        """Send ``email`` dated ``date`` (the run's time); return the SES message id, or
+        raise a :class:`SendError`.
 
         With a configuration set, the message is tagged ``send_token=<token>`` so the
         SES events it publishes (Send, Delivery, Bounce, ...) find its ledger entries.
         ``pace`` (a run's pacer) is waited on once the message is built, just before the
         request: what SES counts is when requests arrive, so nothing slow may sit between.
         """
-        raw = to_mime(email, self.sender)
+        raw = to_mime(email, self.sender, date=date, lender=self.lender)
         request: SendEmailRequestTypeDef = {
             "FromEmailAddress": self.sender,
             "Content": {"Raw": {"Data": raw}},

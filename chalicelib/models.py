@@ -64,6 +64,8 @@ class Staff(CrmModel):
 
     id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute(null=True)
+    # The CRM's first name, when it has one (the greeting uses it); ``name`` is the full name.
+    first_name = UnicodeAttribute(null=True)
     email = UnicodeAttribute(null=True)
 
 
@@ -76,6 +78,8 @@ class Borrower(CrmModel):
 
     id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute(null=True)
+    # The CRM's first name, when it has one (the greeting uses it); ``name`` is the full name.
+    first_name = UnicodeAttribute(null=True)
     email = UnicodeAttribute(null=True)
 
 

@@ -30,7 +30,7 @@ _D = TypeVar("_D")
 _D_co = TypeVar("_D_co", covariant=True)
 
 # What the log shows of each email a dry run would send (no names, no subjects).
-_LOGGED_WOULD_SEND = ("kind", "recipient_id", "recipient_email", "keys")
+_LOGGED_WOULD_SEND = ("kind", "recipient_id", "recipient_email", "item_ids", "keys")
 
 
 class WouldSend(TypedDict):
@@ -41,6 +41,8 @@ class WouldSend(TypedDict):
     recipient_name: str
     recipient_email: str
     subject: str
+    # The CRM items the email covers (a digest: several), in the order of ``keys``.
+    item_ids: list[str]
     keys: list[str]
 
 
@@ -205,6 +207,7 @@ class Run:
                 id=person.id,
                 name=(person.name or "").strip() or person.email,
                 email=person.email.strip(),
+                first_name=(person.first_name or "").strip() or None,
             )
         return None
 

@@ -149,6 +149,7 @@ def _mailer(settings: Settings) -> Mailer:
         settings.sender_email,
         settings.region,
         configuration_set=settings.ses_configuration_set,
+        lender=settings.lender,
         connections=settings.send.send_concurrency,
     )
 

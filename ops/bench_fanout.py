@@ -40,13 +40,14 @@ from moto import mock_aws
 
 from chalicelib import fanout, models
 from chalicelib.checks.note_reminders import NOTE_REMINDER
-from chalicelib.config import Settings
+from chalicelib.config import Lender, Settings
 from chalicelib.delivery import Notice
 from chalicelib.formatting import au_date
 from chalicelib.mailer import Email, Mailer, Recipient, render
 from chalicelib.observability import logger
 from chalicelib.run import Part, Run, RunSummary
 from ops import ddblocal as server
+from ops.demo import LENDER_ENVIRONMENT
 from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
@@ -123,6 +124,9 @@ def project(
     )
 
 
+LENDER = Lender.from_env(LENDER_ENVIRONMENT)
+
+
 def _notices(count: int) -> list[Notice[None]]:
     """``count`` note reminders to distinct authors, rendered by the real template."""
     made: list[Notice[None]] = []
@@ -142,6 +146,7 @@ def _notices(count: int) -> list[Notice[None]]:
                     "remind_date": au_date(BUSINESS_DATE),
                     "role": "author",
                 },
+                lender=LENDER,
             )
 
         made.append(
@@ -160,6 +165,7 @@ def _environment(endpoint_url: str) -> dict[str, str]:
     return {
         **table_environment(prefix),
         "SENDER_EMAIL": SENDER,
+        **LENDER_ENVIRONMENT,
         "AWS_REGION": REGION,
         "DYNAMODB_ENDPOINT_URL": endpoint_url,
     }

@@ -49,6 +49,7 @@ from chalicelib.models import (
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
 from ops.ddblocal import running
+from ops.demo import LENDER_ENVIRONMENT
 from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
@@ -196,6 +197,7 @@ def _settings(endpoint: str | None, prefix: str) -> Settings:
         | {
             **table_environment(prefix),
             "SENDER_EMAIL": SENDER,
+            **LENDER_ENVIRONMENT,
             "AWS_REGION": REGION,
             "BUSINESS_TIMEZONE": "Australia/Sydney",
             "SES_CONFIGURATION_SET": "bench",

@@ -50,6 +50,7 @@ from chalicelib.mailer import Mailer, ses_client
 from chalicelib.observability import logger
 from chalicelib.runner import run_check
 from ops.ddblocal import moto_config, running
+from ops.demo import LENDER_ENVIRONMENT
 from ops.provisioning import provision, table_environment
 from ops.stages import REGION
 
@@ -203,6 +204,7 @@ def _settings(endpoint: str, prefix: str, concurrency: int | None) -> Settings:
     env.update(
         {
             "SENDER_EMAIL": SENDER,
+            **LENDER_ENVIRONMENT,
             "AWS_REGION": REGION,
             "DYNAMODB_ENDPOINT_URL": endpoint,
             "NOTE_REMINDERS_START": "00:00",

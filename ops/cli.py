@@ -451,7 +451,8 @@ def format_summary(summary: RunSummary) -> str:
     for notice in summary.would_send:
         lines.append(
             f"  -> {notice['kind']} to {notice['recipient_name']} "
-            f"<{notice['recipient_email']}>: {notice['subject']}"
+            f"<{notice['recipient_email']}>: {notice['subject']} "
+            f"[{', '.join(notice['item_ids'])}]"
         )
     return "\n".join(lines)
 
@@ -483,10 +484,10 @@ def _preview_kinds() -> list[str]:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="HTML file to write (default: preview-KIND.html).",
+    help="HTML file to write (default: preview-KIND.html); the text part goes beside it (.txt).",
 )
 def preview(kind: str, out: Path | None) -> None:
-    """Render one email KIND with sample data to an HTML file (no AWS needed).
+    """Render one email KIND with sample data to an HTML file and its text part (no AWS).
 
     KIND is a kind of notice, as the ledger and retry-failed name it:
     stale_applications, note_reminders, repayment_upcoming,
@@ -496,9 +497,11 @@ def preview(kind: str, out: Path | None) -> None:
 
     email = sample(kind)
     path = out or Path(f"preview-{kind}.html")
+    text = path.with_suffix(".txt") if path.suffix != ".txt" else path.with_name(f"{path.name}.txt")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(email.html, encoding="utf-8")
-    click.echo(f"{path}: {email.subject!r} to {email.to.name} <{email.to.email}>")
+    text.write_text(email.text, encoding="utf-8")
+    click.echo(f"{path} and {text}: {email.subject!r} to {email.to.name} <{email.to.email}>")
 
 
 @cli.command()

@@ -336,6 +336,8 @@ class _Planner:
             (bdm_fields.text("name") if bdm_fields else None) or f.full_name() or f.text("username")
         )
         values["email"] = f.text("email") or (bdm_fields.text("email") if bdm_fields else None)
+        # The user's own first name (a BDM record has none): the greeting uses it.
+        values["first_name"] = f.text("first_name")
         self._add("staff", values, sources)
 
     def _map_bdm(self, source: Source, pk: str, f: _Fields) -> None:
@@ -363,9 +365,16 @@ class _Planner:
     def _map_borrower(self, source: Source, pk: str, f: _Fields) -> None:
         user_fields = self._linked_user(source, f)
         company = f.text("company_name") if f.flag("is_company") else None
-        name = company or f.full_name() or (user_fields.full_name() if user_fields else None)
+        person = f if f.full_name() else user_fields
+        name = company or (person.full_name() if person else None)
+        # A company has no first name; a person's comes with the name used.
+        first_name = None if company or person is None else person.text("first_name")
         email = (user_fields.text("email") if user_fields else None) or f.text("email")
-        self._add("borrowers", {"id": pk, "name": name, "email": email}, [source])
+        self._add(
+            "borrowers",
+            {"id": pk, "name": name, "first_name": first_name, "email": email},
+            [source],
+        )
 
     def _linked_user(self, source: Source, f: _Fields) -> _Fields | None:
         user = f.key("user")

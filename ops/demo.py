@@ -47,6 +47,16 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 SENDER = "reminders@lender.example.com.au"
+# The lender every demo email comes from: placeholders (a stage sets its own, see README).
+LENDER_ENVIRONMENT = {
+    "LENDER_NAME": "Example Home Loans",
+    "LENDER_LEGAL_NAME": "Example Home Loans Pty Ltd",
+    "LENDER_ABN": "12 345 678 901",
+    "LENDER_ADDRESS": "PO Box 1234, Sydney NSW 2001",
+    "LENDER_PHONE": "1300 000 000",
+    "LENDER_EMAIL": "loans@lender.example.com.au",
+    "LENDER_REPLY_TO": "loans@lender.example.com.au",
+}
 DEMO_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",
@@ -60,6 +70,7 @@ DEMO_ENVIRONMENT = {
     "BORROWERS_TABLE": "demo-borrowers",
     "NOTIFICATIONS_TABLE": "demo-notifications",
     "SENDER_EMAIL": SENDER,
+    **LENDER_ENVIRONMENT,
     "BUSINESS_TIMEZONE": "Australia/Sydney",
     # moto's in-process backends do not apply writes atomically across threads (AWS does):
     # the embedded AWS is sent to from one worker.
@@ -102,6 +113,8 @@ class Outgoing:
 
     message_id: str
     message: EmailMessage
+    # The message exactly as SES received it (7-bit clean: our own encoding).
+    raw: bytes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,7 +295,7 @@ def captured() -> list[Outgoing]:
     for raw in messages:
         parsed = email.message_from_string(raw.raw_data, policy=default)
         assert isinstance(parsed, EmailMessage)
-        out.append(Outgoing(message_id=raw.id, message=parsed))
+        out.append(Outgoing(message_id=raw.id, message=parsed, raw=raw.raw_data.encode("utf-8")))
     return out
 
 
@@ -335,6 +348,8 @@ def write_outbox(
     Beside each email, ``<stem>.json`` records its check, kind and when it was sent
     (from the ledger), and ``runs.json`` what the runs (``summaries``) skipped or
     found invalid; ``index.html`` shows both. Call it inside ``embedded_aws``.
+    The ``.eml`` is the message as SES received it, byte for byte; text files are
+    UTF-8 whatever the locale (names such as Zoë or Nguyễn Thị Hoa).
     """
     folder.mkdir(parents=True, exist_ok=True)
     zone = Settings.from_env().timezone
@@ -345,9 +360,11 @@ def write_outbox(
         slug = re.sub(r"[^a-z0-9]+", "-", f"{to} {message['Subject']}".lower()).strip("-")
         stem = f"{len(list(folder.glob('*.eml'))) + 1:03d}-{slug[:70]}"
         eml = folder / f"{stem}.eml"
-        eml.write_bytes(message.as_bytes())
+        eml.write_bytes(outgoing.raw)
         body = message.get_body(preferencelist=("html",))
-        (folder / f"{stem}.html").write_text(body.get_content() if body is not None else "")
+        (folder / f"{stem}.html").write_text(
+            body.get_content() if body is not None else "", encoding="utf-8"
+        )
         record = _ledger_record(outgoing, zone)
         (folder / f"{stem}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
         written.append(eml)

@@ -27,20 +27,22 @@ from chalicelib.models import (
     Staff,
 )
 
+# id, name, first name (None: the CRM has none, as for a company), email. Names are
+# accented and non-Latin as real ones are: every email path must carry them.
 STAFF = [
-    ("staff-olivia", "Olivia Harris", "olivia.harris@lender.example.com.au"),
-    ("staff-jack", "Jack Thompson", "jack.thompson@lender.example.com.au"),
-    ("staff-chloe", "Chloe Nguyen", "chloe.nguyen@lender.example.com.au"),
-    ("staff-liam", "Liam O'Brien", "liam.obrien@lender.example.com.au"),
+    ("staff-olivia", "Olivia Harris", "Olivia", "olivia.harris@lender.example.com.au"),
+    ("staff-jack", "Jack Thompson", "Jack", "jack.thompson@lender.example.com.au"),
+    ("staff-chloe", "Chloe Nguyen", "Chloe", "chloe.nguyen@lender.example.com.au"),
+    ("staff-zoe", "Zoë Papadopoulos", "Zoë", "zoe.papadopoulos@lender.example.com.au"),
 ]
 BORROWERS = [
-    ("bor-wilson", "Emma Wilson", "emma.wilson@example.net"),
-    ("bor-wilson2", "Noah Wilson", "noah.wilson@example.net"),
-    ("bor-patel", "Priya Patel", "priya.patel@example.net"),
-    ("bor-smith", "Lachlan Smith", "lachlan.smith@example.net"),
-    ("bor-kelly", "Grace Kelly", "grace.kelly@example.net"),
-    ("bor-rossi", "Marco Rossi", "marco.rossi@example.net"),
-    ("bor-tanaka", "Yuki Tanaka", "yuki.tanaka@example.net"),
+    ("bor-wilson", "Emma Wilson", "Emma", "emma.wilson@example.net"),
+    ("bor-wilson2", "Noah Wilson", "Noah", "noah.wilson@example.net"),
+    ("bor-patel", "Priya Patel", "Priya", "priya.patel@example.net"),
+    ("bor-smith", "Lachlan Smith", "Lachlan", "lachlan.smith@example.net"),
+    ("bor-kelly", "Grace Kelly", "Grace", "grace.kelly@example.net"),
+    ("bor-nunez", "José Núñez", "José", "jose.nunez@example.net"),
+    ("bor-nguyen", "Nguyễn Thị Hoa", "Hoa", "hoa.nguyen@example.net"),
 ]
 # id, reference, stage, days in stage, amount, broker, BDM, borrowers
 APPLICATIONS = [
@@ -83,7 +85,7 @@ APPLICATIONS = [
         640_000,
         "Harbour Finance Brokers",
         "staff-jack",
-        ["bor-rossi"],
+        ["bor-nunez"],
     ),
     (
         "app-1006",
@@ -93,7 +95,7 @@ APPLICATIONS = [
         900_000,
         "Coastal Mortgage Co",
         "staff-jack",
-        ["bor-tanaka"],
+        ["bor-nguyen"],
     ),
     (
         "app-1007",
@@ -103,7 +105,7 @@ APPLICATIONS = [
         1_050_000,
         "Blue Gum Lending Partners",
         "staff-olivia",
-        ["bor-tanaka"],
+        ["bor-nguyen"],
     ),
 ]
 # id, title, content, days ago (negative: future), application, author
@@ -130,7 +132,7 @@ NOTES = [
         "Confirm the settlement booking with the lender.",
         2,
         "app-1004",
-        "staff-liam",
+        "staff-zoe",
     ),
     (
         "note-4",
@@ -156,6 +158,8 @@ REPAYMENTS = [
     ("rep-overdue", "app-1003", 2_980.15, 4, False),
     ("rep-urgent", "app-1001", 4_410.00, 8, False),
     ("rep-escalate", "app-1002", 5_120.75, 12, False),
+    # Olivia's second escalation: one digest lists both.
+    ("rep-escalate-2", "app-1003", 2_980.15, 10, False),
     ("rep-paid", "app-1004", 6_000.00, 5, True),
     ("rep-too-late", "app-1007", 1_500.00, 25, False),
 ]
@@ -174,10 +178,10 @@ class SeedReport:
 
 def seed(today: date, timezone: ZoneInfo) -> SeedReport:
     """Write the data set into the bound tables, dated relative to ``today``."""
-    for id_, name, email in STAFF:
-        Staff(id=id_, name=name, email=email).save()
-    for id_, name, email in BORROWERS:
-        Borrower(id=id_, name=name, email=email).save()
+    for id_, name, first_name, email in STAFF:
+        Staff(id=id_, name=name, first_name=first_name, email=email).save()
+    for id_, name, first_name, email in BORROWERS:
+        Borrower(id=id_, name=name, first_name=first_name, email=email).save()
     _seed_applications(today, timezone)
     _seed_notes(today, timezone)
     _seed_repayments(today)
@@ -288,7 +292,7 @@ def seed_history(today: date, timezone: ZoneInfo, days: int = HISTORY_DAYS) -> i
     that fail repeatedly. The items are past ones (``*-0nnn``), not the seeded CRM's, so
     they never stand in for a notice a run still owes, and no suppression is recorded.
     """
-    addresses = [email for _, _, email in STAFF + BORROWERS]
+    addresses = [email for _, _, _, email in STAFF + BORROWERS]
     written = 0
     with Notification.batch_write() as batch:
         for offset in range(days, 0, -1):

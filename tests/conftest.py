@@ -27,6 +27,7 @@ import app
 from chalicelib.config import Settings
 from chalicelib.observability import logger
 from ops import ddblocal
+from ops.demo import LENDER_ENVIRONMENT
 from ops.stages import CHALICE_CONFIG, stage_environment
 from tests.support import (
     REGION,
@@ -61,6 +62,7 @@ ENVIRONMENT = {
     "BORROWERS_TABLE": "test-borrowers",
     "NOTIFICATIONS_TABLE": "test-notifications",
     "SENDER_EMAIL": SENDER,
+    **LENDER_ENVIRONMENT,
     "BUSINESS_TIMEZONE": "Australia/Sydney",
     "SES_CONFIGURATION_SET": "test-reminders",
 }

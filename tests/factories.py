@@ -55,14 +55,20 @@ def staff(
     id: str = "bdm-1",
     name: str | None = "Brooke Davis",
     email: str | None = BROOKE,
+    first_name: str | None = None,
 ) -> Staff:
     """A CRM user (BDM or note author)."""
-    return _save(Staff, {"id": id, "name": name, "email": email})
+    return _save(Staff, {"id": id, "name": name, "email": email, "first_name": first_name})
 
 
-def borrower(id: str = "bor-1", name: str | None = "Ben Lee", email: str | None = BEN) -> Borrower:
+def borrower(
+    id: str = "bor-1",
+    name: str | None = "Ben Lee",
+    email: str | None = BEN,
+    first_name: str | None = None,
+) -> Borrower:
     """A borrower."""
-    return _save(Borrower, {"id": id, "name": name, "email": email})
+    return _save(Borrower, {"id": id, "name": name, "email": email, "first_name": first_name})
 
 
 def application(id: str = "app-1", **overrides: object) -> Application:

@@ -20,6 +20,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 
 from chalicelib.config import Settings, Tables
 from ops import infra
+from ops.demo import LENDER_ENVIRONMENT
 from ops.stages import stage_names
 
 Policy = dict[str, Any]
@@ -175,6 +176,7 @@ def _policy(tables: Tables, sender: str, region: str, configuration_set: str | N
         {
             **{f"{f.name.upper()}_TABLE": getattr(tables, f.name) for f in fields(Tables)},
             "SENDER_EMAIL": sender,
+            **LENDER_ENVIRONMENT,
             "AWS_REGION": region,
             "SES_CONFIGURATION_SET": configuration_set or "",
         }

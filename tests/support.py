@@ -32,8 +32,10 @@ from moto.dynamodb.models.table import Table
 from moto.ses.models import ses_backends
 from mypy_boto3_sesv2 import SESV2Client
 
+from chalicelib.config import Lender
 from chalicelib.models import Notification, bind
 from chalicelib.sending import SYSTEM_CLOCK, Clock
+from ops.demo import LENDER_ENVIRONMENT
 from ops.provisioning import provision
 from ops.stages import REGION as REGION
 
@@ -60,8 +62,11 @@ BASE_ENV = {
     "BORROWERS_TABLE": "u-borrowers",
     "NOTIFICATIONS_TABLE": "u-notifications",
     "SENDER_EMAIL": SENDER,
+    **LENDER_ENVIRONMENT,
     "AWS_REGION": REGION,
 }
+# The lender the tests' emails come from (ops.demo's placeholders).
+LENDER = Lender.from_env(LENDER_ENVIRONMENT)
 
 
 def sydney(when: str) -> datetime:
@@ -230,7 +235,7 @@ def run(
 
     mailer = None
     if client is not None:
-        mailer = Mailer(SENDER, REGION, client=client, clock=clock or SYSTEM_CLOCK)
+        mailer = Mailer(SENDER, REGION, client=client, clock=clock or SYSTEM_CLOCK, lender=LENDER)
     return run_check(
         check,
         at=at,

@@ -16,6 +16,7 @@ from pynamodb.exceptions import PynamoDBException, UpdateError
 
 from chalicelib import ledger, registry, schedule
 from chalicelib.checks import Check, Kind
+from chalicelib.config import Lender
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, one_line, parse_date
 from chalicelib.limits import quoted
@@ -308,14 +309,21 @@ def _notices_for(
                 kind=NOTE_REMINDER.name,
                 recipient=recipient,
                 parts=[part],
-                compose=_composer(note, recipient, role, reference, au_date(remind_date)),
+                compose=_composer(
+                    note, recipient, role, reference, au_date(remind_date), run.settings.lender
+                ),
             )
         )
     return notices
 
 
 def _composer(
-    note: Note, recipient: Recipient, role: str, reference: str | None, remind_date: str
+    note: Note,
+    recipient: Recipient,
+    role: str,
+    reference: str | None,
+    remind_date: str,
+    lender: Lender,
 ) -> Callable[[Sequence[Part[None]]], Email]:
     title = one_line(note.title or "") or "Untitled note"
 
@@ -331,6 +339,7 @@ def _composer(
                 "remind_date": remind_date,
                 "role": role,
             },
+            lender=lender,
         )
 
     return compose

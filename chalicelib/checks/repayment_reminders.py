@@ -5,13 +5,15 @@ With ``d = today - due_date`` (defaults in brackets) an unpaid repayment gets:
 (7 <= d < 10), each to every borrower, and ``overdue_10_day`` (10 <= d <= 17) to
 the BDM. The windows do not overlap, so a run sends at most one kind per
 repayment and a kind whose window passed during downtime is never sent late.
+A BDM gets one escalation digest per run, a row per repayment (each row its own
+ledger entry, as in the stale digest).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import Enum
 
@@ -21,7 +23,7 @@ from pynamodb.expressions.update import Action
 
 from chalicelib import ledger, registry
 from chalicelib.checks import Check, Kind
-from chalicelib.config import Thresholds
+from chalicelib.config import Lender, Thresholds
 from chalicelib.delivery import Notice, deliver
 from chalicelib.formatting import au_date, money, parse_amount, parse_date
 from chalicelib.limits import quoted
@@ -45,7 +47,9 @@ class Tier:
     """One kind of repayment notice: when it is due, who gets it, how, and its flag.
 
     ``starts`` and ``ends`` give the window in days overdue (negative: before the due
-    date), both inclusive, from the thresholds; ``subject`` may name them.
+    date), both inclusive, from the thresholds. ``subject`` names the loan
+    (``{reference}``), the due date (``{due_date}``) and the real number of days
+    overdue (``{days}``: "8 days", ``{Days}``: "8 Days").
     """
 
     name: str
@@ -60,9 +64,12 @@ class Tier:
         """The days overdue on which this tier's notice is due."""
         return range(self.starts(t), self.ends(t) + 1)
 
-    def subject_for(self, t: Thresholds) -> str:
-        """The subject, with the thresholds it names filled in."""
-        return self.subject.format(t=t)
+    def subject_for(self, reference: str, due_date: str, days_overdue: int) -> str:
+        """The subject of one repayment's notice: its loan, due date and days overdue."""
+        days = day_count(days_overdue)
+        return self.subject.format(
+            reference=reference, due_date=due_date, days=days, Days=days.title()
+        )
 
     @functools.cached_property
     def kind(self) -> Kind:
@@ -88,7 +95,7 @@ TIERS: tuple[Tier, ...] = (
         "upcoming",
         "reminder_sent",
         "repayment_upcoming",
-        "Upcoming Repayment Reminder",
+        "Upcoming Repayment Reminder: {reference} due {due_date}",
         Audience.BORROWERS,
         starts=lambda t: -t.upcoming_days,
         ends=lambda t: 0,
@@ -97,7 +104,7 @@ TIERS: tuple[Tier, ...] = (
         "overdue_3_day",
         "overdue_3_day_sent",
         "repayment_overdue",
-        "OVERDUE Repayment Notice",
+        "OVERDUE Repayment Notice: {reference}, {days} overdue",
         Audience.BORROWERS,
         starts=lambda t: t.overdue_days,
         ends=lambda t: t.urgent_days - 1,
@@ -106,7 +113,7 @@ TIERS: tuple[Tier, ...] = (
         "overdue_7_day",
         "overdue_7_day_sent",
         "repayment_urgent",
-        "URGENT: {t.urgent_days} Days OVERDUE Repayment",
+        "URGENT: {Days} OVERDUE Repayment: {reference}",
         Audience.BORROWERS,
         starts=lambda t: t.urgent_days,
         ends=lambda t: t.escalation_days - 1,
@@ -115,12 +122,20 @@ TIERS: tuple[Tier, ...] = (
         "overdue_10_day",
         "overdue_10_day_sent",
         "repayment_escalation",
-        "ESCALATION: {t.escalation_days} Days Overdue Repayment",
+        "ESCALATION: {Days} Overdue Repayment: {reference}",
         Audience.BDM,
         starts=lambda t: t.escalation_days,
         ends=lambda t: t.escalation_until_days,
     ),
 )
+
+
+def day_count(days: int) -> str:
+    """``1 day``, ``8 days``: the real figure, as subjects state it."""
+    return f"{days} day" if abs(days) == 1 else f"{days} days"
+
+
+ESCALATION = TIERS[-1]
 
 
 def tier_for(days_overdue: int, t: Thresholds) -> Tier | None:
@@ -139,12 +154,27 @@ class Due:
 
 
 @dataclass(frozen=True)
+class EscalationRow:
+    """One repayment in a BDM's escalation digest, formatted for display."""
+
+    reference: str
+    borrowers: str
+    amount: str
+    due_date: str
+    days_overdue: int
+
+
+@dataclass(frozen=True)
 class NoticeOf:
-    """What a repayment notice's ledger part is about (``Part.data``)."""
+    """What a repayment notice's ledger part is about (``Part.data``).
+
+    ``row``: the repayment's line in its BDM's escalation digest (escalations only).
+    """
 
     repayment_id: str
     due_date: date
     tier: Tier
+    row: EscalationRow | None = None
 
 
 @dataclass(frozen=True)
@@ -273,25 +303,30 @@ def _drop_superseded(run: Run, notices: list[Notice[NoticeOf]]) -> list[Notice[N
     """
     later: dict[str, list[str]] = {}
     for notice in notices:
-        part = notice.parts[0]
-        about = part.data
-        position = TIERS.index(about.tier)
-        later[part.key] = [
-            notice_key(about.repayment_id, about.due_date, severer, notice.recipient.id)
-            for severer in TIERS[position + 1 :]
-        ]
+        for part in notice.parts:
+            about = part.data
+            position = TIERS.index(about.tier)
+            later[part.key] = [
+                notice_key(about.repayment_id, about.due_date, severer, notice.recipient.id)
+                for severer in TIERS[position + 1 :]
+            ]
     found = ledger.lookup(key for keys in later.values() for key in keys)
     kept = []
     for notice in notices:
-        key = notice.parts[0].key
-        done = [k for k in later[key] if k in found and found[k].status != ledger.PENDING]
-        if done:
-            logger.info(
-                "notice superseded by a more severe one",
-                extra={"check": run.summary.check, "key": key, "superseded_by": done[0]},
-            )
-            continue
-        kept.append(notice)
+        parts = []
+        for part in notice.parts:
+            done = [k for k in later[part.key] if k in found and found[k].status != ledger.PENDING]
+            if done:
+                logger.info(
+                    "notice superseded by a more severe one",
+                    extra={"check": run.summary.check, "key": part.key, "superseded_by": done[0]},
+                )
+                continue
+            parts.append(part)
+        if len(parts) == len(notice.parts):
+            kept.append(notice)
+        elif parts:
+            kept.append(replace(notice, parts=parts))
     return kept
 
 
@@ -365,7 +400,33 @@ def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite], list[Mov
         flags.append(
             FlagWrite(item.repayment, item.tier.flag, [p.key for n in made for p in n.parts])
         )
-    return notices, flags, moves
+    return _digests(run, notices), flags, moves
+
+
+def _digests(run: Run, notices: list[Notice[NoticeOf]]) -> list[Notice[NoticeOf]]:
+    """The escalations merged into one digest per BDM; the borrowers' notices as they are.
+
+    Each repayment keeps its own ledger part (key per repayment, due date and BDM),
+    so a digest is claimed, sent and recorded part by part as the stale digest is.
+    """
+    kept: list[Notice[NoticeOf]] = []
+    by_bdm: dict[str, list[Notice[NoticeOf]]] = {}
+    for notice in notices:
+        if notice.kind == ESCALATION.kind.name:
+            by_bdm.setdefault(notice.recipient.id, []).append(notice)
+        else:
+            kept.append(notice)
+    for group in by_bdm.values():
+        bdm = group[0].recipient
+        kept.append(
+            Notice(
+                kind=ESCALATION.kind.name,
+                recipient=bdm,
+                parts=[part for notice in group for part in notice.parts],
+                compose=_digest_composer(bdm, run.settings.lender),
+            )
+        )
+    return kept
 
 
 def _notices_for(
@@ -389,10 +450,12 @@ def _notices_for(
     if app is None or app.load_error:
         run.invalid(repayment.id, f"application {quoted(repayment.application_id)} does not exist")
         return []
+    reference = app.reference_number or app.id
+    subject = item.tier.subject_for(reference, au_date(item.due_date), item.days_overdue)
     context = {
         "amount": amount,
         "due_date": au_date(item.due_date),
-        "reference": app.reference_number or app.id,
+        "reference": reference,
         "days_overdue": item.days_overdue,
         "days_until_due": -item.days_overdue,
     }
@@ -411,33 +474,79 @@ def _notices_for(
         bdm = run.recipient(bdms.get(app.bd_id), "BDM", app.bd_id, for_item=repayment.id)
         if bdm is None:
             return []
-        names = [p.name for p in people]
-        notices = [_notice(run, item, bdm, {**context, "borrower_names": names})]
+        row = EscalationRow(
+            reference=reference,
+            borrowers=", ".join(p.name for p in people) or "No borrowers on file",
+            amount=amount,
+            due_date=au_date(item.due_date),
+            days_overdue=item.days_overdue,
+        )
+        notices = [_notice(run, item, bdm, context, subject, row)]
     else:
-        notices = [_notice(run, item, person, context) for person in people]
+        notices = [_notice(run, item, person, context, subject) for person in people]
     return [notice for notice in notices if notice is not None]
 
 
 def _notice(
-    run: Run, item: Due, to: Recipient, context: dict[str, object]
+    run: Run,
+    item: Due,
+    to: Recipient,
+    context: dict[str, object],
+    subject: str,
+    row: EscalationRow | None = None,
 ) -> Notice[NoticeOf] | None:
     key = notice_key(item.repayment.id, item.due_date, item.tier, to.id)
-    part = run.part(key, item.repayment.id, NoticeOf(item.repayment.id, item.due_date, item.tier))
+    about = NoticeOf(item.repayment.id, item.due_date, item.tier, row)
+    part = run.part(key, item.repayment.id, about)
     if part is None:
         return None
     return Notice(
         kind=item.tier.kind.name,
         recipient=to,
         parts=[part],
-        compose=_composer(item.tier, run.settings.thresholds, to, context),
+        compose=(
+            _composer(item.tier, to, subject, context, run.settings.lender)
+            if row is None
+            else _digest_composer(to, run.settings.lender)
+        ),
     )
 
 
 def _composer(
-    tier: Tier, t: Thresholds, to: Recipient, context: dict[str, object]
+    tier: Tier, to: Recipient, subject: str, context: dict[str, object], lender: Lender
 ) -> Callable[[Sequence[Part[NoticeOf]]], Email]:
     def compose(parts: Sequence[Part[NoticeOf]]) -> Email:
-        return render(tier.template, to, tier.subject_for(t), context)
+        return render(tier.template, to, subject, context, lender=lender)
+
+    return compose
+
+
+def digest_subject(rows: Sequence[EscalationRow]) -> str:
+    """One escalation: its loan and real days overdue; several: their count and range."""
+    if len(rows) == 1:
+        row = rows[0]
+        return ESCALATION.subject_for(row.reference, row.due_date, row.days_overdue)
+    least = min(row.days_overdue for row in rows)
+    most = max(row.days_overdue for row in rows)
+    span = day_count(most).title() if least == most else f"{least} to {most} Days"
+    return f"ESCALATION: {len(rows)} Overdue Repayments, {span}"
+
+
+def escalation_email(bdm: Recipient, rows: Sequence[EscalationRow], lender: Lender) -> Email:
+    """A BDM's escalation digest: most overdue first, then by loan reference."""
+    ordered = sorted(rows, key=lambda r: (-r.days_overdue, r.reference))
+    return render(
+        ESCALATION.template,
+        bdm,
+        digest_subject(ordered),
+        {"repayments": ordered},
+        lender=lender,
+    )
+
+
+def _digest_composer(bdm: Recipient, lender: Lender) -> Callable[[Sequence[Part[NoticeOf]]], Email]:
+    def compose(parts: Sequence[Part[NoticeOf]]) -> Email:
+        return escalation_email(bdm, [p.data.row for p in parts if p.data.row is not None], lender)
 
     return compose
 

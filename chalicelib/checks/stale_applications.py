@@ -277,6 +277,7 @@ def _row(run: Run, app: Application, days: int) -> StaleRow | None:
 
 def _composer(bdm: Recipient, run: Run) -> Callable[[Sequence[Part[StaleRow]]], Email]:
     threshold = run.settings.thresholds.stale_after_days
+    lender = run.settings.lender
 
     def compose(parts: Sequence[Part[StaleRow]]) -> Email:
         rows = sorted((p.data for p in parts), key=lambda r: (-r.days_in_stage, r.reference))
@@ -290,6 +291,7 @@ def _composer(bdm: Recipient, run: Run) -> Callable[[Sequence[Part[StaleRow]]], 
             bdm,
             subject,
             {"applications": rows, "threshold_days": threshold},
+            lender=lender,
         )
 
     return compose

@@ -26,11 +26,14 @@ _NOTE = re.compile(r"\[(N-\d+)\]")
 _LOAN = re.compile(r"on loan (\S+?)[\s,]")
 _DATE = re.compile(r"\b(\d{2}/\d{2}/\d{4})\b")
 _STALE_ROW = re.compile(r"^- (\S+): .*?(\d+) days in stage", re.MULTILINE)
+# A row of a BDM's escalation digest: "- <loan>: <borrowers>, <amount> due <date>, ..."
+_ESCALATION_ROW = re.compile(
+    r"^- (\S+): .*? due (\d{2}/\d{2}/\d{4}), \d+ days overdue$", re.MULTILINE
+)
 _REPAYMENT_KINDS = (
     ("Upcoming Repayment Reminder", "repayment_upcoming"),
     ("OVERDUE Repayment Notice", "repayment_overdue_3_day"),
     ("URGENT:", "repayment_overdue_7_day"),
-    ("ESCALATION:", "repayment_overdue_10_day"),
 )
 
 
@@ -66,6 +69,13 @@ def identities(message: EmailMessage) -> list[Identity]:
         ]
         if rows:
             return rows
+    elif subject.startswith("ESCALATION:"):
+        escalations = [
+            (to, "repayment_overdue_10_day", f"{loan}#{due}")
+            for loan, due in _ESCALATION_ROW.findall(text)
+        ]
+        if escalations:
+            return escalations
     else:
         for prefix, kind in _REPAYMENT_KINDS:
             if subject.startswith(prefix):

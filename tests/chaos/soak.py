@@ -82,6 +82,7 @@ import boto3
 
 from chalicelib.config import Reliability
 from ops import ddblocal
+from ops.demo import LENDER_ENVIRONMENT
 from ops.provisioning import provision
 from ops.stages import REGION
 from tests.chaos import crm, oracle
@@ -204,6 +205,7 @@ def base_environment(dynamodb: str, ses: str) -> dict[str, str]:
         "AWS_ENDPOINT_URL_SES": ses,
         "AWS_ENDPOINT_URL_SESV2": ses,
         "SENDER_EMAIL": SENDER,
+        **LENDER_ENVIRONMENT,
         "BUSINESS_TIMEZONE": "Australia/Sydney",
         "SES_CONFIGURATION_SET": CONFIGURATION_SET,
         "POWERTOOLS_SERVICE_NAME": "loan-reminders-chaos",

@@ -18,12 +18,16 @@ from mypy_boto3_sesv2 import SESV2Client
 from mypy_boto3_sesv2.type_defs import SendEmailResponseTypeDef
 
 from chalicelib.checks.stale_applications import StaleRow
+from chalicelib.config import Lender
 from chalicelib.mailer import Email, Recipient, render, to_mime
+from ops.demo import LENDER_ENVIRONMENT
 from ops.stages import REGION
 from tests.chaos import oracle, soak
 from tests.chaos.faults import FaultRates, Injector, SimulatedCrash
 
 SENDER = "reminders@lender.example.com.au"
+LENDER = Lender.from_env(LENDER_ENVIRONMENT)
+SENT_AT = datetime(2026, 11, 23, 1, tzinfo=UTC)
 AUTHOR = Recipient(id="staff-1", name="Jack Thompson", email="staff1@lender.example.com.au")
 BORROWER = Recipient(id="bor-03", name="Mia Patel", email="borrower03@example.net")
 REPAYMENT = {
@@ -36,7 +40,7 @@ REPAYMENT = {
 
 
 def _raw(email: Email) -> bytes:
-    return to_mime(email, SENDER)
+    return to_mime(email, SENDER, date=SENT_AT, lender=LENDER)
 
 
 def note_email() -> bytes:
@@ -49,12 +53,16 @@ def note_email() -> bytes:
         "role": "author",
     }
     subject = "Note Reminder: [N-004] Follow up with the borrower"
-    return _raw(render("note_reminder", AUTHOR, subject, context))
+    return _raw(render("note_reminder", AUTHOR, subject, context, lender=LENDER))
 
 
 def upcoming_email() -> bytes:
     """An upcoming repayment reminder as the check renders it."""
-    return _raw(render("repayment_upcoming", BORROWER, "Upcoming Repayment Reminder", REPAYMENT))
+    return _raw(
+        render(
+            "repayment_upcoming", BORROWER, "Upcoming Repayment Reminder", REPAYMENT, lender=LENDER
+        )
+    )
 
 
 def stale_digest() -> bytes:
@@ -64,7 +72,9 @@ def stale_digest() -> bytes:
         StaleRow("APP-S05", "ILOO Issued", 14, "$525,000.00", "Harbour Finance Brokers"),
     ]
     context = {"applications": rows, "threshold_days": 14}
-    return _raw(render("stale_applications", AUTHOR, "Stale Application Alert: 2", context))
+    return _raw(
+        render("stale_applications", AUTHOR, "Stale Application Alert: 2", context, lender=LENDER)
+    )
 
 
 def test_it_reads_each_notice_identity_from_the_message_itself() -> None:

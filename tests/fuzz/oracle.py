@@ -20,11 +20,21 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from chalicelib.run import RunSummary
+from ops.demo import LENDER_ENVIRONMENT
 from tests.fuzz.strategies import DOMAIN, Case
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "chalicelib" / "templates"
 # The only top-level headers a notice may carry, in this order.
-TOP_LEVEL_HEADERS = ["from", "to", "subject", "mime-version", "content-type"]
+TOP_LEVEL_HEADERS = [
+    "from",
+    "to",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+]
 MAX_LINE = 998
 # How long a reported id and reason may be (the shortened text and an ellipsis).
 REPORTED_ID_CHARS = 100
@@ -105,9 +115,12 @@ def injection_problems(sent: Sent) -> list[str]:
         problems.append(f"top-level headers are {names[:8]}")
     written = email.message_from_string(sent.raw, policy=compat32)
     decoded = email.message_from_string(sent.raw, policy=default)
-    for name in ("Cc", "Bcc", "Resent-To", "Reply-To", "Sender"):
+    for name in ("Cc", "Bcc", "Resent-To", "Sender"):
         if written.get_all(name) or decoded.get_all(name):
             problems.append(f"has a {name} header")
+    replies = [addr for _, addr in getaddresses(written.get_all("Reply-To", []))]
+    if replies != [LENDER_ENVIRONMENT["LENDER_REPLY_TO"]]:
+        problems.append("Reply-To is not the lender's own address")
     written_to = [addr for _, addr in getaddresses(written.get_all("To", []))]
     to_header = decoded["To"]
     decoded_to = [a.addr_spec for a in to_header.addresses] if to_header is not None else []

@@ -556,12 +556,13 @@ def note_case(draw: st.DrawFn, case: int) -> Case:
 
 # --- repayment reminders -----------------------------------------------------------------
 
-# d = today - due_date: the window each notice belongs to, and its subject.
+# d = today - due_date: the window each notice belongs to, and its subject, which
+# states the real number of days overdue.
 WINDOWS: tuple[tuple[int, int, str, bool], ...] = (
-    (-7, 0, "Upcoming Repayment Reminder", False),
-    (3, 6, "OVERDUE Repayment Notice", False),
-    (7, 9, "URGENT: 7 Days OVERDUE Repayment", False),
-    (10, 17, "ESCALATION: 10 Days Overdue Repayment", True),
+    (-7, 0, "Upcoming Repayment Reminder: ", False),
+    (3, 6, "OVERDUE Repayment Notice: ", False),
+    (7, 9, "URGENT: {days} Days OVERDUE Repayment: ", False),
+    (10, 17, "ESCALATION: {days} Days Overdue Repayment: ", True),
 )
 FLAGS = ("reminder_sent", "overdue_3_day_sent", "overdue_7_day_sent", "overdue_10_day_sent")
 BAD_PAID_DATES = ("2026-02-30", "yesterday", "2026-13-01", "2026-11-2\r\nBcc: x", "0000-00-00")
@@ -587,6 +588,7 @@ def repayment_case(draw: st.DrawFn, case: int) -> Case:
     days = draw(st.integers(min_value=low, max_value=high))
     if variant == "between":
         days = draw(st.sampled_from((1, 2, 18, 30, -8)))
+    subject = subject.format(days=days)
     due = (TODAY - timedelta(days=days)).isoformat()
     count = draw(st.integers(min_value=1, max_value=2))
     borrowers = [draw(person(f"c{case}-bor{k}", "borrowers")) for k in range(count)]

@@ -17,7 +17,9 @@ from chalicelib.run import RunSummary
 from tests.fuzz.harness import explore, final_line
 from tests.fuzz.oracle import Sent, injection_problems, judge, safety_problems
 from tests.fuzz.strategies import Case, Expect, Item
-from tests.support import SENDER
+from tests.support import LENDER, SENDER, sydney
+
+SENT_AT = sydney("2026-11-23 12:00")
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
@@ -58,10 +60,11 @@ def a_notice(html: str = "<p>Hi</p>") -> str:
             "remind_date": "23/11/2026",
             "role": "author",
         },
+        lender=LENDER,
     )
     if html != "<p>Hi</p>":
         email = Email(email.to, email.subject, email.text, email.html.replace("<p>", html, 1))
-    return to_mime(email, SENDER).decode("ascii")
+    return to_mime(email, SENDER, date=SENT_AT, lender=LENDER).decode("ascii")
 
 
 def test_the_oracle_accepts_a_message_as_the_service_builds_it() -> None:

@@ -15,11 +15,11 @@ from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger, mailer, registry
 from chalicelib.config import Settings
-from chalicelib.models import Notification
+from chalicelib.models import Notification, Repayment
 from chalicelib.run import RunSummary
 from tests import factories as f
 from tests.factories import BEN, BROOKE, MIA, SAM
-from tests.support import REGION, run, sent_emails, subjects_by_recipient, sydney
+from tests.support import REGION, ledger_key, run, sent_emails, subjects_by_recipient, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
@@ -72,7 +72,7 @@ def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
             "repayment_upcoming",
             "bor-1",
             BEN,
-            "Upcoming Repayment Reminder",
+            "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
             id="upcoming",
         ),
         pytest.param(
@@ -81,7 +81,7 @@ def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
             "repayment_overdue_3_day",
             "bor-1",
             BEN,
-            "OVERDUE Repayment Notice",
+            "OVERDUE Repayment Notice: APP-1001, 3 days overdue",
             id="3-day",
         ),
         pytest.param(
@@ -90,7 +90,7 @@ def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
             "repayment_overdue_7_day",
             "bor-1",
             BEN,
-            "URGENT: 7 Days OVERDUE Repayment",
+            "URGENT: 7 Days OVERDUE Repayment: APP-1001",
             id="7-day",
         ),
         pytest.param(
@@ -99,7 +99,7 @@ def test_a_stale_digest_is_recorded_under_the_stale_applications_kind(
             "repayment_overdue_10_day",
             "bdm-1",
             BROOKE,
-            "ESCALATION: 10 Days Overdue Repayment",
+            "ESCALATION: 10 Days Overdue Repayment: APP-1001",
             id="10-day",
         ),
     ],
@@ -156,6 +156,7 @@ def test_a_dry_run_of_the_stale_check_lists_the_digest_and_writes_nothing(
             "recipient_name": "Brooke Davis",
             "recipient_email": BROOKE,
             "subject": "Stale Application Alert: 2 applications",
+            "item_ids": ["app-1", "app-2"],
             "keys": [stale_key(), stale_key("app-2")],
         }
     ]
@@ -264,7 +265,9 @@ def test_a_repayment_without_an_application_is_reported_and_the_others_sent(
     summary = run("repayment_reminders", MONDAY, ses)
 
     assert summary.invalid_items == [{"item_id": "rep-2", "reason": "application_id is missing"}]
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
     assert list(Notification.by_item.query("rep-2")) == []
 
 
@@ -282,7 +285,9 @@ def test_a_repayment_of_an_application_without_borrowers_is_reported_and_the_oth
     assert summary.invalid_items == [
         {"item_id": "rep-2", "reason": "application 'app-2' has no borrowers"}
     ]
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
 
 
 def test_an_escalation_of_an_application_without_borrowers_still_reaches_the_bdm(
@@ -297,7 +302,8 @@ def test_an_escalation_of_an_application_without_borrowers_still_reaches_the_bdm
 
     # Then the escalation goes to the BDM, who is the only recipient anyway
     assert summary.invalid_items == []
-    assert subjects_by_recipient() == {BROOKE: ["ESCALATION: 10 Days Overdue Repayment"]}
+    assert subjects_by_recipient() == {BROOKE: ["ESCALATION: 10 Days Overdue Repayment: APP-1001"]}
+    assert "- APP-1001: No borrowers on file, $2,450.50 due 13/11/2026" in sent_emails()[0].text
 
 
 @pytest.fixture
@@ -371,7 +377,9 @@ def test_a_repayment_of_an_unreadable_application_is_reported(
     summary = run("repayment_reminders", MONDAY, ses)
 
     assert only_reason(summary, "rep-2") == "application 'app-2' does not exist"
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
 
 
 def test_an_unreadable_borrower_is_reported_and_the_other_borrower_reminded(
@@ -384,7 +392,9 @@ def test_an_unreadable_borrower_is_reported_and_the_other_borrower_reminded(
     summary = run("repayment_reminders", MONDAY, ses)
 
     assert only_reason(summary, "rep-1").startswith("borrower 'bor-3': unreadable item")
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
     assert MIA not in subjects_by_recipient()
 
 
@@ -739,7 +749,9 @@ def test_an_unreadable_repayment_does_not_stop_the_repayments_due_after_it(
 
     # Then rep-0 is reported and rep-1 still reaches its borrower
     assert only_reason(summary, "rep-0").startswith("unreadable item")
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
 
 
 def test_a_paid_repayment_does_not_stop_the_repayments_due_after_it(
@@ -755,4 +767,72 @@ def test_a_paid_repayment_does_not_stop_the_repayments_due_after_it(
 
     # Then only rep-1 is reminded, and nothing is reported
     assert summary.invalid_items == []
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
+
+
+def test_a_dry_run_lists_a_bdms_escalations_as_one_digest_naming_each_repayment(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given two repayments of Brooke's loans escalated on the same day
+    f.crm()
+    f.application()
+    f.application("app-2", reference_number="APP-1002")
+    f.repayment(due_date="2026-11-13")
+    f.repayment("rep-2", application_id="app-2", due_date="2026-11-11")
+
+    # When the repayment check runs as a dry run
+    summary = run("repayment_reminders", MONDAY, ses, dry_run=True)
+
+    # Then it lists one digest covering both repayments, by id and ledger key
+    assert summary.would_send == [
+        {
+            "kind": "repayment_overdue_10_day",
+            "recipient_id": "bdm-1",
+            "recipient_name": "Brooke Davis",
+            "recipient_email": BROOKE,
+            "subject": "ESCALATION: 2 Overdue Repayments, 10 to 12 Days",
+            "item_ids": ["rep-1", "rep-2"],
+            "keys": [
+                ledger_key("repayment_overdue_10_day", "rep-1", "2026-11-13", "bdm-1"),
+                ledger_key("repayment_overdue_10_day", "rep-2", "2026-11-11", "bdm-1"),
+            ],
+        }
+    ]
+    assert sent_emails() == []
+    assert Notification.count() == 0
+
+
+def test_a_bdms_escalations_go_out_as_one_digest_and_each_repayment_is_settled(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given two repayments of Brooke's loans escalated on the same day
+    f.crm()
+    f.application()
+    f.application("app-2", reference_number="APP-1002")
+    f.repayment(due_date="2026-11-13")
+    f.repayment("rep-2", application_id="app-2", due_date="2026-11-11")
+
+    # When the repayment check runs, and again later that day
+    first = run("repayment_reminders", MONDAY, ses)
+    again = run("repayment_reminders", MONDAY, ses)
+
+    # Then Brooke got one email listing both, most overdue first
+    [digest] = sent_emails()
+    assert digest.recipients == [BROOKE]
+    assert digest.subject == "ESCALATION: 2 Overdue Repayments, 10 to 12 Days"
+    rows = [line for line in digest.text.splitlines() if line.startswith("- ")]
+    assert rows == [
+        "- APP-1002: Ben Lee, $2,450.50 due 11/11/2026, 12 days overdue",
+        "- APP-1001: Ben Lee, $2,450.50 due 13/11/2026, 10 days overdue",
+    ]
+    assert (first.sent, first.emails_sent, again.sent) == (2, 1, 0)
+    # and each repayment has its own sent entry, with the one message's id, and its flag
+    entries = [
+        Notification.get(ledger_key("repayment_overdue_10_day", rep, due, "bdm-1"))
+        for rep, due in (("rep-1", "2026-11-13"), ("rep-2", "2026-11-11"))
+    ]
+    assert [e.status for e in entries] == [ledger.SENT, ledger.SENT]
+    assert entries[0].message_id == entries[1].message_id == digest.message_id
+    assert [Repayment.get(r).overdue_10_day_sent for r in ("rep-1", "rep-2")] == [True, True]

@@ -124,8 +124,8 @@ def test_imported_items_are_what_the_checks_read(service: Settings) -> None:
     assert subjects_by_recipient() == {
         "chloe.nguyen@lender.example.com.au": ["Note Reminder: Call the valuer"],
         "olivia.harris@lender.example.com.au": ["Note Reminder: Call the valuer"],
-        "emma.wilson@example.net": ["Upcoming Repayment Reminder"],
-        "noah.wilson@example.net": ["Upcoming Repayment Reminder"],
+        "emma.wilson@example.net": ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
+        "noah.wilson@example.net": ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
     }
 
 

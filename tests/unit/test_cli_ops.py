@@ -57,7 +57,7 @@ def test_seed_writes_the_demo_data_set_after_confirmation(service: Settings) -> 
 
     assert result.exit_code == 0, result.output
     assert "Write the demo data set into test-staff, test-borrowers" in result.output
-    assert "Seeded for 2026-11-23: 4 staff, 7 borrowers, 7 applications, 5 notes, 8 repayments" in (
+    assert "Seeded for 2026-11-23: 4 staff, 7 borrowers, 7 applications, 5 notes, 9 repayments" in (
         result.stdout
     )
     assert Staff.count() == 4
@@ -80,10 +80,18 @@ def test_seed_writes_nothing_when_not_confirmed(service: Settings) -> None:
     [
         ("stale_applications", "Stale Application Alert: 3 applications", "<td>ILOO Issued</td>"),
         ("note_reminders", "Note Reminder: Call the valuer", "Chase the valuation report"),
-        ("repayment_upcoming", "Upcoming Repayment Reminder", "$2,980.15"),
-        ("repayment_overdue_3_day", "OVERDUE Repayment Notice", "$2,980.15"),
-        ("repayment_overdue_7_day", "URGENT: 7 Days OVERDUE Repayment", "$2,980.15"),
-        ("repayment_overdue_10_day", "ESCALATION: 10 Days Overdue Repayment", "Emma Wilson"),
+        ("repayment_upcoming", "Upcoming Repayment Reminder: APP-1001 due 28/11/2026", "$2,980.15"),
+        (
+            "repayment_overdue_3_day",
+            "OVERDUE Repayment Notice: APP-1001, 3 days overdue",
+            "$2,980.15",
+        ),
+        ("repayment_overdue_7_day", "URGENT: 7 Days OVERDUE Repayment: APP-1001", "$2,980.15"),
+        (
+            "repayment_overdue_10_day",
+            "ESCALATION: 2 Overdue Repayments, 10 to 12 Days",
+            "<td>José Núñez, Nguyễn Thị Hoa</td>",
+        ),
     ],
 )
 def test_preview_renders_each_kind_to_an_html_file(
@@ -94,10 +102,17 @@ def test_preview_renders_each_kind_to_an_html_file(
     result = invoke("preview", kind, "--out", str(out))
 
     assert result.exit_code == 0, result.output
-    html = out.read_text()
+    html = out.read_text(encoding="utf-8")
     assert f"<title>{subject}</title>" in html
     assert detail in html
     assert str(out) in result.stdout
+    # and its plain-text part beside it, greeting the sample person by first name
+    text = out.with_suffix(".txt").read_text(encoding="utf-8")
+    assert text.startswith(("Hi Zoë,\n", "Hi Hoa,\n", "Hi José,\n"))
+    assert "Example Home Loans Pty Ltd, ABN 12 345 678 901" in text
+    assert "<p>" not in text
+    assert "<td>" not in text
+    assert str(out.with_suffix(".txt")) in result.stdout
 
 
 def test_preview_writes_next_to_the_caller_by_default(
@@ -108,10 +123,10 @@ def test_preview_writes_next_to_the_caller_by_default(
     result = invoke("--embedded", "preview", "repayment_overdue_10_day")
 
     assert result.exit_code == 0, result.output
-    assert (
-        "Emma Wilson, Noah Wilson"
-        in (tmp_path / "preview-repayment_overdue_10_day.html").read_text()
-    )
+    html = (tmp_path / "preview-repayment_overdue_10_day.html").read_text(encoding="utf-8")
+    text = (tmp_path / "preview-repayment_overdue_10_day.txt").read_text(encoding="utf-8")
+    assert "<td>José Núñez, Nguyễn Thị Hoa</td>" in html
+    assert "- APP-1001: José Núñez, Nguyễn Thị Hoa, $2,980.15 due 13/11/2026" in text
     assert not (tmp_path / ".demo").exists()  # no embedded AWS was needed
 
 
@@ -163,7 +178,7 @@ def test_history_of_an_item_shows_what_was_sent_to_whom_and_what_failed(
         in out
     )
     assert "    failed: MessageRejected: Email address is not verified." in out
-    assert "    subject: Upcoming Repayment Reminder" in out
+    assert "    subject: Upcoming Repayment Reminder: APP-1001 due 30/11/2026" in out
 
 
 def test_history_of_a_recipient(service: Settings) -> None:
@@ -177,6 +192,31 @@ def test_history_of_a_recipient(service: Settings) -> None:
     assert f"    key {MIA_UPCOMING}" in result.stdout
     assert nobody.exit_code == 0
     assert nobody.stdout == "No notices in the ledger for recipient nobody@example.net.\n"
+
+
+def test_history_shows_accented_and_non_latin_text_as_it_was_sent(service: Settings) -> None:
+    # Given Zoë's note, titled in Vietnamese and Spanish, reminded to her and to the BDM
+    factories.staff()
+    factories.staff("staff-2", "Zoë Papadopoulos", "zoe@lender.example.com.au")
+    factories.application()
+    factories.note(title="Gọi cho Nguyễn Thị Hoa về José Núñez")
+    ran = invoke("run", "note_reminders", "--date", "2026-11-23")
+    assert ran.exit_code == 0, ran.output
+
+    # When the operator looks at the note's history and at Zoë's
+    by_item = invoke("history", "--item", "note-1")
+    by_recipient = invoke("history", "--recipient", "zoe@lender.example.com.au")
+
+    # Then both show the subject as the email carried it
+    subject = "Note Reminder: Gọi cho Nguyễn Thị Hoa về José Núñez"
+    assert by_item.exit_code == by_recipient.exit_code == 0
+    assert by_item.stdout.count(f"    subject: {subject}") == 2
+    assert f"    subject: {subject}" in by_recipient.stdout
+    to_zoe = next(e for e in sent_emails() if e.recipients == ["zoe@lender.example.com.au"])
+    assert (to_zoe.subject, to_zoe.message["To"].addresses[0].display_name) == (
+        subject,
+        "Zoë Papadopoulos",
+    )
 
 
 @pytest.mark.parametrize("args", [[], ["--item", "rep-1", "--recipient", BEN]])
@@ -275,8 +315,8 @@ def test_retry_failed_requeues_a_rejected_notice_and_the_next_run_sends_it(
     )
     assert again.exit_code == 0, again.output
     assert subjects_by_recipient() == {
-        MIA: ["Upcoming Repayment Reminder"],
-        BEN: ["Upcoming Repayment Reminder"],
+        MIA: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
     }
     assert (Notification.get(BEN_UPCOMING).status, Notification.get(BEN_UPCOMING).attempts) == (
         "sent",
@@ -387,11 +427,11 @@ def test_embedded_commands_share_the_demo_state(
     # Then the emails are in the outbox and the ledger is kept in the state file
     assert seeded.exit_code == 0, seeded.output
     assert ran.exit_code == 0, ran.output
-    assert "  sent         6 notice(s) in 6 email(s)" in ran.stdout
+    assert "  sent         7 notice(s) in 6 email(s)" in ran.stdout  # a digest of two
     assert "6 email(s) written to outbox/2026-11-23/" in ran.stdout
     assert len(list((tmp_path / "outbox" / "2026-11-23").glob("*.eml"))) == 6
     history = invoke("--embedded", "--state", str(state), "history", "--item", "rep-today")
-    assert "  sent     repayment_upcoming to marco.rossi@example.net (bor-rossi)" in history.stdout
+    assert "  sent     repayment_upcoming to jose.nunez@example.net (bor-nunez)" in history.stdout
 
     # And `make demo` on the same state sends no repayment reminder again
     with freeze_time(NOON):
@@ -503,6 +543,6 @@ def test_mark_pending_lets_the_checks_find_items_written_before_the_indexes(
     assert sorted(e.subject for e in sent_emails()) == [
         "Note Reminder: Call the valuer",
         "Note Reminder: Call the valuer",
-        "Upcoming Repayment Reminder",
-        "Upcoming Repayment Reminder",
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
     ]

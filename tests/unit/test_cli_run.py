@@ -230,3 +230,24 @@ def test_a_missing_setting_is_a_usage_error(
 
     assert result.exit_code == 2
     assert "SENDER_EMAIL is not set" in result.output
+
+
+def test_a_dry_run_lists_a_digest_once_with_the_items_it_covers(service: Settings) -> None:
+    # Given two of Brooke's repayments escalated on the same day
+    factories.crm()
+    factories.application()
+    factories.application("app-2", reference_number="APP-1002")
+    factories.repayment(due_date="2026-11-13")
+    factories.repayment("rep-2", application_id="app-2", due_date="2026-11-11")
+
+    # When the repayment check runs dry
+    result = invoke("run", "repayment_reminders", "--date", "2026-11-23", "--dry-run")
+
+    # Then one line names the digest, its real figures and both repayments' ids
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.stdout.splitlines() if line.startswith("  -> ")]
+    assert listed == [
+        f"  -> repayment_overdue_10_day to Brooke Davis <{BROOKE}>: "
+        "ESCALATION: 2 Overdue Repayments, 10 to 12 Days [rep-1, rep-2]"
+    ]
+    assert "  would send   2 notice(s) in 1 email(s)" in result.stdout

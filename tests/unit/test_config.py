@@ -8,7 +8,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib.config import ConfigError, SendLimits, Settings, Tables, Thresholds, Windows
+from chalicelib.config import (
+    LENDER_VARIABLES,
+    ConfigError,
+    Lender,
+    SendLimits,
+    Settings,
+    Tables,
+    Thresholds,
+    Windows,
+)
+from ops.stages import stage_environment, stage_names
 from tests.support import BASE_ENV, REGION
 
 
@@ -128,6 +138,13 @@ def test_settings_region_falls_back_to_aws_default_region() -> None:
         ({"SEND_RATE_PERCENT": "0"}, "SEND_RATE_PERCENT must be between 1 and 100"),
         ({"SEND_RATE_PERCENT": "101"}, "SEND_RATE_PERCENT must be between 1 and 100"),
         ({"SEND_RATE_PERCENT": "95%"}, "SEND_RATE_PERCENT must be a whole number of percent"),
+        *[({name: None}, f"{name} is not set") for name in LENDER_VARIABLES.values()],
+        ({"LENDER_NAME": "Example\r\nBcc: b@example.com"}, "LENDER_NAME must be a single line"),
+        ({"LENDER_ABN": "12 345 678"}, "LENDER_ABN must be an 11-digit ABN, got '12 345 678'"),
+        ({"LENDER_ABN": "12 345 678 90x"}, "LENDER_ABN must be an 11-digit ABN"),
+        ({"LENDER_EMAIL": "loans at example"}, "LENDER_EMAIL must be one email address"),
+        ({"LENDER_REPLY_TO": "a@x.example, b@x.example"}, "LENDER_REPLY_TO must be one email"),
+        ({"LENDER_REPLY_TO": "zoë@example.com"}, "LENDER_REPLY_TO must be one email address"),
     ],
 )
 def test_settings_errors_name_the_variable(changes: dict[str, str | None], message: str) -> None:
@@ -140,3 +157,29 @@ def test_settings_errors_name_the_variable(changes: dict[str, str | None], messa
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.from_env(env)
+
+
+def test_the_lender_identity_comes_from_its_variables() -> None:
+    settings = Settings.from_env(
+        {**BASE_ENV, "LENDER_NAME": " Prêts Zoë ", "LENDER_ABN": "51824753556"}
+    )
+
+    assert settings.lender == Lender(
+        name="Prêts Zoë",
+        legal_name="Example Home Loans Pty Ltd",
+        abn="51824753556",
+        address="PO Box 1234, Sydney NSW 2001",
+        phone="1300 000 000",
+        email="loans@lender.example.com.au",
+        reply_to="loans@lender.example.com.au",
+    )
+
+
+@pytest.mark.parametrize("stage", stage_names())
+def test_every_stage_configures_a_complete_lender_identity(stage: str) -> None:
+    env = stage_environment(stage)
+
+    lender = Lender.from_env(env)
+
+    assert set(LENDER_VARIABLES.values()) <= set(env)
+    assert lender.legal_name.endswith("Pty Ltd")

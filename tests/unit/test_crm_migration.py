@@ -58,21 +58,37 @@ def test_the_real_export_imports_without_overwriting_anyone(service: Settings) -
         "user-1": {
             "id": "user-1",
             "name": "Alice Admin",
+            "first_name": "Alice",
             "email": "alice.admin@lender.example.com.au",
         },
-        "user-2": {"id": "user-2", "name": "Olivia Harris", "email": OLIVIA},
-        "user-3": {"id": "user-3", "name": "Michael Chen", "email": MICHAEL},
-        "user-4": {"id": "user-4", "name": "Chloe Nguyen", "email": CHLOE},
-        "user-5": {"id": "user-5", "name": "Emma Wilson", "email": EMMA},
-        "user-6": {"id": "user-6", "name": "Raj Patel", "email": ACME},
+        # A user's own first name, also when its BDM record gives the name
+        "user-2": {
+            "id": "user-2",
+            "name": "Olivia Harris",
+            "first_name": "Olivia",
+            "email": OLIVIA,
+        },
+        "user-3": {
+            "id": "user-3",
+            "name": "Michael Chen",
+            "first_name": "Michael",
+            "email": MICHAEL,
+        },
+        "user-4": {"id": "user-4", "name": "Chloe Nguyen", "first_name": "Chloe", "email": CHLOE},
+        "user-5": {"id": "user-5", "name": "Emma Wilson", "first_name": "Emma", "email": EMMA},
+        "user-6": {"id": "user-6", "name": "Raj Patel", "first_name": "Raj", "email": ACME},
+        # A BDM without a user has a name only: no first name is guessed from it
         "bdm-3": {"id": "bdm-3", "name": "Sam Field", "email": SAM},
     }
-    borrowers = {b: (v.get("name"), v.get("email")) for b, v in items(Borrower).items()}
+    borrowers = {
+        b: (v.get("name"), v.get("first_name"), v.get("email")) for b, v in items(Borrower).items()
+    }
     assert borrowers == {
-        "1": ("Emma Wilson", EMMA),
-        "2": ("Noah Wilson", NOAH),
-        "3": ("Acme Holdings Pty Ltd", ACME),
-        "4": ("Priya Patel", "priya.patel@example.net"),
+        "1": ("Emma Wilson", "Emma", EMMA),
+        "2": ("Noah Wilson", "Noah", NOAH),
+        # a company has no first name
+        "3": ("Acme Holdings Pty Ltd", None, ACME),
+        "4": ("Priya Patel", "Priya", "priya.patel@example.net"),
     }
     bd_ids = {a: v.get("bd_id") for a, v in items(Application).items()}
     assert bd_ids == {"100": "user-2", "101": "bdm-3", "102": "user-3", "103": "user-3"}
@@ -106,16 +122,22 @@ def test_the_checks_reach_exactly_whom_the_crms_data_names(service: Settings) ->
         CHLOE: ["Note Reminder: Call the valuer"],
         MICHAEL: [
             "Note Reminder: Company financials",
-            "ESCALATION: 10 Days Overdue Repayment",  # repayment 902, to BDM 2's user
+            # repayment 902, to BDM 2's user
+            "ESCALATION: 10 Days Overdue Repayment: APP-1003",
         ],
         # repayment 900 (due in 7 days): both borrowers, Emma through her portal user
-        EMMA: ["Upcoming Repayment Reminder"],
-        NOAH: ["Upcoming Repayment Reminder"],
+        EMMA: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
+        NOAH: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"],
         # repayment 901 (3 days overdue): the company, through its portal user
-        ACME: ["OVERDUE Repayment Notice"],
+        ACME: ["OVERDUE Repayment Notice: APP-1002, 3 days overdue"],
     }
     acme = next(e for e in sent_emails() if e.recipients == [ACME])
     assert acme.text.startswith("Hi Acme Holdings Pty Ltd,")
+    # people are greeted by the first name the CRM has for them
+    emma = next(e for e in sent_emails() if e.recipients == [EMMA])
+    assert emma.text.startswith("Hi Emma,\r\n")
+    michael = next(e for e in sent_emails() if e.recipients == [MICHAEL])
+    assert michael.text.startswith("Hi Michael,\r\n")
     escalation = next(e for e in sent_emails() if e.subject.startswith("ESCALATION"))
     assert "Priya Patel" in escalation.text
     assert "m.chen.old@" not in json.dumps([e.recipients for e in sent_emails()])

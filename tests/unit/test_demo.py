@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -51,15 +52,33 @@ def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(
         "Note Reminder: Call the valuer",
         "Note Reminder: Follow up payslips",
         "Note Reminder: Check settlement date",
-        "Upcoming Repayment Reminder",
-        "OVERDUE Repayment Notice",
-        "URGENT: 7 Days OVERDUE Repayment",
-        "ESCALATION: 10 Days Overdue Repayment",
+        "Upcoming Repayment Reminder: APP-1005 due 23/11/2026",
+        "Upcoming Repayment Reminder: APP-1006 due 28/11/2026",
+        "OVERDUE Repayment Notice: APP-1003, 4 days overdue",
+        # 8 days overdue: the subject says 8, as the body does
+        "URGENT: 8 Days OVERDUE Repayment: APP-1001",
+        # Olivia's two escalations, in one digest
+        "ESCALATION: 2 Overdue Repayments, 10 to 12 Days",
     }
     assert len(emails) == 13
     assert all(p.with_suffix(".html").exists() for p in emails)
-    index = (folder / "index.html").read_text()
+    index = (folder / "index.html").read_text(encoding="utf-8")
     assert "13 email(s)" in index
+    assert "Zoë Papadopoulos" in index
+    # and every message names the lender, takes replies, and is dated and identified
+    messages = [email.message_from_bytes(p.read_bytes(), policy=default) for p in emails]
+    for message in messages:
+        assert message["From"].addresses[0].display_name == "Example Home Loans"
+        assert message["Reply-To"].addresses[0].addr_spec == "loans@lender.example.com.au"
+        assert message["Date"].datetime.isoformat() == "2026-11-23T12:00:00+11:00"
+        assert message["Message-ID"].endswith("@lender.example.com.au>")
+    assert len({str(m["Message-ID"]) for m in messages}) == 13
+    zoe = next(p for p in emails if "zoe-papadopoulos" in p.name)
+    assert "<p>Hi Zoë,</p>" in zoe.with_suffix(".html").read_text(encoding="utf-8")
+    jose = next(m for m in messages if m["To"].addresses[0].username == "jose.nunez")
+    assert str(jose["To"]) == "José Núñez <jose.nunez@example.net>"
+    # the .eml is the message as SES received it: 7-bit clean, our own encoded words
+    assert all(p.read_bytes().isascii() for p in emails)
     assert "seeded a new demo CRM" in first
     assert '"_aws"' not in first  # no CloudWatch metrics documents cluttering the table
     assert "rep-no-amount: amount is missing" in first
@@ -135,10 +154,10 @@ def test_the_outbox_index_shows_each_emails_check_kind_recipient_subject_and_tim
     assert header == ["Check", "Kind", "To", "Subject", "Sent", "Message"]
     assert len(rows) == 13
     by_subject = {row[3]: row for row in rows}
-    assert by_subject["ESCALATION: 10 Days Overdue Repayment"][:3] == [
+    assert by_subject["ESCALATION: 2 Overdue Repayments, 10 to 12 Days"][:3] == [
         "repayment_reminders",
         "repayment_overdue_10_day",
-        by_subject["ESCALATION: 10 Days Overdue Repayment"][2],
+        by_subject["ESCALATION: 2 Overdue Repayments, 10 to 12 Days"][2],
     ]
     assert by_subject["Stale Application Alert: APP-1004"][:2] == [
         "stale_applications",
@@ -165,7 +184,9 @@ def test_the_outbox_index_escapes_crm_text(tmp_path: Path) -> None:
 
     # When the outbox is written
     with demo.embedded_aws(tmp_path / "state.json"):
-        demo.write_outbox([demo.Outgoing("m-1", message)], tmp_path / "o", [summary])
+        demo.write_outbox(
+            [demo.Outgoing("m-1", message, bytes(message))], tmp_path / "o", [summary]
+        )
 
     # Then the markup is shown as text, never as elements
     page = (tmp_path / "o" / "index.html").read_text(encoding="utf-8")
@@ -285,3 +306,34 @@ def test_the_demo_piped_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path
     assert stderr.decode() == ""
     assert process.returncode == 0
     assert len(list((tmp_path / "outbox" / "2026-11-23").glob("*.eml"))) == 13
+
+
+def test_the_demo_writes_accented_names_to_the_outbox_whatever_the_locale(
+    tmp_path: Path,
+) -> None:
+    # Given a shell whose locale encodes text files as ASCII (no UTF-8 mode)
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONUTF8": "0",
+        "PYTHONPATH": str(PROJECT_DIR),
+    }
+
+    # When the demo sends to Zoë Papadopoulos, José Núñez and Nguyễn Thị Hoa
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.demo", "--date", "2026-11-23", "--outbox", "o", "--state", "s"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    # Then every email is written, its HTML in UTF-8 (no UnicodeEncodeError after the send)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "o" / "2026-11-23"
+    assert len(list(folder.glob("*.eml"))) == 13
+    pages = [p.read_text(encoding="utf-8") for p in folder.glob("*.html")]
+    for name in ("Hi Zoë,", "Hi José,", "Hi Hoa,", "Zoë Papadopoulos"):
+        assert any(name in page for page in pages), name

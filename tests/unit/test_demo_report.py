@@ -28,8 +28,9 @@ def test_the_demo_writes_a_report_of_a_month_of_varied_ledger_history(
     (days,) = {tuple(trace["x"]) for trace in traces.values()}
     assert (days[0], days[-1], len(days)) == ("2026-10-25", "2026-11-23", 30)
     assert all(sum(trace["y"][n] for trace in traces.values()) > 0 for n in range(30))
-    # ... today's included: the 13 emails' 15 notices (a digest covers three applications)
-    assert sum(trace["y"][-1] for trace in traces.values()) == 15
+    # ... today's included: the 13 emails' 16 notices (the stale digest covers three
+    # applications, the escalation digest two repayments)
+    assert sum(trace["y"][-1] for trace in traces.values()) == 16
     # ... with every outcome present, and the two addresses that keep failing listed
     total = page.rows("outcomes")["all checks"]
     assert all(int(figure) > 0 for figure in total), total

@@ -28,6 +28,7 @@ from chalicelib.config import Settings, Tables, Thresholds
 from chalicelib.registry import CHECKS
 from ops import infra, stages
 from ops.cli import cli
+from ops.demo import LENDER_ENVIRONMENT
 from ops.stages import StageError, stage_environment
 from tests import factories as f
 from tests.support import REGION, run, ses_error, ses_faults, sydney
@@ -576,6 +577,7 @@ def test_a_stage_without_a_configuration_set_gets_no_ses_event_resources_or_gran
         {
             **{f"{t.name.upper()}_TABLE": f"x-{t.name}" for t in fields(Tables)},
             "SENDER_EMAIL": "a@example.com",
+            **LENDER_ENVIRONMENT,
             "AWS_REGION": REGION,
         }
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import email
+import re
+from dataclasses import replace
 from email.policy import default
 from typing import Any
 
@@ -28,7 +30,11 @@ from chalicelib.mailer import (
     ThrottledSendError,
     TransientSendError,
 )
-from tests.support import REGION, SENDER, ses_error
+from tests.support import LENDER, REGION, SENDER, ses_error, sydney
+
+# The run's time a message is dated by (business time), and a Message-ID to compare.
+AT = sydney("2026-11-23 12:00")
+MSG_ID = "<0123456789abcdef@lender.example.com.au>"
 
 # The longest domain there can be: 253 characters.
 DOMAIN_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
@@ -154,15 +160,17 @@ def test_a_mailbox_name_is_cut_at_80_characters() -> None:
 
 
 def test_a_message_is_our_header_block_then_a_quoted_printable_alternative_body() -> None:
-    raw = mailer.to_mime(notice(text="Héllo"), SENDER)
+    raw = mailer.to_mime(notice(text="Héllo"), SENDER, date=AT, msg_id=MSG_ID)
 
     head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
-    assert head[:3] == [
+    assert head[:5] == [
         f"From: {SENDER}",
         'To: "Ben Lee" <ben.lee@example.net>',
         "Subject: Upcoming Repayment Reminder",
+        "Date: Mon, 23 Nov 2026 12:00:00 +1100",
+        f"Message-ID: {MSG_ID}",
     ]
-    assert [line.split(":")[0] for line in head[3:5]] == ["MIME-Version", "Content-Type"]
+    assert [line.split(":")[0] for line in head[5:7]] == ["MIME-Version", "Content-Type"]
     message = email.message_from_bytes(raw, policy=default)
     assert message.get_content_type() == "multipart/alternative"
     text, html = message.iter_parts()
@@ -181,7 +189,7 @@ def test_body_text_that_looks_like_a_boundary_stays_inside_its_part() -> None:
     forged = "--=_0123\n--=_0123--\nContent-Type: text/html\n\n<b>x</b>"
 
     # When it is built into a message
-    raw = mailer.to_mime(notice(text=forged), SENDER)
+    raw = mailer.to_mime(notice(text=forged), SENDER, date=AT)
 
     # Then the message still has exactly two parts and the text reads back unchanged
     text, html = email.message_from_bytes(raw, policy=default).iter_parts()
@@ -194,7 +202,7 @@ def test_a_long_unbroken_line_is_soft_broken_with_crlf() -> None:
     line = "é" + "x" * 300
 
     # When it is built into a message
-    raw = mailer.to_mime(notice(text=line), SENDER)
+    raw = mailer.to_mime(notice(text=line), SENDER, date=AT)
 
     # Then every line ends CRLF, none is longer than 76 in the body, and it reads back whole
     body = raw.split(b"\r\n\r\n", 1)[1]
@@ -221,9 +229,9 @@ def test_a_raw_message_that_is_not_clean_is_refused(raw: bytes, problem: str) ->
 
 
 def test_a_line_of_exactly_998_characters_is_accepted_by_the_line_check() -> None:
-    raw = mailer.to_mime(notice(), SENDER)
+    raw = mailer.to_mime(notice(), SENDER, date=AT, msg_id=MSG_ID)
     head, body = raw.split(b"\r\n\r\n", 1)
-    headers = mailer.header_block(notice(), SENDER)
+    headers = mailer.header_block(notice(), SENDER, date=AT, msg_id=MSG_ID)
     padded = head + b"\r\nX-Pad: " + b"x" * 990 + b"\r\n\r\n" + body
     with pytest.raises(MessageBuildError) as raised:
         mailer.verify(padded, headers, "ben.lee@example.net")
@@ -231,16 +239,18 @@ def test_a_line_of_exactly_998_characters_is_accepted_by_the_line_check() -> Non
 
 
 def test_a_header_that_reads_back_differently_is_refused() -> None:
-    headers = mailer.header_block(notice(), SENDER)
-    raw = mailer.to_mime(notice(), SENDER).replace(b"Subject: Upcoming", b"Subject: Upcomin!")
+    headers = mailer.header_block(notice(), SENDER, date=AT, msg_id=MSG_ID)
+    raw = mailer.to_mime(notice(), SENDER, date=AT, msg_id=MSG_ID).replace(
+        b"Subject: Upcoming", b"Subject: Upcomin!"
+    )
     with pytest.raises(MessageBuildError) as raised:
         mailer.verify(raw, headers, "ben.lee@example.net")
     assert raised.value.reason == "Subject header does not read back as written"
 
 
 def test_a_to_header_for_anyone_else_is_refused() -> None:
-    headers = mailer.header_block(notice(), SENDER)
-    raw = mailer.to_mime(notice(), SENDER)
+    headers = mailer.header_block(notice(), SENDER, date=AT, msg_id=MSG_ID)
+    raw = mailer.to_mime(notice(), SENDER, date=AT, msg_id=MSG_ID)
     with pytest.raises(MessageBuildError) as raised:
         mailer.verify(raw, headers, "mia.chen@example.net")
     assert raised.value.reason == "To header does not hold exactly the intended recipient"
@@ -267,7 +277,7 @@ def test_a_send_with_a_configuration_set_names_it_and_tags_the_token() -> None:
     client = Recording()
     sender = Mailer(SENDER, REGION, client=client, configuration_set="reminders")  # type: ignore[arg-type]
 
-    assert sender.send(notice(), "tok-1") == "1234"
+    assert sender.send(notice(), "tok-1", date=AT) == "1234"
 
     [request] = client.requests
     assert request["FromEmailAddress"] == SENDER
@@ -277,10 +287,56 @@ def test_a_send_with_a_configuration_set_names_it_and_tags_the_token() -> None:
     assert data.startswith(f"From: {SENDER}\r\nTo: ".encode())
 
 
+def test_a_lender_gives_the_from_line_its_name_and_a_reply_to() -> None:
+    raw = mailer.to_mime(notice(), SENDER, date=AT, lender=LENDER, msg_id=MSG_ID)
+
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+    assert head[:6] == [
+        f'From: "Example Home Loans" <{SENDER}>',
+        'To: "Ben Lee" <ben.lee@example.net>',
+        'Reply-To: "Example Home Loans" <loans@lender.example.com.au>',
+        "Subject: Upcoming Repayment Reminder",
+        "Date: Mon, 23 Nov 2026 12:00:00 +1100",
+        f"Message-ID: {MSG_ID}",
+    ]
+
+
+def test_a_lender_name_from_configuration_is_encoded_by_our_own_code() -> None:
+    # Given a lender name with accents, a line break and a header of its own
+    odd = replace(LENDER, name="Prêts Zoë\r\nBcc: evil@x.example")
+
+    # When a message is built
+    raw = mailer.to_mime(notice(), SENDER, date=AT, lender=odd, msg_id=MSG_ID)
+
+    # Then the name is one line of our encoded words, and no header was added
+    message = email.message_from_bytes(raw, policy=default)
+    assert raw.isascii()
+    [sender] = message["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Prêts Zoë Bcc: evil@x.example", SENDER)
+    assert message["Reply-To"].addresses[0].addr_spec == "loans@lender.example.com.au"
+    assert message["Bcc"] is None
+    assert raw.startswith(b"From: =?utf-8?b?")
+
+
+def test_every_message_gets_its_own_message_id_on_the_senders_domain() -> None:
+    ids = {
+        str(email.message_from_bytes(mailer.to_mime(notice(), SENDER, date=AT))["Message-ID"])
+        for _ in range(3)
+    }
+
+    assert len(ids) == 3
+    assert all(re.fullmatch(r"<[0-9a-f]{32}@lender\.example\.com\.au>", i) for i in ids)
+
+
+def test_a_message_date_without_a_time_zone_is_refused() -> None:
+    with pytest.raises(MessageBuildError, match="no time zone"):
+        mailer.to_mime(notice(), SENDER, date=AT.replace(tzinfo=None))
+
+
 def test_a_send_without_a_token_or_configuration_set_carries_neither() -> None:
     client = Recording()
-    Mailer(SENDER, REGION, client=client, configuration_set="reminders").send(notice())  # type: ignore[arg-type]
-    Mailer(SENDER, REGION, client=client).send(notice(), "tok-1")  # type: ignore[arg-type]
+    Mailer(SENDER, REGION, client=client, configuration_set="reminders").send(notice(), date=AT)  # type: ignore[arg-type]
+    Mailer(SENDER, REGION, client=client).send(notice(), "tok-1", date=AT)  # type: ignore[arg-type]
 
     first, second = client.requests
     assert first["ConfigurationSetName"] == "reminders"
@@ -378,7 +434,7 @@ def test_a_failed_send_raises_what_the_failure_means(
 ) -> None:
     sender = Mailer(SENDER, REGION, client=Recording(raised))  # type: ignore[arg-type]
     with pytest.raises(kind) as caught:
-        sender.send(notice())
+        sender.send(notice(), date=AT)
     assert caught.value.__cause__ is raised
     assert isinstance(caught.value, mailer.SendError)
     if not isinstance(raised, ClientError):
@@ -410,12 +466,12 @@ def test_a_send_waits_for_its_pace_once_the_message_is_built_just_before_the_req
 
     # When a message is sent, and one that cannot be built (SES cannot take the address)
     Mailer(SENDER, REGION, client=client).send(  # type: ignore[arg-type]
-        notice(), pace=lambda: waited.append(len(client.requests))
+        notice(), date=AT, pace=lambda: waited.append(len(client.requests))
     )
     zoe = Recipient("bor-9", "Zoë", "zoë@example.com")
     with pytest.raises(PermanentSendError):
         Mailer(SENDER, REGION, client=client).send(  # type: ignore[arg-type]
-            notice(to=zoe), pace=lambda: waited.append(len(client.requests))
+            notice(to=zoe), date=AT, pace=lambda: waited.append(len(client.requests))
         )
 
     # Then the first waited once, right before its request; the second never took a slot

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import ledger, registry
-from chalicelib.checks.repayment_reminders import TIERS, Audience, tier_for
+from chalicelib.checks.repayment_reminders import (
+    TIERS,
+    Audience,
+    EscalationRow,
+    digest_subject,
+    tier_for,
+)
 from chalicelib.config import Thresholds
 
 CUSTOM = Thresholds(upcoming_days=5, overdue_days=2, urgent_days=6, escalation_days=12)
@@ -32,12 +38,18 @@ def test_the_default_windows_are_the_documented_days() -> None:
     assert [tier_for(d, t) for d in (1, 2, 18)] == [None, None, None]
 
 
-def test_only_the_escalation_goes_to_the_bdm_and_subjects_name_the_configured_days() -> None:
+def test_only_the_escalation_goes_to_the_bdm_and_subjects_state_the_real_days_and_loan() -> None:
     assert [tier.audience for tier in TIERS] == [Audience.BORROWERS] * 3 + [Audience.BDM]
-    assert [tier.subject_for(CUSTOM) for tier in TIERS[2:]] == [
-        "URGENT: 6 Days OVERDUE Repayment",
-        "ESCALATION: 12 Days Overdue Repayment",
+    # The configured thresholds no longer appear: the subject says how late it really is.
+    assert [tier.subject_for("APP-7", "16/11/2026", 8) for tier in TIERS] == [
+        "Upcoming Repayment Reminder: APP-7 due 16/11/2026",
+        "OVERDUE Repayment Notice: APP-7, 8 days overdue",
+        "URGENT: 8 Days OVERDUE Repayment: APP-7",
+        "ESCALATION: 8 Days Overdue Repayment: APP-7",
     ]
+    assert TIERS[1].subject_for("APP-7", "22/11/2026", 1) == (
+        "OVERDUE Repayment Notice: APP-7, 1 day overdue"
+    )
 
 
 def test_tiers_run_mildest_first_each_with_its_own_flag() -> None:
@@ -69,3 +81,15 @@ def test_a_kind_builds_its_ledger_key_from_its_free_parts_in_order() -> None:
         assert str(raised.value) == (
             "repayment_overdue_3_day keys take repayment_id, due_date, recipient_id"
         )
+
+
+def test_an_escalation_digest_subject_names_one_loan_or_counts_several() -> None:
+    one = EscalationRow("APP-7", "Ben Lee", "$1.00", "13/11/2026", 10)
+    same_day = EscalationRow("APP-8", "Mia Chen", "$2.00", "13/11/2026", 10)
+    later = EscalationRow("APP-9", "Zoë", "$3.00", "06/11/2026", 17)
+
+    assert digest_subject([one]) == "ESCALATION: 10 Days Overdue Repayment: APP-7"
+    assert digest_subject([one, same_day]) == "ESCALATION: 2 Overdue Repayments, 10 Days"
+    assert digest_subject([later, one, same_day]) == (
+        "ESCALATION: 3 Overdue Repayments, 10 to 17 Days"
+    )

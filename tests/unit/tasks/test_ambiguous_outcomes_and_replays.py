@@ -344,8 +344,8 @@ def test_an_upcoming_reminder_is_never_sent_after_the_overdue_notice(
     f.repayment_due_to_two_borrowers()
     run("repayment_reminders", sydney("2026-12-03 09:00"), ses)
     assert subjects_by_recipient() == {
-        BEN: ["OVERDUE Repayment Notice"],
-        MIA: ["OVERDUE Repayment Notice"],
+        BEN: ["OVERDUE Repayment Notice: APP-1001, 3 days overdue"],
+        MIA: ["OVERDUE Repayment Notice: APP-1001, 3 days overdue"],
     }
 
     # When a run for 30 November (inside the upcoming window) happens afterwards
@@ -378,7 +378,7 @@ def test_a_less_severe_notice_is_not_sent_when_a_severer_one_reached_some_borrow
 
     # Then neither borrower gets the milder upcoming reminder
     assert late.sent == 0
-    assert subjects_by_recipient() == {BEN: ["OVERDUE Repayment Notice"]}
+    assert subjects_by_recipient() == {BEN: ["OVERDUE Repayment Notice: APP-1001, 3 days overdue"]}
     with pytest.raises(DoesNotExist):
         Notification.get(REP1_BEN)
 

@@ -7,6 +7,7 @@ Assertions are on what moto's SES captured and on DynamoDB state only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -41,10 +42,28 @@ MIA = "mia.chen@example.net"
 
 FLAGS = ("reminder_sent", "overdue_3_day_sent", "overdue_7_day_sent", "overdue_10_day_sent")
 
-UPCOMING = "Upcoming Repayment Reminder"
-OVERDUE = "OVERDUE Repayment Notice"
-URGENT = "URGENT: 7 Days OVERDUE Repayment"
-ESCALATION = "ESCALATION: 10 Days Overdue Repayment"
+
+# The subjects as borrowers and the BDM read them: the loan and the real day count.
+def upcoming(days: int) -> str:
+    """The upcoming reminder of a repayment due ``-days`` days from today."""
+    return f"Upcoming Repayment Reminder: APP-1001 due {shown(days)}"
+
+
+def overdue(days: int) -> str:
+    return f"OVERDUE Repayment Notice: APP-1001, {days} days overdue"
+
+
+def urgent(days: int) -> str:
+    return f"URGENT: {days} Days OVERDUE Repayment: APP-1001"
+
+
+def escalation(days: int) -> str:
+    return f"ESCALATION: {days} Days Overdue Repayment: APP-1001"
+
+
+def shown(days: int) -> str:
+    """The due date ``days`` days ago as the emails show it (01/12/2026)."""
+    return (TODAY - timedelta(days=days)).strftime("%d/%m/%Y")
 
 
 # --- helpers -----------------------------------------------------------------
@@ -576,7 +595,7 @@ def test_an_upcoming_repayment_reminds_each_borrower_separately(
     # Then each borrower gets their own reminder, addressed to them alone
     emails = by_recipient(sent_emails())
     assert set(emails) == {BEN, MIA}
-    assert {e.subject for e in emails.values()} == {UPCOMING}
+    assert {e.subject for e in emails.values()} == {upcoming(-3)}
     assert "Hi Ben Lee" in emails[BEN].text
     assert "Mia" not in emails[BEN].text
     assert "Hi Mia Chen" in emails[MIA].text
@@ -586,23 +605,22 @@ def test_an_upcoming_repayment_reminds_each_borrower_separately(
 
 
 @pytest.mark.parametrize(
-    ("window", "subject", "flag", "recipients"),
+    ("window", "subject", "flag"),
     [
-        (range(-7, 1), UPCOMING, "reminder_sent", {BEN, MIA}),
-        (range(3, 7), OVERDUE, "overdue_3_day_sent", {BEN, MIA}),
-        (range(7, 10), URGENT, "overdue_7_day_sent", {BEN, MIA}),
-        (range(10, 18), ESCALATION, "overdue_10_day_sent", {BDM}),
+        (range(-7, 1), upcoming, "reminder_sent"),
+        (range(3, 7), overdue, "overdue_3_day_sent"),
+        (range(7, 10), urgent, "overdue_7_day_sent"),
     ],
-    ids=["upcoming-7..0", "overdue-3..6", "urgent-7..9", "escalation-10..17"],
+    ids=["upcoming-7..0", "overdue-3..6", "urgent-7..9"],
 )
-def test_every_day_of_a_window_gets_that_windows_notice(
+def test_every_day_of_a_borrower_window_gets_that_windows_notice(
     service: Settings,
     ses: SESV2Client,
     window: range,
-    subject: str,
+    subject: Callable[[int], str],
     flag: str,
-    recipients: set[str],
 ) -> None:
+    recipients = {BEN, MIA}
     # Given one unpaid repayment for each day of the window (d = today - due date)
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
@@ -613,7 +631,10 @@ def test_every_day_of_a_window_gets_that_windows_notice(
 
     # Then every recipient gets one email per repayment, addressed to them alone
     emails = sent_emails()
-    assert {e.subject for e in emails} == {subject}
+    # each subject naming its loan and how late it really is (or its due date)
+    assert sorted(e.subject for e in emails) == sorted(
+        subject(d) for d in window for _ in recipients
+    )
     assert all(len(e.recipients) == 1 for e in emails)
     assert len(emails) == len(window) * len(recipients)
     due_dates = {(TODAY - timedelta(days=d)).strftime("%d/%m/%Y") for d in window}
@@ -627,6 +648,35 @@ def test_every_day_of_a_window_gets_that_windows_notice(
     # and each repayment carries exactly that window's flag
     for days in window:
         assert flags(f"rep{days}") == only(flag)
+
+
+def test_every_day_of_the_escalation_window_is_one_row_of_the_bdms_one_digest(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given one unpaid repayment for each day of the escalation window, all one BDM's
+    f.crm(borrowers=2)
+    f.application(borrower_ids=["bor-1", "bor-2"])
+    window = range(10, 18)
+    for days in window:
+        f.repayment(f"rep{days}", due_date=days_ago(days))
+
+    run("repayment_reminders", AT, ses)
+
+    # Then the BDM gets one digest: its subject counts them, a row per repayment
+    [digest] = sent_emails()
+    assert digest.recipients == [BDM]
+    assert digest.subject == "ESCALATION: 8 Overdue Repayments, 10 to 17 Days"
+    rows = [line for line in digest.text.splitlines() if line.startswith("- ")]
+    assert rows == [
+        f"- APP-1001: Ben Lee, Mia Chen, $2,450.50 due {shown(d)}, {d} days overdue"
+        for d in reversed(window)
+    ]
+    assert digest.html.count("<td>APP-1001</td>") == len(window)
+    # and each repayment has its own sent ledger entry and its flag
+    for days in window:
+        key = ledger_key("repayment_overdue_10_day", f"rep{days}", days_ago(days), "bdm-1")
+        assert Notification.get(key).status == SENT
+        assert flags(f"rep{days}") == only("overdue_10_day_sent")
 
 
 def test_nothing_is_due_outside_the_windows(service: Settings, ses: SESV2Client) -> None:
@@ -653,9 +703,9 @@ def test_the_escalation_goes_only_to_the_bdm_and_names_every_borrower(
 
     [sent] = sent_emails()
     assert sent.recipients == [BDM]
-    assert sent.subject == ESCALATION
+    assert sent.subject == escalation(12)
     assert "Hi Brooke Davis" in sent.text
-    assert "Borrowers: Ben Lee, Mia Chen" in sent.text
+    assert f"- APP-1001: Ben Lee, Mia Chen, $2,450.50 due {shown(12)}, 12 days overdue" in sent.text
     assert "Ben Lee" in sent.html
     assert "Mia Chen" in sent.html
     assert "12 days overdue" in sent.text
@@ -706,7 +756,7 @@ def test_an_earlier_flag_does_not_stop_the_next_notice(service: Settings, ses: S
 
     run("repayment_reminders", AT, ses)
 
-    assert {e.subject for e in sent_emails()} == {OVERDUE}
+    assert {e.subject for e in sent_emails()} == {overdue(4)}
     assert flags() == {**only("reminder_sent"), "overdue_3_day_sent": True}
 
 
@@ -719,7 +769,9 @@ def test_a_repayment_first_seen_eight_days_overdue_gets_only_the_urgent_notice(
     run("repayment_reminders", AT, ses)
 
     # Then only the most severe applicable notice goes out; the superseded never do
-    assert {e.subject for e in sent_emails()} == {URGENT}
+    # saying 8 days, as its body does, not the threshold's 7
+    assert {e.subject for e in sent_emails()} == {urgent(8)}
+    assert all("8 days overdue" in e.text for e in sent_emails())
     assert len(sent_emails()) == 2
     assert flags() == only("overdue_7_day_sent")
 
@@ -744,7 +796,8 @@ def test_a_repayment_goes_through_each_notice_exactly_once(
     # Then each borrower notice went out once per borrower, and the escalation once
     subjects = [(e.recipients[0], e.subject) for e in sent_emails()]
     assert sorted(subjects) == sorted(
-        [(who, s) for s in (UPCOMING, OVERDUE, URGENT) for who in (BEN, MIA)] + [(BDM, ESCALATION)]
+        [(who, s) for s in (upcoming(-7), overdue(3), urgent(7)) for who in (BEN, MIA)]
+        + [(BDM, escalation(10))]
     )
     assert flags() == dict.fromkeys(FLAGS, True)
 
@@ -755,7 +808,7 @@ def test_repayment_emails_show_amount_due_date_and_reference(
     # Given one repayment of $2,450.50 in each window
     f.crm(borrowers=2)
     f.application(borrower_ids=["bor-1", "bor-2"])
-    windows = {-2: UPCOMING, 4: OVERDUE, 8: URGENT, 12: ESCALATION}
+    windows = {-2: upcoming(-2), 4: overdue(4), 8: urgent(8), 12: escalation(12)}
     for days in windows:
         f.repayment(f"rep{days}", due_date=days_ago(days))
 
@@ -764,7 +817,7 @@ def test_repayment_emails_show_amount_due_date_and_reference(
     # Then every kind of email carries the amount, its due date and the reference
     emails = sent_emails()
     assert sorted(e.subject for e in emails) == sorted(
-        [UPCOMING, UPCOMING, OVERDUE, OVERDUE, URGENT, URGENT, ESCALATION]
+        [*windows.values(), *list(windows.values())[:3]]
     )
     for days, subject in windows.items():
         due = (TODAY - timedelta(days=days)).strftime("%d/%m/%Y")
@@ -846,5 +899,5 @@ def test_the_business_day_is_the_sydney_date_of_the_scheduled_time(
 
     run("repayment_reminders", utc("2026-11-22 22:00"), ses)
 
-    assert {e.subject for e in sent_emails()} == {UPCOMING}
+    assert {e.subject for e in sent_emails()} == {upcoming(-7)}
     assert flags() == only("reminder_sent")

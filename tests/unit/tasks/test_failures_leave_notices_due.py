@@ -47,7 +47,8 @@ pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 BLAKE = "blake.hart@lender.example.com.au"
 
 MONDAY = sydney("2026-11-23 09:00")
-UPCOMING = "Upcoming Repayment Reminder"
+# The factories' repayment: loan APP-1001, due 30/11/2026.
+UPCOMING = "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
 
 # Keys as the checks build them (see chalicelib/checks/*).
 REP1_MIA = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")

@@ -23,7 +23,9 @@ from chalicelib import fanout, ledger
 from chalicelib.config import Settings
 from chalicelib.mailer import Email, Mailer, Recipient, ses_client
 from chalicelib.models import Notification, Repayment
+from ops.demo import LENDER_ENVIRONMENT
 from tests import factories
+from tests.factories import BEN, BROOKE
 from tests.support import (
     REGION,
     SENDER,
@@ -270,6 +272,7 @@ def test_a_record_whose_ledger_cannot_be_read_is_redelivered(
             **{f"{t.upper()}_TABLE": f"gone-{t}" for t in ("applications", "notes", "repayments")},
             **{f"{t.upper()}_TABLE": f"gone-{t}" for t in ("staff", "borrowers", "notifications")},
             "SENDER_EMAIL": SENDER,
+            **LENDER_ENVIRONMENT,
             "AWS_REGION": REGION,
             "DYNAMODB_ENDPOINT_URL": settings.dynamodb_endpoint or "",
         }
@@ -371,9 +374,9 @@ def test_a_paced_consumer_waits_for_its_share_of_the_quota_between_sends(
 
     # When it sends three at once, then one after a long pause
     for _ in range(3):
-        mailer.send(email)
+        mailer.send(email, date=AT)
     now[0] += 10
-    mailer.send(email)
+    mailer.send(email, date=AT)
 
     # Then it waited a quarter second before the second and third only, and all went out
     assert waits == [0.25, 0.25]
@@ -392,6 +395,37 @@ def test_the_consumer_reads_the_queue_make_deploy_names_else_the_templates_place
         "loan-reminders-dev-fanout"
     )
     assert fanout.queue_name({}) == fanout.QUEUE_PLACEHOLDER
+
+
+def test_a_fanned_out_escalation_digest_flags_each_of_its_repayments(
+    queue: str, settings: Settings, ses: SESV2Client
+) -> None:
+    # Given Ben's upcoming reminder and two of Brooke's escalations, and time for one email
+    factories.crm()
+    factories.application()
+    factories.application("app-2", reference_number="APP-1002")
+    factories.repayment(due_date="2026-11-30")
+    factories.repayment("rep-2", due_date="2026-11-13")
+    factories.repayment("rep-3", application_id="app-2", due_date="2026-11-12")
+
+    summary = run("repayment_reminders", AT, remaining_ms=lambda: 31_000)
+
+    # Then the run sent Ben's and handed the digest on whole, one notice with two parts
+    assert (summary.sent, summary.enqueued) == (1, 2)
+    [body] = bodies(queue)
+    [notice] = body["notices"]
+    assert [p["item_id"] for p in notice["parts"]] == ["rep-2", "rep-3"]
+    assert notice["email"]["subject"] == "ESCALATION: 2 Overdue Repayments, 10 to 11 Days"
+
+    # When the consumer sends it
+    consumed = fanout.handle_batch(
+        records([body]), now=AT, settings=settings, mailer=Mailer(SENDER, REGION, client=ses)
+    )
+
+    # Then Brooke has one digest and each escalated repayment is flagged
+    assert consumed.response() == {"batchItemFailures": []}
+    assert [e.recipients for e in sent_emails()] == [[BEN], [BROOKE]]
+    assert [Repayment.get(r).overdue_10_day_sent for r in ("rep-2", "rep-3")] == [True, True]
 
 
 def test_a_repayment_is_flagged_once_its_fanned_out_notices_are_all_sent(

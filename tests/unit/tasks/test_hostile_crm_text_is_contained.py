@@ -40,10 +40,20 @@ from tests.support import (
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
 MONDAY = sydney("2026-11-23 09:00")
-UPCOMING = "Upcoming Repayment Reminder"
+# The factories' repayment: loan APP-1001, due 30/11/2026.
+UPCOMING = "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
 
 # The headers a notice carries, and nothing else.
-TOP_LEVEL_HEADERS = ["from", "to", "subject", "mime-version", "content-type"]
+TOP_LEVEL_HEADERS = [
+    "from",
+    "to",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+]
 
 
 def raw_messages() -> list[str]:
@@ -444,3 +454,39 @@ def test_a_borrower_at_an_internationalised_domain_is_reminded(
     assert summary.invalid_items == []
     assert destinations() == [["ben@xn--bcher-kva.example"]]
     assert subjects_by_recipient() == {"ben@xn--bcher-kva.example": [UPCOMING]}
+
+
+def test_accented_and_non_latin_names_arrive_intact_in_every_part_of_the_message(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given Zoë's loan, borrowed by José Núñez and Nguyễn Thị Hoa (a first name for José
+    # only), with one repayment due soon and one escalated
+    f.staff("bdm-1", "Zoë Papadopoulos", BROOKE, first_name="Zoë")
+    f.borrower("bor-1", "José Núñez", BEN, first_name="José")
+    f.borrower("bor-2", "Nguyễn Thị Hoa", "hoa@example.net")
+    f.application(borrower_ids=["bor-1", "bor-2"])
+    f.repayment(due_date="2026-11-30")
+    f.repayment("rep-2", due_date="2026-11-11")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then every message went out 7-bit clean, its names encoded by our own code
+    assert (summary.sent, summary.failed, summary.invalid) == (3, 0, 0)
+    assert all(raw.isascii() for raw in raw_messages())
+    assert all("=?utf-8?b?" in raw.split("\r\n\r\n", 1)[0] for raw in raw_messages())
+    emails = {e.recipients[0]: e for e in sent_emails()}
+    names = {a: e.message["To"].addresses[0].display_name for a, e in emails.items()}
+    assert names == {
+        BEN: "José Núñez",
+        "hoa@example.net": "Nguyễn Thị Hoa",
+        BROOKE: "Zoë Papadopoulos",
+    }
+    # and greeted by first name where the CRM has one, else by the whole name
+    assert emails[BEN].text.startswith("Hi José,")
+    assert "<p>Hi José,</p>" in emails[BEN].html
+    assert emails["hoa@example.net"].text.startswith("Hi Nguyễn Thị Hoa,")
+    assert emails[BROOKE].text.startswith("Hi Zoë,")
+    # and the escalation row names both borrowers in the text and the HTML part
+    assert "- APP-1001: José Núñez, Nguyễn Thị Hoa, $2,450.50 due 11/11/2026" in emails[BROOKE].text
+    assert "<td>José Núñez, Nguyễn Thị Hoa</td>" in emails[BROOKE].html

@@ -76,7 +76,8 @@ def test_a_dry_run_returns_what_would_be_sent_and_changes_nothing(client: Client
             "recipient_id": "bor-1",
             "recipient_name": "Ben Lee",
             "recipient_email": "ben.lee@example.net",
-            "subject": "Upcoming Repayment Reminder",
+            "subject": "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
+            "item_ids": ["rep-1"],
             "keys": [ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1")],
         }
     ]

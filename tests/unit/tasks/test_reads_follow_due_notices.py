@@ -276,8 +276,8 @@ def test_a_repayment_moved_to_its_next_notice_is_read_on_that_day_and_notified(
     # Then only Saturday's run read it, and sent the overdue notice
     assert [d.items_read for d in days] == [0, 0, 0, 0, 1]
     assert [e.subject for e in sent_emails()] == [
-        "Upcoming Repayment Reminder",
-        "OVERDUE Repayment Notice",
+        "Upcoming Repayment Reminder: APP-1001 due 25/11/2026",
+        "OVERDUE Repayment Notice: APP-1001, 3 days overdue",
     ]
     assert Repayment.get("rep-1").next_notice_on == "2026-12-02"
 

@@ -239,7 +239,9 @@ def test_a_severer_notice_still_pending_does_not_supersede_a_milder_one(
 
     # Then Ben still gets the upcoming reminder: nothing severer reached him
     assert late.sent == 1
-    assert [m.subject for m in sent_emails()] == ["Upcoming Repayment Reminder"]
+    assert [m.subject for m in sent_emails()] == [
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -309,7 +311,9 @@ def test_a_run_by_hand_for_an_earlier_date_finds_a_repayment_moved_past_it(
 
     # Then it still finds rep-1 and sends that day's upcoming reminders
     assert summary.sent == 2
-    assert {e.subject for e in sent_emails()} == {"Upcoming Repayment Reminder"}
+    assert {e.subject for e in sent_emails()} == {
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
+    }
 
 
 def test_a_run_by_hand_for_a_later_date_moves_nothing_past_today(

@@ -43,6 +43,7 @@ BROOKE = "brooke.davis@lender.example.com.au"
 SAM = "sam.author@lender.example.com.au"
 PRIYA = "priya.patel@lender.example.com.au"
 BEN = "ben.lee@example.net"
+UPCOMING = "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
 MIA = "mia.chen@example.net"
 AVA = "ava.nguyen@example.net"
 
@@ -74,8 +75,15 @@ def test_the_note_reminder_function_sends_from_the_stage_sender(client: Client) 
         BROOKE: ["Note Reminder: Call the valuer"],
     }
     for sent in sent_emails():
-        assert sent.source == DEV_SENDER
-        assert sent.message["From"] == DEV_SENDER
+        # From the stage's sender, in the name of the stage's lender, replies to its address
+        assert sent.message["From"].addresses[0].addr_spec == DEV_SENDER
+        assert sent.message["From"].addresses[0].display_name == DEV_ENV["LENDER_NAME"]
+        assert sent.message["Reply-To"].addresses[0].addr_spec == DEV_ENV["LENDER_REPLY_TO"]
+        # dated by the scheduled run's time, with a Message-ID of its own on the sender's domain
+        assert sent.message["Date"].datetime == utc("2026-11-22 23:00")
+        assert sent.message["Message-ID"].endswith("@example.com.au>")
+        assert DEV_ENV["LENDER_PHONE"] in sent.text
+        assert f"ABN {DEV_ENV['LENDER_ABN']}" in sent.html
         assert "APP-1001" in sent.text
         assert "Chase the valuation report" in sent.html
 
@@ -87,7 +95,7 @@ def test_the_repayment_function_sends_and_sets_the_flag(client: Client) -> None:
 
     assert payload["check"] == "repayment_reminders"
     assert (payload["acted"], payload["sent"]) == (True, 1)
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {BEN: [UPCOMING]}
     assert "$2,450.50" in sent_emails()[0].text
     assert "30/11/2026" in sent_emails()[0].text
     assert Repayment.get("rep-1").reminder_sent is True
@@ -195,7 +203,7 @@ def test_a_transient_ses_failure_fails_the_invocation_so_lambda_retries(client: 
     assert raised.value.summary.sent == 1
     assert raised.value.summary.retrying == 1
     assert "TooManyRequestsException" in str(raised.value)
-    assert subjects_by_recipient() == {MIA: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {MIA: [UPCOMING]}
     assert Repayment.get("rep-1").reminder_sent is None
     pending = Notification.get(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1"))
     assert pending.status == "pending"
@@ -208,10 +216,7 @@ def test_a_transient_ses_failure_fails_the_invocation_so_lambda_retries(client: 
 
     # Then only Ben's reminder goes out, and the repayment is flagged
     assert (retry["sent"], retry["skipped"], retry["retrying"]) == (1, 1, 0)
-    assert subjects_by_recipient() == {
-        MIA: ["Upcoming Repayment Reminder"],
-        BEN: ["Upcoming Repayment Reminder"],
-    }
+    assert subjects_by_recipient() == {MIA: [UPCOMING], BEN: [UPCOMING]}
     assert Repayment.get("rep-1").reminder_sent is True
     entry = Notification.get(ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-1"))
     assert (entry.status, entry.attempts) == ("sent", 2)
@@ -336,12 +341,15 @@ def test_all_three_functions_at_noon_send_the_full_set_of_notices(client: Client
         BROOKE: ["Note Reminder: Call the valuer", "Stale Application Alert: 2 applications"],
         SAM: ["Note Reminder: Call the valuer"],
         PRIYA: [
-            "ESCALATION: 10 Days Overdue Repayment",
+            "ESCALATION: 10 Days Overdue Repayment: APP-1004",
             "Note Reminder: Check approval conditions",
         ],
-        BEN: ["Upcoming Repayment Reminder"],
-        MIA: ["Upcoming Repayment Reminder"],
-        AVA: ["OVERDUE Repayment Notice", "URGENT: 7 Days OVERDUE Repayment"],
+        BEN: [UPCOMING],
+        MIA: [UPCOMING],
+        AVA: [
+            "OVERDUE Repayment Notice: APP-1002, 3 days overdue",
+            "URGENT: 7 Days OVERDUE Repayment: APP-1002",
+        ],
     }
     assert all(len(sent.recipients) == 1 for sent in sent_emails())
     escalation = next(s for s in sent_emails() if s.subject.startswith("ESCALATION"))

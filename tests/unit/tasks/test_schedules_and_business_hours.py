@@ -44,8 +44,9 @@ def seed_due_notice(check: str, today: date) -> dict[str, list[str]]:
     if check == "note_reminders":
         factories.note(remind_date=today.isoformat())
         return {SAM: [NOTE_SUBJECT], BROOKE: [NOTE_SUBJECT]}
-    factories.repayment(due_date=(today + timedelta(days=3)).isoformat())
-    return {BEN: ["Upcoming Repayment Reminder"]}
+    due = today + timedelta(days=3)
+    factories.repayment(due_date=due.isoformat())
+    return {BEN: [f"Upcoming Repayment Reminder: APP-1001 due {due:%d/%m/%Y}"]}
 
 
 def acting_runs(check: str, ses: SESV2Client, instants: list[datetime]) -> list[datetime]:
@@ -138,7 +139,9 @@ def test_an_early_morning_repayment_run_sends_nothing_and_the_0700_run_sends(
     at_seven = run("repayment_reminders", sydney("2026-11-23 07:00"), ses)
 
     assert at_seven.acted is True
-    assert subjects_by_recipient() == {BEN: ["Upcoming Repayment Reminder"]}
+    assert subjects_by_recipient() == {
+        BEN: ["Upcoming Repayment Reminder: APP-1001 due 30/11/2026"]
+    }
     assert Repayment.get("rep-1").reminder_sent is True
 
 
@@ -294,8 +297,8 @@ def test_repayments_use_the_sydney_date_when_the_utc_date_is_the_day_before(
     # Then both notices are due by the Sydney date
     assert summary.business_date == "2026-11-23"
     assert sorted(e.subject for e in sent_emails()) == [
-        "OVERDUE Repayment Notice",
-        "Upcoming Repayment Reminder",
+        "OVERDUE Repayment Notice: APP-1001, 3 days overdue",
+        "Upcoming Repayment Reminder: APP-1001 due 30/11/2026",
     ]
     assert Repayment.get("in-7-days").reminder_sent is True
     assert Repayment.get("3-days-late").overdue_3_day_sent is True

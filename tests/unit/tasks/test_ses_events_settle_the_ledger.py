@@ -54,6 +54,7 @@ def stage(service: Settings) -> Settings:
         sender_email=service.sender_email,
         timezone=service.timezone,
         region=service.region,
+        lender=service.lender,
         ses_configuration_set=FIXTURE_CONFIGURATION_SET,
     )
 
