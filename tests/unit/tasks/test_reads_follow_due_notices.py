@@ -14,14 +14,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
 
+from chalicelib import schedule
 from chalicelib.config import Settings
 from chalicelib.models import Application, Notification, Repayment, Staff
 from tests import factories as f
 from tests.aws_recorder import AwsCall
-from tests.support import Answer, run, sent_emails, ses_error, sydney
+from tests.support import REGION, Answer, run, sent_emails, ses_error, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -396,3 +398,90 @@ def test_a_dry_run_leaves_the_days_sweep_and_schedule_to_the_real_run(
     assert [w["subject"] for w in dry.would_send] == ["Stale Application Alert: APP-1001"]
     assert real.sent == 1
     assert [e.subject for e in sent_emails()] == ["Stale Application Alert: APP-1001"]
+
+
+def stale_look_due_on(app_id: str = "app-1") -> str | None:
+    """The day the stale check's schedule next reads ``app_id`` (None: off the schedule)."""
+    # Read raw: a schedule entry holds none of a notice's attributes.
+    found = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=Notification.Meta.table_name,
+        Key={"id": {"S": schedule.key("stale_applications", app_id)}},
+        ConsistentRead=True,
+    )
+    return found["Item"].get("due_on", {}).get("S")
+
+
+def test_an_alerted_application_whose_stage_changed_is_next_read_when_it_becomes_stale(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 alerted on Monday (next due on 30/11), whose stage the CRM then
+    # changed on Wednesday 25/11
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    assert stale_look_due_on() == "2026-11-30"
+    f.application(stage="valuation_received", stage_last_updated="2026-11-25T10:00:00+11:00")
+
+    # When the check reads it on 30/11, the day the schedule had it due
+    summary = run("stale_applications", sydney("2026-11-30 12:00"), ses)
+
+    # Then nothing is sent and it is next read on 09/12, its 14th day in the new stage
+    assert (summary.items_read, summary.sent) == (1, 0)
+    assert stale_look_due_on() == "2026-12-09"
+
+
+def test_a_due_application_not_alerted_stays_due_from_the_day_it_was_due(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 alerted on Monday (next due on 30/11), whose BDM the CRM then removed
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    f.application(stage_last_updated=LONG_AGO, bd_id=None)
+
+    # When the check next runs on 01/12, after the day it was due
+    summary = run("stale_applications", sydney("2026-12-01 12:00"), ses)
+
+    # Then it is reported, and its schedule entry is left as it was: due since 30/11
+    assert [i["item_id"] for i in summary.invalid_items] == ["app-1"]
+    assert stale_look_due_on() == "2026-11-30"
+
+
+def test_a_due_application_with_an_unusable_stage_timestamp_stays_due_and_is_reported(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 alerted on Monday (next due on 30/11), whose stage_last_updated the CRM
+    # then overwrote with a value that is not a timestamp
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    f.application(stage_last_updated="last week")
+
+    # When the check next runs on 01/12, and again on 02/12
+    first = run("stale_applications", sydney("2026-12-01 12:00"), ses)
+    due_on = stale_look_due_on()
+    second = run("stale_applications", sydney("2026-12-02 12:00"), ses)
+
+    # Then both runs report it (it stays due, its entry as it was) and nothing is sent
+    assert [i["item_id"] for i in first.invalid_items] == ["app-1"]
+    assert due_on == "2026-11-30"
+    assert [i["item_id"] for i in second.invalid_items] == ["app-1"]
+    assert len(sent_emails()) == 1
+
+
+def test_a_newly_found_application_with_an_unusable_stage_timestamp_is_read_again_next_day(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 changed stage at an impossible hour long ago (found by Monday's sweep)
+    f.crm()
+    f.application(stage_last_updated="2026-01-05T99:00:00+11:00")
+
+    # When the check runs on Monday, and on Tuesday (whose sweep starts past app-1)
+    monday = run("stale_applications", MONDAY, ses)
+    tuesday = run("stale_applications", TUESDAY, ses)
+
+    # Then both runs report it: Monday's put it on the schedule, due at every run
+    assert [i["item_id"] for i in monday.invalid_items] == ["app-1"]
+    assert [i["item_id"] for i in tuesday.invalid_items] == ["app-1"]
+    assert stale_look_due_on() == "2026-11-23"
+    assert sent_emails() == []
