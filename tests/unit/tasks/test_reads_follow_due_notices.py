@@ -19,11 +19,12 @@ import pytest
 from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import schedule
+from chalicelib.checks import note_reminders
 from chalicelib.config import Settings
-from chalicelib.models import Application, Notification, Repayment, Staff
+from chalicelib.models import NOTES_PENDING, Application, Note, Notification, Repayment, Staff
 from tests import factories as f
 from tests.aws_recorder import AwsCall
-from tests.support import REGION, Answer, run, sent_emails, ses_error, sydney
+from tests.support import REGION, Answer, ledger_key, run, sent_emails, ses_error, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -329,6 +330,43 @@ def test_a_note_rerun_reads_no_people_and_no_ledger_for_reminded_notes(
     }
 
 
+def pending_mark(note_id: str) -> str | None:
+    """The note's ``pending_check`` as stored (None: out of the pending index)."""
+    mark: str | None = Note.get(note_id, consistent_read=True).attribute_values.get("pending_check")
+    return mark
+
+
+def test_a_settled_note_whose_id_holds_hash_and_percent_is_recognised_as_settled(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given note "n#1%" (its id escaped in the record of settled notes) reminded at 12:00
+    # to Sam and Brooke, then saved again by the CRM with the same remind date (marked
+    # pending again)
+    f.crm()
+    f.application()
+    f.note("n#1%")
+    first = run("note_reminders", MONDAY, ses)
+    assert first.sent == 2
+    f.note("n#1%")
+
+    # When the check runs again an hour later
+    before = len(aws_calls())
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then the record names it: counted as due and skipped without reading its people or
+    # ledger entries (the one ledger-table read is of the records), and it leaves the
+    # pending index again
+    assert (again.notices_due, again.skipped, again.sent) == (2, 2, 0)
+    assert requests(calls_since(aws_calls, before)) == {
+        ("Query", "pending_check-remind_date-index"): 1,
+        ("BatchGetItem", "test-applications"): 1,
+        ("BatchGetItem", "test-notifications"): 1,
+        ("UpdateItem", "test-notes"): 1,
+    }
+    assert pending_mark("n#1%") is None
+    assert len(sent_emails()) == 2
+
+
 def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
     service: Settings, ses: SESV2Client
 ) -> None:
@@ -485,3 +523,61 @@ def test_a_newly_found_application_with_an_unusable_stage_timestamp_is_read_agai
     assert [i["item_id"] for i in tuesday.invalid_items] == ["app-1"]
     assert stale_look_due_on() == "2026-11-23"
     assert sent_emails() == []
+
+
+def test_forgetting_a_settled_note_deleted_in_the_crm_does_not_recreate_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded to Sam and settled, then deleted in the CRM
+    f.note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+    Note(id="note-1").delete()
+
+    # When an operator re-queues Sam's reminder (retry-failed forgets its settled note)
+    note_reminders.forget_settled(ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2"))
+
+    # Then no ghost note holding only a pending mark appears
+    with pytest.raises(Note.DoesNotExist):
+        Note.get("note-1", consistent_read=True)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("note_reminders#note-1#2026-11-23", id="too-few-parts"),
+        pytest.param(
+            ledger_key("repayment_upcoming", "note-1", "2026-11-23", "staff-2"),
+            id="another-checks-key",
+        ),
+    ],
+)
+def test_forgetting_a_key_that_is_not_a_note_reminders_changes_nothing(
+    service: Settings, ses: SESV2Client, key: str
+) -> None:
+    # Given note-1 reminded to Sam and Brooke at 12:00, settled and out of the pending index
+    f.note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+    assert pending_mark("note-1") is None
+
+    # When forget_settled is given a key that is not a note reminder's
+    note_reminders.forget_settled(key)
+
+    # Then note-1 stays settled: not pending, and not read by the next run
+    assert pending_mark("note-1") is None
+    assert run("note_reminders", MONDAY + timedelta(hours=1), ses).items_read == 0
+
+
+def test_forgetting_a_settled_note_marks_it_pending_for_the_next_run(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded to Sam and Brooke at 12:00, settled and out of the pending index
+    f.note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+
+    # When an operator re-queues Sam's reminder (retry-failed forgets its settled note)
+    note_reminders.forget_settled(ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2"))
+
+    # Then note-1 is pending again and the next run reads it the longer way
+    assert pending_mark("note-1") == NOTES_PENDING
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+    assert (again.items_read, again.sent) == (1, 0)
