@@ -439,6 +439,18 @@ def test_the_ses_client_never_retries_and_gives_up_waiting_in_time(
     assert mailer.ses_client(REGION) is client
 
 
+def test_the_ses_client_pools_one_connection_per_send_in_flight(
+    fresh_clients: None, aws: None
+) -> None:
+    # When a run that sends from 7 workers makes the container's SES client
+    client = mailer.ses_client(REGION, 7)
+
+    # Then its connection pool holds 7, so no send waits for a connection (botocore's
+    # default is 10)
+    # botocore-stubs declare Config's options only as constructor arguments.
+    assert client.meta.config.max_pool_connections == 7  # type: ignore[attr-defined]
+
+
 def test_each_region_gets_its_own_ses_client_in_that_region(fresh_clients: None, aws: None) -> None:
     # Given the functions' own region has a client
     home = mailer.ses_client(REGION)

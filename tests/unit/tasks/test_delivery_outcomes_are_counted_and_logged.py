@@ -4,7 +4,9 @@ The summary's counts feed the run's metrics and alarms, and the log line of each
 outcome (abandoned, held, deferred, unknown, not sent, not recorded) is what an
 operator reads to act on it: both are part of the contract, so both are asserted
 exactly, with a notice before the one under test so a count that is overwritten
-rather than added to shows.
+rather than added to shows. Each notice is counted on a summary of its own (a
+worker's) and folded into the run's, so within one notice only a digest, whose
+other part was counted first, shows a count that is overwritten.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from mypy_boto3_sesv2 import SESV2Client
 
-from chalicelib import ledger, suppression
+from chalicelib import ledger, registry, suppression
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification
 from chalicelib.observability import mask_addresses
 from tests import factories as f
 from tests.aws_recorder import AwsCall, another_actor
-from tests.factories import BEN, MIA
+from tests.factories import BEN, BROOKE, MIA
 from tests.support import ledger_key, run, sent_emails, ses_error, ses_faults, sydney, utc
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
@@ -530,3 +532,96 @@ def test_each_outcome_is_stamped_with_the_run_time_and_keeps_the_subject_sent(
     assert bens.status == ledger.SENT
     assert bens.subject
     assert (mias.subject == bens.subject) is subject_kept
+
+
+# --- a digest: several parts, each counted -------------------------------------------------
+
+STALE_MONDAY = sydney("2026-11-23 12:00")
+# Exactly 14 days in their stage on Monday: alerted in one digest to Brooke.
+FORTNIGHT_AGO = "2026-11-09T10:00:00+11:00"
+
+
+def digest_of_two() -> tuple[str, str]:
+    """app-1 and app-2, stale on Monday in one digest to Brooke; their parts' ledger keys."""
+    f.crm()
+    f.application(stage_last_updated=FORTNIGHT_AGO)
+    f.application("app-2", reference_number="APP-1002", stage_last_updated=FORTNIGHT_AGO)
+    kind = registry.kind("stale_applications")
+    return (
+        kind.key("app-1", "valuation_ordered", FORTNIGHT_AGO, 0),
+        kind.key("app-2", "valuation_ordered", FORTNIGHT_AGO, 0),
+    )
+
+
+def abandoned_by_a_dead_run(key: str, app_id: str) -> None:
+    """A claim on a digest part by a run that died 45 minutes ago (its lease ran out)."""
+    f.claimed_entry(
+        key,
+        recipient_id="bdm-1",
+        email=BROOKE,
+        run_id="crashed-run",
+        lease_expires_at=NOW - timedelta(minutes=45),
+        kind="stale_applications",
+        item_id=app_id,
+    )
+
+
+def test_a_digest_part_abandoned_and_one_sent_ambiguously_are_both_counted_failed(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no SES events, a dead run's claim on app-1's part of Brooke's digest, and a
+    # send of the digest (app-2's part) that gets a 500 (SES may have taken it)
+    monkeypatch.delenv("SES_CONFIGURATION_SET")
+    app_1, app_2 = digest_of_two()
+    abandoned_by_a_dead_run(app_1, "app-1")
+
+    # When the stale check runs
+    with ses_faults(ses, lambda to: ses_error("InternalFailure", 500)):
+        summary = run("stale_applications", STALE_MONDAY, ses)
+
+    # Then both parts are counted failed for an operator: the abandoned one and the one
+    # whose outcome no SES event will settle
+    assert (summary.notices_due, summary.failed, summary.unknown, summary.sent) == (2, 2, 0, 0)
+    assert entry(app_1).status == entry(app_2).status == ledger.FAILED
+
+
+def test_a_digest_part_abandoned_and_one_given_up_are_both_counted_failed(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given one attempt is the limit, a dead run's claim on app-1's part of Brooke's
+    # digest, and SES throttling the digest's send (app-2's part)
+    monkeypatch.delenv("SES_CONFIGURATION_SET")
+    monkeypatch.setenv("MAX_TRANSIENT_ATTEMPTS", "1")
+    app_1, app_2 = digest_of_two()
+    abandoned_by_a_dead_run(app_1, "app-1")
+
+    # When the stale check runs
+    with ses_faults(ses, lambda to: ses_error("TooManyRequestsException", 429)):
+        summary = run("stale_applications", STALE_MONDAY, ses)
+
+    # Then both parts are counted failed, and nothing is left retrying
+    assert (summary.failed, summary.retrying, summary.sent) == (2, 0, 0)
+    assert entry(app_1).status == entry(app_2).status == ledger.FAILED
+
+
+def test_a_digest_part_whose_claim_was_refused_and_one_throttled_are_both_retrying(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given DynamoDB refuses the claim of app-1's part of Brooke's digest, and SES
+    # throttles the digest's send (app-2's part)
+    app_1, app_2 = digest_of_two()
+    refused = dynamodb_error("UpdateItem", "AccessDeniedException", for_key(app_1))
+
+    # When the stale check runs
+    throttled = ses_faults(ses, lambda to: ses_error("TooManyRequestsException", 429))
+    with refused, throttled, pytest.raises(DeliveryIncomplete) as raised:
+        run("stale_applications", STALE_MONDAY, ses)
+
+    # Then both parts are counted as retrying, each with its error, and app-2's is due again
+    summary = raised.value.summary
+    assert (summary.retrying, summary.failed, summary.sent) == (2, 0, 0)
+    assert summary.errors == [
+        "claim failed: AccessDeniedException",
+        "TooManyRequestsException: injected",
+    ]
+    assert entry(app_2).status == ledger.PENDING

@@ -14,14 +14,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
 
+from chalicelib import schedule
+from chalicelib.checks import note_reminders
 from chalicelib.config import Settings
-from chalicelib.models import Application, Notification, Repayment, Staff
+from chalicelib.models import NOTES_PENDING, Application, Note, Notification, Repayment, Staff
 from tests import factories as f
 from tests.aws_recorder import AwsCall
-from tests.support import Answer, run, sent_emails, ses_error, sydney
+from tests.support import REGION, Answer, ledger_key, run, sent_emails, ses_error, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -327,6 +330,43 @@ def test_a_note_rerun_reads_no_people_and_no_ledger_for_reminded_notes(
     }
 
 
+def pending_mark(note_id: str) -> str | None:
+    """The note's ``pending_check`` as stored (None: out of the pending index)."""
+    mark: str | None = Note.get(note_id, consistent_read=True).attribute_values.get("pending_check")
+    return mark
+
+
+def test_a_settled_note_whose_id_holds_hash_and_percent_is_recognised_as_settled(
+    service: Settings, ses: SESV2Client, aws_calls: Callable[[], list[AwsCall]]
+) -> None:
+    # Given note "n#1%" (its id escaped in the record of settled notes) reminded at 12:00
+    # to Sam and Brooke, then saved again by the CRM with the same remind date (marked
+    # pending again)
+    f.crm()
+    f.application()
+    f.note("n#1%")
+    first = run("note_reminders", MONDAY, ses)
+    assert first.sent == 2
+    f.note("n#1%")
+
+    # When the check runs again an hour later
+    before = len(aws_calls())
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then the record names it: counted as due and skipped without reading its people or
+    # ledger entries (the one ledger-table read is of the records), and it leaves the
+    # pending index again
+    assert (again.notices_due, again.skipped, again.sent) == (2, 2, 0)
+    assert requests(calls_since(aws_calls, before)) == {
+        ("Query", "pending_check-remind_date-index"): 1,
+        ("BatchGetItem", "test-applications"): 1,
+        ("BatchGetItem", "test-notifications"): 1,
+        ("UpdateItem", "test-notes"): 1,
+    }
+    assert pending_mark("n#1%") is None
+    assert len(sent_emails()) == 2
+
+
 def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
     service: Settings, ses: SESV2Client
 ) -> None:
@@ -396,3 +436,148 @@ def test_a_dry_run_leaves_the_days_sweep_and_schedule_to_the_real_run(
     assert [w["subject"] for w in dry.would_send] == ["Stale Application Alert: APP-1001"]
     assert real.sent == 1
     assert [e.subject for e in sent_emails()] == ["Stale Application Alert: APP-1001"]
+
+
+def stale_look_due_on(app_id: str = "app-1") -> str | None:
+    """The day the stale check's schedule next reads ``app_id`` (None: off the schedule)."""
+    # Read raw: a schedule entry holds none of a notice's attributes.
+    found = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=Notification.Meta.table_name,
+        Key={"id": {"S": schedule.key("stale_applications", app_id)}},
+        ConsistentRead=True,
+    )
+    return found["Item"].get("due_on", {}).get("S")
+
+
+def test_an_alerted_application_whose_stage_changed_is_next_read_when_it_becomes_stale(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 alerted on Monday (next due on 30/11), whose stage the CRM then
+    # changed on Wednesday 25/11
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    assert stale_look_due_on() == "2026-11-30"
+    f.application(stage="valuation_received", stage_last_updated="2026-11-25T10:00:00+11:00")
+
+    # When the check reads it on 30/11, the day the schedule had it due
+    summary = run("stale_applications", sydney("2026-11-30 12:00"), ses)
+
+    # Then nothing is sent and it is next read on 09/12, its 14th day in the new stage
+    assert (summary.items_read, summary.sent) == (1, 0)
+    assert stale_look_due_on() == "2026-12-09"
+
+
+def test_a_due_application_not_alerted_stays_due_from_the_day_it_was_due(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 alerted on Monday (next due on 30/11), whose BDM the CRM then removed
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    f.application(stage_last_updated=LONG_AGO, bd_id=None)
+
+    # When the check next runs on 01/12, after the day it was due
+    summary = run("stale_applications", sydney("2026-12-01 12:00"), ses)
+
+    # Then it is reported, and its schedule entry is left as it was: due since 30/11
+    assert [i["item_id"] for i in summary.invalid_items] == ["app-1"]
+    assert stale_look_due_on() == "2026-11-30"
+
+
+def test_a_due_application_with_an_unusable_stage_timestamp_stays_due_and_is_reported(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 alerted on Monday (next due on 30/11), whose stage_last_updated the CRM
+    # then overwrote with a value that is not a timestamp
+    f.crm()
+    f.application(stage_last_updated=LONG_AGO)
+    run("stale_applications", MONDAY, ses)
+    f.application(stage_last_updated="last week")
+
+    # When the check next runs on 01/12, and again on 02/12
+    first = run("stale_applications", sydney("2026-12-01 12:00"), ses)
+    due_on = stale_look_due_on()
+    second = run("stale_applications", sydney("2026-12-02 12:00"), ses)
+
+    # Then both runs report it (it stays due, its entry as it was) and nothing is sent
+    assert [i["item_id"] for i in first.invalid_items] == ["app-1"]
+    assert due_on == "2026-11-30"
+    assert [i["item_id"] for i in second.invalid_items] == ["app-1"]
+    assert len(sent_emails()) == 1
+
+
+def test_a_newly_found_application_with_an_unusable_stage_timestamp_is_read_again_next_day(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 changed stage at an impossible hour long ago (found by Monday's sweep)
+    f.crm()
+    f.application(stage_last_updated="2026-01-05T99:00:00+11:00")
+
+    # When the check runs on Monday, and on Tuesday (whose sweep starts past app-1)
+    monday = run("stale_applications", MONDAY, ses)
+    tuesday = run("stale_applications", TUESDAY, ses)
+
+    # Then both runs report it: Monday's put it on the schedule, due at every run
+    assert [i["item_id"] for i in monday.invalid_items] == ["app-1"]
+    assert [i["item_id"] for i in tuesday.invalid_items] == ["app-1"]
+    assert stale_look_due_on() == "2026-11-23"
+    assert sent_emails() == []
+
+
+def test_forgetting_a_settled_note_deleted_in_the_crm_does_not_recreate_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded to Sam and settled, then deleted in the CRM
+    f.note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+    Note(id="note-1").delete()
+
+    # When an operator re-queues Sam's reminder (retry-failed forgets its settled note)
+    note_reminders.forget_settled(ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2"))
+
+    # Then no ghost note holding only a pending mark appears
+    with pytest.raises(Note.DoesNotExist):
+        Note.get("note-1", consistent_read=True)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("note_reminders#note-1#2026-11-23", id="too-few-parts"),
+        pytest.param(
+            ledger_key("repayment_upcoming", "note-1", "2026-11-23", "staff-2"),
+            id="another-checks-key",
+        ),
+    ],
+)
+def test_forgetting_a_key_that_is_not_a_note_reminders_changes_nothing(
+    service: Settings, ses: SESV2Client, key: str
+) -> None:
+    # Given note-1 reminded to Sam and Brooke at 12:00, settled and out of the pending index
+    f.note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+    assert pending_mark("note-1") is None
+
+    # When forget_settled is given a key that is not a note reminder's
+    note_reminders.forget_settled(key)
+
+    # Then note-1 stays settled: not pending, and not read by the next run
+    assert pending_mark("note-1") is None
+    assert run("note_reminders", MONDAY + timedelta(hours=1), ses).items_read == 0
+
+
+def test_forgetting_a_settled_note_marks_it_pending_for_the_next_run(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded to Sam and Brooke at 12:00, settled and out of the pending index
+    f.note_for_author_and_bdm()
+    run("note_reminders", MONDAY, ses)
+
+    # When an operator re-queues Sam's reminder (retry-failed forgets its settled note)
+    note_reminders.forget_settled(ledger_key("note_reminders", "note-1", "2026-11-23", "staff-2"))
+
+    # Then note-1 is pending again and the next run reads it the longer way
+    assert pending_mark("note-1") == NOTES_PENDING
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+    assert (again.items_read, again.sent) == (1, 0)

@@ -331,3 +331,101 @@ def test_a_run_by_hand_for_a_later_date_moves_nothing_past_today(
     # Monday's run still sends its upcoming reminders
     assert ahead.sent == 0
     assert today.sent == 2
+
+
+def test_a_repayment_the_crm_changed_during_the_run_keeps_the_crms_mark_and_is_logged(
+    service: Settings, ses: SESV2Client, stdout_json: Logs
+) -> None:
+    # Given rep-1 is due in a week (its reminder goes out today) and rep-2 only on 20
+    # December (nothing due today: the run moves it to its reminder's day), and the CRM
+    # brings rep-2's due date forward while rep-1's reminders are being sent
+    f.repayment_due_to_two_borrowers()
+    f.repayment("rep-2", due_date="2026-12-20")
+
+    def crm_changes_rep_2(to: str) -> None:
+        with another_actor():
+            f.repayment("rep-2", due_date="2026-12-01")
+
+    # When the repayment check runs
+    with ses_faults(ses, crm_changes_rep_2):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then rep-2 keeps the CRM's mark (looked at next run), not the run's move to 13 December
+    assert summary.sent == 2
+    rep_2 = Repayment.get("rep-2", consistent_read=True)
+    assert (rep_2.due_date, rep_2.pending_check, rep_2.next_notice_on) == (
+        "2026-12-01",
+        REPAYMENTS_PENDING,
+        f.CHANGED_ON,
+    )
+    # and the repayment left pending is logged with what an operator needs
+    [record] = logged(stdout_json, "repayment left pending")
+    assert (record["level"], record["check"], record["item_id"], record["error"]) == (
+        "INFO",
+        "repayment_reminders",
+        "rep-2",
+        "UpdateError",
+    )
+
+
+def test_a_repayment_with_nothing_due_today_is_moved_to_its_next_notice(
+    service: Settings, ses: SESV2Client, stdout_json: Logs
+) -> None:
+    # Given rep-1, due on 20 December, newly marked by the CRM
+    f.repayment_due_to_two_borrowers(due_date="2026-12-20")
+
+    # When the repayment check runs on 23 November
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then nothing is sent and rep-1 is next looked at on 13 December, its reminder's day
+    assert summary.sent == 0
+    rep_1 = Repayment.get("rep-1", consistent_read=True)
+    assert (rep_1.pending_check, rep_1.next_notice_on) == (REPAYMENTS_PENDING, "2026-12-13")
+    assert logged(stdout_json, "repayment left pending") == []
+
+
+def test_a_paid_repayment_leaves_the_pending_index(
+    service: Settings, ses: SESV2Client, stdout_json: Logs
+) -> None:
+    # Given rep-1 was paid, and the CRM marked it for the next run
+    f.repayment_due_to_two_borrowers(
+        paid_date="2026-11-20", pending_check=REPAYMENTS_PENDING, next_notice_on=f.CHANGED_ON
+    )
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then nothing is sent and rep-1 is out of the pending index: no run reads it again
+    assert summary.sent == 0
+    marks = Repayment.get("rep-1", consistent_read=True).attribute_values
+    assert "pending_check" not in marks
+    assert "next_notice_on" not in marks
+    assert logged(stdout_json, "repayment left pending") == []
+
+
+def test_a_payment_the_crm_reversed_during_the_run_keeps_the_repayment_pending(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 is due in a week (its reminder goes out today) and rep-2 was paid, and
+    # the CRM reverses rep-2's payment while rep-1's reminders are being sent
+    f.repayment_due_to_two_borrowers()
+    f.repayment(
+        "rep-2",
+        paid_date="2026-11-20",
+        pending_check=REPAYMENTS_PENDING,
+        next_notice_on=f.CHANGED_ON,
+    )
+
+    def crm_reverses_the_payment(to: str) -> None:
+        with another_actor():
+            f.repayment("rep-2")
+
+    # When the repayment check runs
+    with ses_faults(ses, crm_reverses_the_payment):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then rep-2 stays in the pending index with the CRM's mark: the next run reminds it
+    assert summary.sent == 2
+    rep_2 = Repayment.get("rep-2", consistent_read=True)
+    assert rep_2.paid_date is None
+    assert (rep_2.pending_check, rep_2.next_notice_on) == (REPAYMENTS_PENDING, f.CHANGED_ON)

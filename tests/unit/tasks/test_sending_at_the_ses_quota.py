@@ -279,3 +279,30 @@ def test_a_run_that_ses_throttles_halves_its_pace(
     assert len(sent_emails()) == 3
     [record] = logged(stdout_json, "SES throttled the run, pacing slower")
     assert (record["level"], record["rate"]) == ("WARNING", 1.0)
+
+
+def test_each_throttle_halves_the_pace_down_to_the_fallback_rate_and_no_lower(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
+) -> None:
+    # Given an account allowed 10 emails a second, used at 95 %, one send at a time, and
+    # another sender that makes SES throttle every send of the run's 4 notices
+    monkeypatch.setenv("SEND_RATE_PERCENT", "95")
+    monkeypatch.setenv("SEND_CONCURRENCY", "1")
+    SES_ACCOUNT.max_send_rate = 10.0
+    notes(2)
+    throttled = ses_error("Throttling", 400, "Maximum sending rate exceeded.")
+
+    # When the run tries to send them
+    with ses_faults(ses, lambda to: throttled), pytest.raises(DeliveryIncomplete) as raised:
+        run("note_reminders", MONDAY, ses, clock=FakeClock())
+
+    # Then each throttle halves the pace (logged to the thousandth of an email a second)
+    # until the floor, 95 % of the fallback rate of one a second
+    records = logged(stdout_json, "SES throttled the run, pacing slower")
+    assert [(r["level"], r["check"], r["rate"]) for r in records] == [
+        ("WARNING", "note_reminders", 4.75),
+        ("WARNING", "note_reminders", 2.375),
+        ("WARNING", "note_reminders", 1.188),
+        ("WARNING", "note_reminders", 0.95),
+    ]
+    assert (raised.value.summary.throttled, raised.value.summary.retrying) == (4, 4)
