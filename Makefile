@@ -92,8 +92,9 @@ policy: install
 	$(BIN)/python -m ops.cli policy
 
 ## One SAM template for STAGE in PACKAGE_DIR: functions, roles, tables, retries, DLQ, alarms;
-## its deployment.zip carries botocore's data for the services called only (ops/slim.py) and
-## bytecode for the functions' runtime (ops/bytecode.py).
+## its deployment.zip carries botocore's data for the services called only (ops/slim.py), the
+## email templates compiled (ops/templates.py) and bytecode for the functions' runtime
+## (ops/bytecode.py).
 package: install
 	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_DIR)-merge.json
@@ -101,6 +102,7 @@ package: install
 	FANOUT_QUEUE_NAME=$(FANOUT_QUEUE) $(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(PACKAGE_DIR)-merge.json $(PACKAGE_DIR)
 	$(BIN)/python -m ops.slim $(PACKAGE_DIR)
+	$(BIN)/python -m ops.templates $(PACKAGE_DIR)
 	$(BIN)/python -m ops.bytecode $(PACKAGE_DIR)
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 	@echo "$(PACKAGE_DIR)/sam.json: valid (cfn-lint)"

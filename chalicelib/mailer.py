@@ -21,7 +21,14 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
 )
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    ModuleLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 
 from chalicelib import clients
 from chalicelib.formatting import clean_body, one_line
@@ -32,6 +39,8 @@ if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
     from mypy_boto3_sesv2.type_defs import SendEmailRequestTypeDef
 
 TEMPLATES = Path(__file__).parent / "templates"
+# The templates compiled to Python at package time (ops/templates.py): the bundle only.
+COMPILED_TEMPLATES = Path(__file__).parent / "templates_compiled"
 
 # SES refuses these for this message only; sending it again cannot succeed.
 PERMANENT_ERROR_CODES = frozenset(
@@ -102,13 +111,20 @@ class Email:
 @functools.cache
 def _environment() -> Environment:
     return Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=_loader(),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+def _loader() -> BaseLoader:
+    # Loading a compiled template skips Jinja's compiler: 4-5 ms a template on a cold start.
+    if COMPILED_TEMPLATES.is_dir():
+        return ModuleLoader(COMPILED_TEMPLATES)
+    return FileSystemLoader(TEMPLATES)
 
 
 def render(template: str, to: Recipient, subject: str, context: Mapping[str, object]) -> Email:
