@@ -55,7 +55,9 @@ def session() -> botocore.session.Session:
     return made
 
 
-def prime(client: BaseClient, operation: str, params: Mapping[str, Any]) -> None:
+def prime(
+    client: BaseClient, operation: str, params: Mapping[str, Any], answer: Mapping[str, Any]
+) -> None:
     """Take ``operation``'s one-time costs in the init phase, sending nothing.
 
     botocore does part of a request's work on a client's first request of each
@@ -63,28 +65,34 @@ def prime(client: BaseClient, operation: str, params: Mapping[str, Any]) -> None
     freezes) and urllib3 imports the IDNA codec on its first connection: about 3 ms
     that the first invocation paid over a warm one. This makes the request through
     ``client``'s whole pipeline (parameters, serializing, endpoint, signing, parsing)
-    and answers it in-process with an empty 200 from a ``before-send`` handler,
-    registered first for this one request and removed after: botocore sends nothing
-    on the network when a handler answers.
+    and answers it in-process with a 200 carrying ``answer`` from a ``before-send``
+    handler, registered first for this one request and removed after: botocore sends
+    nothing on the network when a handler answers. botocore resolves the shapes of the
+    members it serializes and parses only, so ``params`` and ``answer`` should have
+    the members real requests and answers have.
     """
     codecs.lookup("idna")
     event = f"before-send.{client.meta.service_model.service_id.hyphenize()}.{operation}"
+    body = json.dumps(answer).encode()
+
+    def respond(request: AWSRequest, **_: Any) -> AWSResponse:
+        return AWSResponse(request.url or "", 200, HTTPHeaders(), _Body(body))
+
     # botocore-stubs type handlers as returning None; a before-send handler may answer.
-    answer = cast("Callable[..., None]", _answer_empty)
-    client.meta.events.register_first(event, answer, unique_id=_PRIMING)
+    handler = cast("Callable[..., None]", respond)
+    client.meta.events.register_first(event, handler, unique_id=_PRIMING)
     try:
         getattr(client, botocore.xform_name(operation))(**params)
     finally:
         client.meta.events.unregister(event, unique_id=_PRIMING)
 
 
-def _answer_empty(request: AWSRequest, **_: Any) -> AWSResponse:
-    return AWSResponse(request.url or "", 200, HTTPHeaders(), _EmptyBody())
+class _Body:
+    """The raw body of an in-process answer."""
 
-
-class _EmptyBody:
-    """The raw body of an in-process answer: ``{}``."""
+    def __init__(self, data: bytes) -> None:
+        self._data = data
 
     def stream(self, **_: Any) -> Any:
         """The body's chunks, as urllib3's responses give them."""
-        yield b"{}"
+        yield self._data

@@ -87,11 +87,22 @@ def test_a_primed_request_is_answered_in_process_and_leaves_no_handler(
     monkeypatch.setattr(client._endpoint, "_send", refuse)
     client.meta.events.register("before-send.dynamodb.Query", record)
 
-    # When a Query is primed
-    clients.prime(client, "Query", {"TableName": "t", "KeyConditionExpression": "id = :i"})
+    answers: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: answers.append(parsed)
+    )
 
-    # Then it went through the whole pipeline (signed, ready to send) and was answered here
+    # When a Query is primed
+    clients.prime(
+        client, "Query", {"TableName": "t", "KeyConditionExpression": "id = :i"}, {"Count": 0}
+    )
+
+    # Then it went through the whole pipeline (signed, ready to send), was answered here and
+    # the answer parsed
     assert sent == ["DynamoDB_20120810.Query"]
+    assert [{k: v for k, v in a.items() if k != "ResponseMetadata"} for a in answers] == [
+        {"Count": 0}
+    ]
     # ... and the next Query is sent for real again (here: refused)
     with pytest.raises(AssertionError, match="priming must not send"):
         client.query(TableName="t", KeyConditionExpression="id = :i")
