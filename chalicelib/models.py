@@ -407,7 +407,7 @@ def prime() -> None:
         "Query",
         {
             "TableName": table,
-            "IndexName": "due_check-due_on-index",
+            "IndexName": DueIndex.Meta.index_name,
             "KeyConditionExpression": "#0 = :0 AND #1 <= :1",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
