@@ -101,8 +101,9 @@ policy: install ## Regenerate .chalice/policy-<stage>.json from the models and t
 	$(BIN)/python -m ops.cli policy
 
 # One SAM template for STAGE in PACKAGE_DIR: functions, roles, tables, retries, DLQ, alarms;
-# its deployment.zip carries botocore's data for the services called only (ops/slim.py) and
-# bytecode for the functions' runtime (ops/bytecode.py).
+# its deployment.zip carries botocore's data for the services called only (ops/slim.py), the
+# email templates compiled (ops/templates.py) and bytecode for the functions' runtime
+# (ops/bytecode.py).
 package: install ## SAM template and slimmed bundle for STAGE in dist/, linted with cfn-lint
 	$(BIN)/python -m ops.cli --stage $(STAGE) policy --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_DIR)-merge.json
@@ -110,6 +111,7 @@ package: install ## SAM template and slimmed bundle for STAGE in dist/, linted w
 	FANOUT_QUEUE_NAME=$(FANOUT_QUEUE) $(WITH_REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(PACKAGE_DIR)-merge.json $(PACKAGE_DIR)
 	$(BIN)/python -m ops.slim $(PACKAGE_DIR)
+	$(BIN)/python -m ops.templates $(PACKAGE_DIR)
 	$(BIN)/python -m ops.bytecode $(PACKAGE_DIR)
 	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
 	@echo "$(PACKAGE_DIR)/sam.json: valid (cfn-lint)"

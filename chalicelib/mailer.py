@@ -23,7 +23,14 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
 )
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    ModuleLoader,
+    StrictUndefined,
+    select_autoescape,
+)
 
 from chalicelib import clients
 from chalicelib.config import Lender
@@ -35,6 +42,8 @@ if TYPE_CHECKING:  # the stubs are a dev dependency; Lambda never imports them
     from mypy_boto3_sesv2.type_defs import SendEmailRequestTypeDef
 
 TEMPLATES = Path(__file__).parent / "templates"
+# The templates compiled to Python at package time (ops/templates.py): the bundle only.
+COMPILED_TEMPLATES = Path(__file__).parent / "templates_compiled"
 
 # SES refuses these for this message only; sending it again cannot succeed.
 PERMANENT_ERROR_CODES = frozenset(
@@ -112,13 +121,20 @@ class Email:
 @functools.cache
 def _environment() -> Environment:
     return Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=_loader(),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+def _loader() -> BaseLoader:
+    # Loading a compiled template skips Jinja's compiler: 4-5 ms a template on a cold start.
+    if COMPILED_TEMPLATES.is_dir():
+        return ModuleLoader(COMPILED_TEMPLATES)
+    return FileSystemLoader(TEMPLATES)
 
 
 def render(

@@ -118,7 +118,8 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
 
     Lambda runs this once per container, when app.py is imported, so the first
     invocation reuses the clients as every warm one does; a scheduled function also
-    imports its own check here (:func:`scheduled_check`). Without the functions'
+    imports its own check here (:func:`scheduled_check`) and primes the DynamoDB client
+    with the reads every run opens with (:func:`models.prime`). Without the functions'
     settings (Chalice's CLI imports app.py to package or deploy it) nothing is made
     and each client is made on first use instead.
     """
@@ -132,6 +133,7 @@ def prepare(environ: Mapping[str, str] | None = None) -> None:
     check = scheduled_check((os.environ if environ is None else environ).get("_HANDLER", ""))
     if check is not None:
         registry.check(check)
+        models.prime()
 
 
 def scheduled_check(handler: str) -> str | None:

@@ -19,7 +19,10 @@ Each interpreter has ``_HANDLER`` set as Lambda sets it for the function measure
 its init phase imports that function's check (``chalicelib.runner.prepare``). Each ratio
 is the median over the rounds of one figure over the median of the other. The last line
 printed is ``import <i.ii> x floor, first call <f.ff> x warm`` (each the worst scheduled
-function's).
+function's, wall clock). Each function's line also gives the ratio of the measured
+interpreter's CPU time (``time.process_time``), which other jobs on a shared machine
+disturb least; for the first call it leaves out the moto server's time, which runs in
+this process.
 """
 
 from __future__ import annotations
@@ -76,21 +79,21 @@ print(json.dumps({"files": [app.__file__, chalicelib.__file__],
 _IMPORT_APP = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 import app
-print(time.perf_counter() - start)
+print(time.perf_counter() - start, time.process_time() - cpu)
 """
 _IMPORT_DEPENDENCIES = """
 import importlib, json, sys, time
 sys.path.insert(0, sys.argv[1])
 names = json.loads(sys.stdin.read())
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for name in names:
     try:
         importlib.import_module(name)
     except ImportError:
         pass  # a name only an importer registers (six.moves.*): loaded with its parent
-print(time.perf_counter() - start)
+print(time.perf_counter() - start, time.process_time() - cpu)
 """
 _INVOCATIONS = """
 import json, sys, time, uuid
@@ -114,9 +117,9 @@ for _ in range(calls):
              "source": "aws.events", "account": "123456789012", "region": sys.argv[4],
              "time": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
              "resources": [], "detail": {}}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     handler(event, Context())
-    times.append(time.perf_counter() - start)
+    times.append((time.perf_counter() - start, time.process_time() - cpu))
 print("TIMES " + json.dumps(times))
 """
 
@@ -127,15 +130,34 @@ class ColdStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ratio:
-    """A median figure over a median floor, both in seconds."""
+    """A median figure over a median floor, both in seconds (wall clock); the same two
+    in the measured interpreter's CPU time when measured."""
 
     measured: float
     floor: float
+    cpu_measured: float | None = None
+    cpu_floor: float | None = None
 
     @property
     def ratio(self) -> float:
         """How many times the floor the figure is."""
         return self.measured / self.floor
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """The same ratio in CPU time (what other jobs on the machine disturb least)."""
+        if self.cpu_measured is None or self.cpu_floor is None:
+            return None
+        return self.cpu_measured / self.cpu_floor
+
+
+def _medians(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
+def _pair(line: str) -> tuple[float, float]:
+    wall, cpu = line.split()
+    return float(wall), float(cpu)
 
 
 def unzipped(bundle: Path, into: Path) -> Path:
@@ -224,24 +246,25 @@ def import_ratio(
     unset = {k: v for k, v in env.items() if k != "SENDER_EMAIL"}
     app, floor, without_clients = [], [], []
     for _ in range(rounds):
-        app.append(float(_python(_IMPORT_APP, root, env)))
-        floor.append(float(_python(_IMPORT_DEPENDENCIES, root, env, stdin=names)))
-        without_clients.append(float(_python(_IMPORT_APP, root, unset)))
-    return Ratio(statistics.median(app), statistics.median(floor)), statistics.median(
-        without_clients
-    )
+        app.append(_pair(_python(_IMPORT_APP, root, env)))
+        floor.append(_pair(_python(_IMPORT_DEPENDENCIES, root, env, stdin=names)))
+        without_clients.append(_pair(_python(_IMPORT_APP, root, unset))[0])
+    (app_wall, app_cpu), (floor_wall, floor_cpu) = _medians(app), _medians(floor)
+    return Ratio(app_wall, floor_wall, app_cpu, floor_cpu), statistics.median(without_clients)
 
 
 def first_call_ratio(root: Path, env: Mapping[str, str], function: str, rounds: int) -> Ratio:
     """``function``'s first invocation over a warm one, medians over ``rounds`` interpreters."""
-    first, warm = [], []
+    first: list[tuple[float, float]] = []
+    warm: list[tuple[float, float]] = []
     env = handler_environment(env, function)
     for _ in range(rounds):
         out = _python(_INVOCATIONS, root, env, function, str(1 + WARM_CALLS), REGION)
-        times = json.loads(out.rsplit("TIMES ", 1)[1])
+        times = [(wall, cpu) for wall, cpu in json.loads(out.rsplit("TIMES ", 1)[1])]
         first.append(times[0])
         warm.extend(times[1:])
-    return Ratio(statistics.median(first), statistics.median(warm))
+    (first_wall, first_cpu), (warm_wall, warm_cpu) = _medians(first), _medians(warm)
+    return Ratio(first_wall, warm_wall, first_cpu, warm_cpu)
 
 
 def _free_port() -> int:
@@ -323,11 +346,12 @@ def report(measured: ColdStart) -> list[str]:
         f"{function}: import app {imported.measured * 1000:.0f} ms "
         f"({without_clients * 1000:.0f} ms without making its clients), "
         f"its dependencies alone {imported.floor * 1000:.0f} ms: {imported.ratio:.2f} x"
+        f"{_cpu(imported, 0)}"
         for function, (imported, without_clients) in measured.imports.items()
     ]
     lines += [
         f"{function}: first call {call.measured * 1000:.1f} ms, warm "
-        f"{call.floor * 1000:.1f} ms: {call.ratio:.2f} x"
+        f"{call.floor * 1000:.1f} ms: {call.ratio:.2f} x{_cpu(call, 1)}"
         for function, call in measured.calls.items()
     ]
     lines.append(
@@ -335,6 +359,16 @@ def report(measured: ColdStart) -> list[str]:
         f"first call {measured.first_call_ratio:.2f} x warm"
     )
     return lines
+
+
+def _cpu(ratio: Ratio, digits: int) -> str:
+    """`` (CPU a / b ms: r x)`` when the CPU times were measured, else nothing."""
+    if ratio.cpu_measured is None or ratio.cpu_floor is None:
+        return ""
+    return (
+        f" (CPU {ratio.cpu_measured * 1000:.{digits}f} / {ratio.cpu_floor * 1000:.{digits}f} ms:"
+        f" {ratio.cpu_ratio:.2f} x)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

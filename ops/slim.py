@@ -11,6 +11,8 @@ The kept services' models lose their documentation too (``service-2.json.gz`` be
 plain ``service-2.json``, which botocore's loader tries first): only docstrings read it,
 it is four fifths of each model, and every cold start parses each model with an
 ``OrderedDict`` per JSON object, so it was most of the time the clients take to make.
+Their endpoint rules (``endpoint-rule-set-1.json.gz``) are shipped as plain JSON as well,
+so no cold start decompresses them (the zip compresses them anyway).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ENDPOINTS = f"{DATA}endpoints.json"
 # the SES events' SESv2, the fan-out's SQS, and STS for botocore's own credential providers.
 SERVICES = frozenset({"dynamodb", "sesv2", "sqs", "sts"})
 MODEL = "/service-2.json.gz"
+# A service's endpoint rules, read by every client it makes: shipped as plain JSON too.
+RULES = "/endpoint-rule-set-1.json.gz"
 # The parts of a model whose "documentation" only docstrings read. The metadata's
 # clientContextParams keep theirs: botocore reads that key when it makes a client.
 DOCUMENTED = ("operations", "shapes")
@@ -127,6 +131,10 @@ def slim(bundle: Path, services: frozenset[str] = SERVICES) -> Slimmed:
                 elif service is not None and info.filename.endswith(MODEL):
                     model = without_documentation(json.loads(gzip.decompress(data)))
                     data = json.dumps(model, separators=(",", ":")).encode()
+                    info = _renamed(info, info.filename.removesuffix(".gz"))
+                elif service is not None and info.filename.endswith(RULES):
+                    rules = json.loads(gzip.decompress(data))
+                    data = json.dumps(rules, separators=(",", ":")).encode()
                     info = _renamed(info, info.filename.removesuffix(".gz"))
                 target.writestr(info, data)
     written.replace(bundle)

@@ -153,3 +153,43 @@ def test_the_registry_names_each_check_from_its_module_and_nothing_else() -> Non
         registry.declared_in("chalicelib.mailer")
     with pytest.raises(AttributeError, match="no attribute 'CHECK_NAMES'"):
         registry.CHECK_NAMES  # noqa: B018
+
+
+# Records, in a fresh interpreter, every request botocore gets ready to send while the
+# app is imported, and every connection anything opens.
+_RECORD_INIT_REQUESTS = """
+import json, socket, sys
+from botocore.handlers import BUILTIN_HANDLERS
+requests, connections = [], []
+def record(request, **kwargs):
+    requests.append(request.headers["X-Amz-Target"].decode().split(".")[-1])
+BUILTIN_HANDLERS.append(("before-send.dynamodb", record))
+def refuse(self, address):
+    connections.append(str(address))
+    raise OSError("no network in the init phase")
+socket.socket.connect = refuse
+import app
+print(json.dumps({"requests": requests, "connections": connections,
+                  "idna": "encodings.idna" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("check", registry.NAMES)
+def test_a_scheduled_function_primes_its_reads_in_the_init_phase_without_sending(
+    check: str,
+) -> None:
+    # When Lambda imports the app for a scheduled function, no network reachable
+    made = _fresh(_RECORD_INIT_REQUESTS, {**FUNCTION_ENV, "_HANDLER": f"app.check_{check}"})
+
+    # Then the Query and the BatchGetItem every run opens with went through the client, and
+    # the IDNA codec a first connection loads is loaded, with no connection opened
+    assert made == {"requests": ["Query", "BatchGetItem"], "connections": [], "idna": True}
+
+
+def test_other_functions_prime_nothing() -> None:
+    # When Lambda imports the app for a function that is no scheduled check's
+    made = _fresh(_RECORD_INIT_REQUESTS, {**FUNCTION_ENV, "_HANDLER": "app.record_ses_events"})
+
+    # Then no request went through any client
+    assert made["requests"] == []
+    assert made["connections"] == []

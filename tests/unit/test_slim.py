@@ -185,3 +185,28 @@ def test_a_real_model_without_documentation_still_describes_every_operation(serv
     assert [p.name for p in stripped.client_context_parameters] == [
         p.name for p in original.client_context_parameters
     ]
+
+
+def test_it_ships_the_kept_services_endpoint_rules_as_plain_json(tmp_path: Path) -> None:
+    # Given a bundle with DynamoDB's endpoint rules gzipped, as botocore ships them
+    bundle = _bundle(tmp_path / "deployment.zip", PREFIXES)
+    rules = {"version": "1.0", "parameters": {"Region": {"type": "String"}}, "rules": []}
+    folder = "botocore/data/dynamodb/2020-01-01"
+    with zipfile.ZipFile(bundle, "a") as archive:
+        archive.writestr(
+            f"{folder}/endpoint-rule-set-1.json.gz", gzip.compress(json.dumps(rules).encode())
+        )
+        archive.writestr(
+            "botocore/data/s3/2020-01-01/endpoint-rule-set-1.json.gz", gzip.compress(b"{}")
+        )
+
+    # When it is slimmed
+    slim(bundle)
+
+    # Then the kept service's rules are the same data, plain (what botocore tries first),
+    # and the dropped service's are gone
+    with zipfile.ZipFile(bundle) as archive:
+        names = set(archive.namelist())
+        assert json.loads(archive.read(f"{folder}/endpoint-rule-set-1.json")) == rules
+    assert f"{folder}/endpoint-rule-set-1.json.gz" not in names
+    assert not any(name.startswith("botocore/data/s3/") for name in names)
