@@ -12,6 +12,7 @@ import base64
 import email
 import re
 from dataclasses import replace
+from email.message import EmailMessage
 from email.policy import default
 from typing import Any
 
@@ -45,6 +46,13 @@ def notice(
     to: Recipient = BEN, subject: str = "Upcoming Repayment Reminder", text: str = "Hello"
 ) -> Email:
     return Email(to=to, subject=subject, text=text, html=f"<p>{text}</p>")
+
+
+def email_parts(raw: bytes) -> list[EmailMessage]:
+    """The text and HTML parts of a raw message, parsed."""
+    parsed = email.message_from_bytes(raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    return list(parsed.iter_parts())  # type: ignore[arg-type]
 
 
 def words(header: str) -> list[bytes]:
@@ -195,6 +203,21 @@ def test_body_text_that_looks_like_a_boundary_stays_inside_its_part() -> None:
     text, html = email.message_from_bytes(raw, policy=default).iter_parts()
     assert text.get_content().splitlines() == forged.splitlines()
     assert html.get_content_type() == "text/html"
+
+
+def test_each_line_of_a_part_is_its_own_crlf_line_ending_with_exactly_one_break() -> None:
+    # Given text of two lines, ending with a line break, and HTML without one
+    email = Email(to=BEN, subject="Hi", text="Line one\nLine two\n", html="<p>x</p>")
+
+    # When it is built into a message
+    raw = mailer.to_mime(email, SENDER, date=AT)
+
+    # Then each line is a line of the encoded part (line breaks are not encoded as =0D=0A)
+    # and each part's content ends with one line break, not two
+    text, html = email_parts(raw)
+    assert b"\r\n\r\nLine one\r\nLine two\r\n\r\n--" in raw
+    assert text.get_content() == "Line one\r\nLine two\r\n"
+    assert html.get_content() == "<p>x</p>\r\n"
 
 
 def test_a_long_unbroken_line_is_soft_broken_with_crlf() -> None:
