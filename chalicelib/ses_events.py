@@ -209,6 +209,9 @@ def record_event(
     entry carries any more are logged and ignored. ``client`` is the SESv2 client for
     the suppression list (default: the shared one).
     """
+    # Kept whole because the order is the contract: ignore what is not ours, apply the
+    # event to every entry of the message, then suppress the address (naming the first
+    # entry), and only then log and count what was applied.
     outcome = Outcome(event_type=event.type, message_id=event.message_id)
     if event.configuration_set != settings.ses_configuration_set:
         outcome.ignored = f"configuration set {event.configuration_set!r} is not this stage's"

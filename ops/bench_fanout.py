@@ -204,6 +204,8 @@ def measure(
     ses_latency: float = 0.05,
 ) -> Projection:
     """Measure both per-notice costs (the ledger on DynamoDB Local at ``endpoint_url``)."""
+    # Kept whole: both costs must be measured on the same tables, seeded once, inside one
+    # mock (SES and SQS in moto, the ledger on DynamoDB Local).
     with mock_aws():
         settings = Settings.from_env(_environment(endpoint_url))
         provision(settings, poll_seconds=0.2)

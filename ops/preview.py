@@ -41,6 +41,8 @@ KINDS: tuple[str, ...] = tuple(registry.KINDS)
 
 def sample(kind: str, thresholds: Thresholds | None = None) -> Email:
     """Render ``kind`` with a realistic sample; ``ValueError`` for an unknown kind."""
+    # One branch per kind of email, each its sample and its subject side by side, so a
+    # kind's preview reads as one block; splitting them would only add indirection.
     t = thresholds or Thresholds()
     if kind not in registry.KINDS:
         raise ValueError(f"unknown email kind {kind!r}; expected one of {', '.join(KINDS)}")

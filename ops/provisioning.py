@@ -181,6 +181,8 @@ def enable_fanout(
     from chalicelib.runner import SCHEDULED_PREFIX
     from ops import infra
 
+    # One pass over the three settings Chalice cannot make, in the order a half-done call
+    # is safe to repeat: the consumer's mapping first, then its pace, then the producers.
     functions = lambda_client or boto3.client("lambda", region_name=region)
     sqs = sqs_client or boto3.client("sqs", region_name=region)
     queue = infra.fanout_queue_name(function_prefix)

@@ -242,6 +242,8 @@ def snapshot(endpoint: str, region: str = REGION) -> Deployed:
     def client(service: str) -> Any:
         return session.client(service, endpoint_url=endpoint)  # type: ignore[call-overload]
 
+    # One read of everything the checks compare, so a deploy, a redeploy and a delete are
+    # each compared as one snapshot; each service's paging stays beside what it reads.
     lambdas, events, iam = client("lambda"), client("events"), client("iam")
     functions = {}
     for summary in _pages(lambdas, "list_functions", "Functions"):

@@ -436,6 +436,9 @@ def _notices_for(
     borrowers: dict[str, Borrower],
     bdms: dict[str, Staff],
 ) -> list[Notice[NoticeOf]]:
+    # One chain of checks on purpose: each either reports the repayment invalid with its
+    # reason and stops, or settles what the next may assume (an amount, an application,
+    # borrowers, a BDM); split up, every step would repeat the same early returns.
     repayment = item.repayment
     try:
         amount = money(parse_amount(repayment.amount, "amount"))
