@@ -446,7 +446,8 @@ def stale_look_due_on(app_id: str = "app-1") -> str | None:
         Key={"id": {"S": schedule.key("stale_applications", app_id)}},
         ConsistentRead=True,
     )
-    return found["Item"].get("due_on", {}).get("S")
+    item = found.get("Item")
+    return None if item is None else item.get("due_on", {}).get("S")
 
 
 def test_an_alerted_application_whose_stage_changed_is_next_read_when_it_becomes_stale(
@@ -523,6 +524,50 @@ def test_a_newly_found_application_with_an_unusable_stage_timestamp_is_read_agai
     assert [i["item_id"] for i in tuesday.invalid_items] == ["app-1"]
     assert stale_look_due_on() == "2026-11-23"
     assert sent_emails() == []
+
+
+def test_an_application_stale_tomorrow_is_left_to_tomorrows_sweep_not_put_on_the_schedule(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 in its stage since 10/11: found by Monday's sweep (two days of slack),
+    # but stale only from Tuesday
+    f.crm()
+    f.application(stage_last_updated="2026-11-10T10:00:00+11:00")
+
+    # When the check runs on Monday
+    monday = run("stale_applications", MONDAY, ses)
+
+    # Then nothing is sent and no schedule entry is written: Tuesday's sweep covers it
+    assert (monday.items_read, monday.sent) == (1, 0)
+    assert stale_look_due_on() is None
+
+    # And Tuesday's run alerts it
+    assert run("stale_applications", TUESDAY, ses).sent == 1
+
+
+def test_an_application_whose_schedule_entry_cannot_be_keyed_does_not_hold_up_the_others(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given two stale applications, the older one with an id of 2,032 bytes: its schedule
+    # entry's key would be over DynamoDB's limit, though shorter keys built from it fit
+    long_id = "é" * 1016
+    f.crm()
+    f.application(
+        long_id, reference_number="APP-LONG", stage_last_updated="2026-01-04T10:00:00+11:00"
+    )
+    f.application(stage_last_updated=LONG_AGO)
+
+    # When the check runs
+    run("stale_applications", MONDAY, ses)
+
+    # Then the long one gets no schedule entry and the other is next due a week later
+    # (a Scan: DynamoDB refuses even to look up a key over its limit)
+    entries = boto3.client("dynamodb", region_name=REGION).scan(
+        TableName=Notification.Meta.table_name, ConsistentRead=True
+    )["Items"]
+    scheduled = {e["id"]["S"] for e in entries if e["id"]["S"].startswith(schedule.PREFIX)}
+    assert scheduled == {schedule.key("stale_applications", "app-1")}
+    assert stale_look_due_on() == "2026-11-30"
 
 
 def test_forgetting_a_settled_note_deleted_in_the_crm_does_not_recreate_it(
