@@ -28,8 +28,8 @@ def project(tmp_path: Path) -> Path:
         (tmp_path / name).write_text(text, encoding="utf-8")
         (tmp_path / "mutants" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "mutants" / name).write_text("old", encoding="utf-8")
-    codes = {"core.x_a__mutmut_1": 1, "core.x_a__mutmut_2": 0, "core.x_b__mutmut_1": 36}
-    codes |= {"core.x_b__mutmut_2": None, "core.x_c__mutmut_1": 33}
+    codes: dict[str, int | None] = {"core.x_a__mutmut_1": 1, "core.x_a__mutmut_2": 0}
+    codes |= {"core.x_b__mutmut_1": 36, "core.x_b__mutmut_2": None, "core.x_c__mutmut_1": 33}
     meta = {"exit_code_by_key": codes, "hash_by_function_name": {"a": "h"}}
     (tmp_path / "mutants/pkg/core.py.meta").write_text(json.dumps(meta), encoding="utf-8")
     (tmp_path / "mutants/mutmut-stats.json").write_text("{}", encoding="utf-8")
