@@ -10,7 +10,7 @@ DRY_RUN ?=
 # A bare `make` lists the targets: each target's line carries its one-line `## description`.
 .DEFAULT_GOAL := help
 
-.PHONY: help install test coverage bench bench-checks fuzz lint mutation demo demo-reset clean
+.PHONY: help install test coverage bench bench-checks fuzz lint mutation mutation-resume demo demo-reset clean
 
 help: ## List every target with its one-line description (also what a bare `make` does)
 	@echo "make TARGET [DATE=YYYY-MM-DD] [STAGE=dev]  (README.md explains each)"
@@ -68,6 +68,16 @@ mutation: install ## Mutation testing (mutmut) of the core modules; fails below 
 		|| { tail -n 40 mutants/run.log; exit 1; }; \
 	$(BIN)/python -m ops.mutation_report; status=$$?; \
 	echo "make mutation: $$(( $$(date +%s) - start )) s"; exit $$status
+
+# After a code change: kills are kept, everything else is judged again on the current code.
+mutation-resume: install ## Continue make mutation on changed code (keeps kills, re-judges the rest)
+	$(BIN)/python -m ops.mutation_resume
+	@start=$$(date +%s); \
+	echo "mutmut run --max-children $(MUTATION_CHILDREN) (its output: mutants/run.log)"; \
+	$(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) > mutants/run.log 2>&1 \
+		|| { tail -n 40 mutants/run.log; exit 1; }; \
+	$(BIN)/python -m ops.mutation_report; status=$$?; \
+	echo "make mutation-resume: $$(( $$(date +%s) - start )) s"; exit $$status
 
 # ruff (lint + format) and mypy --strict on chalicelib, ops, crm_mirror, tests and app.py.
 lint: install ## ruff (lint and format) and mypy --strict
