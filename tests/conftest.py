@@ -37,6 +37,7 @@ from tests.support import (
     SuppressionList,
     provisioned,
     ses_client,
+    warm_moto_sesv2,
 )
 
 # Every botocore session (boto3's, PynamoDB's, each test's) gets its own data loader and
@@ -178,7 +179,9 @@ def tables(aws: None, settings: Settings) -> Settings:
 def ses(aws: None) -> SESV2Client:
     """SES with the sender verified; returns a client without retries for fault injection."""
     boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
-    return ses_client()
+    client = ses_client()
+    warm_moto_sesv2(client)
+    return client
 
 
 @pytest.fixture

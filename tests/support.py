@@ -69,6 +69,17 @@ BASE_ENV = {
 LENDER = Lender.from_env(LENDER_ENVIRONMENT)
 
 
+def warm_moto_sesv2(client: SESV2Client) -> None:
+    """Make moto build its SESv2 request router now, from one thread.
+
+    moto builds it on a service's first request, with ``ast.parse`` (werkzeug), and
+    CPython 3.11's ast is not thread-safe: a run's send workers making the first SESv2
+    request together can fail one send with ``SystemError: AST constructor recursion
+    depth mismatch``. Any request builds it; this one reads nothing a test looks at.
+    """
+    client.list_email_identities()
+
+
 def sydney(when: str) -> datetime:
     """An instant given as Sydney wall-clock time, e.g. ``sydney("2026-11-23 09:00")``."""
     return datetime.fromisoformat(when).replace(tzinfo=SYDNEY)
