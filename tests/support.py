@@ -69,6 +69,19 @@ BASE_ENV = {
 LENDER = Lender.from_env(LENDER_ENVIRONMENT)
 
 
+# The only top-level headers a notice may carry, in this order (lower-cased).
+TOP_LEVEL_HEADERS = [
+    "from",
+    "to",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+]
+
+
 def warm_moto_sesv2(client: SESV2Client) -> None:
     """Make moto build its SESv2 request router now, from one thread.
 

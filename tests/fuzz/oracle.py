@@ -22,19 +22,9 @@ from pathlib import Path
 from chalicelib.run import RunSummary
 from ops.demo import LENDER_ENVIRONMENT
 from tests.fuzz.strategies import DOMAIN, Case
+from tests.support import TOP_LEVEL_HEADERS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "chalicelib" / "templates"
-# The only top-level headers a notice may carry, in this order.
-TOP_LEVEL_HEADERS = [
-    "from",
-    "to",
-    "reply-to",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "content-type",
-]
 MAX_LINE = 998
 # How long a reported id and reason may be (the shortened text and an ellipsis).
 REPORTED_ID_CHARS = 100

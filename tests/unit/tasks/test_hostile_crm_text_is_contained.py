@@ -29,6 +29,7 @@ from tests import factories as f
 from tests.factories import BEN, BROOKE, SAM
 from tests.support import (
     REGION,
+    TOP_LEVEL_HEADERS,
     ledger_key,
     run,
     sent_emails,
@@ -42,18 +43,6 @@ pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 MONDAY = sydney("2026-11-23 09:00")
 # The factories' repayment: loan APP-1001, due 30/11/2026.
 UPCOMING = "Upcoming Repayment Reminder: APP-1001 due 30/11/2026"
-
-# The headers a notice carries, and nothing else.
-TOP_LEVEL_HEADERS = [
-    "from",
-    "to",
-    "reply-to",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "content-type",
-]
 
 
 def raw_messages() -> list[str]:
