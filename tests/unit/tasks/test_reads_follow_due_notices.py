@@ -545,6 +545,59 @@ def test_an_application_stale_tomorrow_is_left_to_tomorrows_sweep_not_put_on_the
     assert run("stale_applications", TUESDAY, ses).sent == 1
 
 
+def test_an_application_on_a_sweeps_upper_bound_is_left_to_the_next_days_sweep(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1's stage timestamp is the bare date 12/11, exactly the upper bound of
+    # Tuesday's sweep (Monday's stops below 11/11)
+    f.crm()
+    f.application(stage_last_updated="2026-11-12")
+    monday = run("stale_applications", MONDAY, ses)
+
+    # When Tuesday's run goes, then Wednesday's
+    tuesday = run("stale_applications", TUESDAY, ses)
+    wednesday = run("stale_applications", sydney("2026-11-25 12:00"), ses)
+
+    # Then Tuesday's sweep excludes its bound and reads nothing; Wednesday's reads app-1
+    # and reports its timestamp
+    assert (monday.items_read, tuesday.items_read, tuesday.invalid_items) == (0, 0, [])
+    assert wednesday.items_read == 1
+    assert wednesday.invalid_items == [
+        {"item_id": "app-1", "reason": "stage_last_updated '2026-11-12' has no UTC offset"}
+    ]
+    assert sent_emails() == []
+
+
+def test_an_unreadable_application_sorted_after_one_on_the_sweeps_bound_is_reported(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 and app-2 both carry the stage key 12/11, Tuesday's sweep bound, and
+    # app-2 cannot be read (its loan amount is a word): the Query returns it after app-1
+    f.crm()
+    f.application(stage_last_updated="2026-11-12")
+    f.raw_item(
+        "test-applications",
+        {
+            "id": {"S": "app-2"},
+            "stage": {"S": "valuation_ordered"},
+            "stage_last_updated": {"S": "2026-11-12"},
+            "loan_amount": {"S": "lots"},
+            "bd_id": {"S": "bdm-1"},
+        },
+    )
+    run("stale_applications", MONDAY, ses)
+
+    # When Tuesday's run goes
+    tuesday = run("stale_applications", TUESDAY, ses)
+
+    # Then app-1 on the bound is left to Wednesday, but unreadable app-2 is read and reported
+    assert tuesday.items_read == 1
+    [reported] = tuesday.invalid_items
+    assert reported["item_id"] == "app-2"
+    assert reported["reason"].startswith("unreadable item:")
+    assert sent_emails() == []
+
+
 def test_an_application_whose_schedule_entry_cannot_be_keyed_does_not_hold_up_the_others(
     service: Settings, ses: SESV2Client
 ) -> None:
