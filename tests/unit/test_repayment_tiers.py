@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import pytest
 
 from chalicelib import ledger, registry
@@ -10,6 +12,7 @@ from chalicelib.checks.repayment_reminders import (
     Audience,
     EscalationRow,
     digest_subject,
+    next_notice_on,
     tier_for,
 )
 from chalicelib.config import Thresholds
@@ -93,3 +96,18 @@ def test_an_escalation_digest_subject_names_one_loan_or_counts_several() -> None
     assert digest_subject([later, one, same_day]) == (
         "ESCALATION: 3 Overdue Repayments, 10 to 17 Days"
     )
+
+
+def test_the_next_notice_day_counts_a_windows_last_day_and_nothing_after_it() -> None:
+    # Given a repayment due on 30/11, whose 3-day overdue window ends on 6/12 (day 6)
+    t = Thresholds()
+    due = date(2026, 11, 30)
+    overdue = [TIERS[1]]
+
+    # When its next notice day is asked from that last day, and from the day after
+    on_last_day = next_notice_on(due, overdue, due + timedelta(days=6), t)
+    after_it = next_notice_on(due, overdue, due + timedelta(days=7), t)
+
+    # Then the last day itself is still a notice day; after it, none will be
+    assert on_last_day == date(2026, 12, 6)
+    assert after_it is None

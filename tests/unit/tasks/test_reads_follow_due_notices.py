@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -543,6 +544,100 @@ def test_an_application_stale_tomorrow_is_left_to_tomorrows_sweep_not_put_on_the
 
     # And Tuesday's run alerts it
     assert run("stale_applications", TUESDAY, ses).sent == 1
+
+
+def unreadable_application(app_id: str, stage_key: str) -> None:
+    """An application in an active stage that the model cannot read (a word as its amount)."""
+    f.raw_item(
+        "test-applications",
+        {
+            "id": {"S": app_id},
+            "stage": {"S": "valuation_ordered"},
+            "stage_last_updated": {"S": stage_key},
+            "loan_amount": {"S": "lots"},
+            "bd_id": {"S": "bdm-1"},
+        },
+    )
+
+
+def test_an_application_on_a_sweeps_upper_bound_is_left_to_the_next_days_sweep(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1's stage timestamp is the bare date 12/11, exactly the upper bound of
+    # Tuesday's sweep (Monday's stops below 11/11)
+    f.crm()
+    f.application(stage_last_updated="2026-11-12")
+    monday = run("stale_applications", MONDAY, ses)
+
+    # When Tuesday's run goes, then Wednesday's
+    tuesday = run("stale_applications", TUESDAY, ses)
+    wednesday = run("stale_applications", sydney("2026-11-25 12:00"), ses)
+
+    # Then Tuesday's sweep excludes its bound and reads nothing; Wednesday's reads app-1
+    # and reports its timestamp
+    assert (monday.items_read, tuesday.items_read, tuesday.invalid_items) == (0, 0, [])
+    assert wednesday.items_read == 1
+    assert wednesday.invalid_items == [
+        {"item_id": "app-1", "reason": "stage_last_updated '2026-11-12' has no UTC offset"}
+    ]
+    assert sent_emails() == []
+
+
+def test_an_unreadable_application_sorted_after_one_on_the_sweeps_bound_is_reported(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given app-1 and app-2 both carry the stage key 12/11, Tuesday's sweep bound, and
+    # app-2 cannot be read (its loan amount is a word): the Query returns it after app-1
+    f.crm()
+    f.application(stage_last_updated="2026-11-12")
+    unreadable_application("app-2", stage_key="2026-11-12")
+    run("stale_applications", MONDAY, ses)
+
+    # When Tuesday's run goes
+    tuesday = run("stale_applications", TUESDAY, ses)
+
+    # Then app-1 on the bound is left to Wednesday, but unreadable app-2 is read and reported
+    assert tuesday.items_read == 1
+    [reported] = tuesday.invalid_items
+    assert reported["item_id"] == "app-2"
+    assert reported["reason"].startswith("unreadable item:")
+    assert sent_emails() == []
+
+
+def test_an_unreadable_application_on_the_first_sweeps_bound_is_left_to_the_next_days_sweep(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given unreadable app-2 with the stage key 11/11, the bound of Monday's first sweep
+    f.crm()
+    unreadable_application("app-2", stage_key="2026-11-11")
+
+    # When Monday's run goes, then Tuesday's
+    monday = run("stale_applications", MONDAY, ses)
+    tuesday = run("stale_applications", TUESDAY, ses)
+
+    # Then Monday's sweep stops below its bound and reads nothing; Tuesday's reports app-2
+    assert (monday.items_read, monday.invalid_items) == (0, [])
+    assert [i["item_id"] for i in tuesday.invalid_items] == ["app-2"]
+
+
+def test_a_raised_stale_threshold_that_closes_a_days_sweep_range_reads_nothing_that_day(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given Monday's run swept below 9/11 (14 days), STALE_AFTER_DAYS is then raised to
+    # 17 (Tuesday's bound is 9/11 too: an empty range), and the CRM writes unreadable app-2
+    # with the stage key 9/11
+    f.crm()
+    run("stale_applications", MONDAY, ses)
+    raised = replace(service, thresholds=replace(service.thresholds, stale_after_days=17))
+    unreadable_application("app-2", stage_key="2026-11-09")
+
+    # When Tuesday's run goes, then Wednesday's
+    tuesday = run("stale_applications", TUESDAY, ses, settings=raised)
+    wednesday = run("stale_applications", sydney("2026-11-25 12:00"), ses, settings=raised)
+
+    # Then Tuesday's reads nothing; Wednesday's range (from 7/11) reaches app-2 and reports it
+    assert (tuesday.items_read, tuesday.invalid_items) == (0, [])
+    assert [i["item_id"] for i in wednesday.invalid_items] == ["app-2"]
 
 
 def test_an_application_whose_schedule_entry_cannot_be_keyed_does_not_hold_up_the_others(

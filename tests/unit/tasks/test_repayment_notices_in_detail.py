@@ -169,6 +169,71 @@ def test_a_paid_repayment_with_a_malformed_paid_date_is_reported_by_field(
     ]
 
 
+def test_a_malformed_due_date_is_reported_by_field_and_the_run_goes_on(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given the CRM marked rep-bad, whose due date is written the Australian way, next to
+    # rep-1 (due in a week to Ben and Mia)
+    f.repayment_due_to_two_borrowers()
+    f.repayment("rep-bad", due_date="30/11/2026")
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then rep-bad is reported by id, naming the field and its value, and rep-1 goes out
+    assert summary.invalid_items == [
+        {"item_id": "rep-bad", "reason": "due_date '30/11/2026' is not a YYYY-MM-DD date"}
+    ]
+    assert sorted(m.recipients[0] for m in sent_emails()) == [BEN, MIA]
+    assert not Repayment.get("rep-bad").reminder_sent
+
+
+def test_a_paid_repayment_does_not_stop_the_run_reading_the_repayments_after_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-0 was paid (the CRM's mark sorts it first in the pending index) and rep-1,
+    # due in a week, was moved to today by an earlier run
+    f.repayment_due_to_two_borrowers(next_notice_on="2026-11-23")
+    f.repayment(
+        "rep-0",
+        paid_date="2026-11-20",
+        pending_check=REPAYMENTS_PENDING,
+        next_notice_on=f.CHANGED_ON,
+    )
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then both are read: rep-0 leaves the pending index and rep-1's reminders go out
+    assert (summary.items_read, summary.sent) == (2, 2)
+    assert sorted(m.recipients[0] for m in sent_emails()) == [BEN, MIA]
+    assert Repayment.get("rep-1").reminder_sent is True
+    assert "pending_check" not in Repayment.get("rep-0", consistent_read=True).attribute_values
+
+
+def test_a_repayment_whose_due_date_the_crm_changed_while_it_was_reminded_keeps_the_crms_mark(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 is due in a week (its reminders go out today), and the CRM moves its due
+    # date to 10 December while they are being sent
+    f.repayment_due_to_two_borrowers()
+
+    def crm_changes_the_due_date(to: str) -> None:
+        with another_actor():
+            f.repayment("rep-1", due_date="2026-12-10")
+
+    # When the repayment check runs
+    with ses_faults(ses, crm_changes_the_due_date):
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then the reminders went out and are flagged, but rep-1 keeps the CRM's mark (looked
+    # at next run, for its new date), not the move to the old date's overdue day (3/12)
+    assert summary.sent == 2
+    rep_1 = Repayment.get("rep-1", consistent_read=True)
+    assert (rep_1.due_date, rep_1.reminder_sent) == ("2026-12-10", True)
+    assert (rep_1.pending_check, rep_1.next_notice_on) == (REPAYMENTS_PENDING, f.CHANGED_ON)
+
+
 def test_a_flag_waits_for_a_notice_another_run_holds_then_follows_it(
     service: Settings, ses: SESV2Client
 ) -> None:
