@@ -9,6 +9,7 @@ are measured on DynamoDB Local by ``ops/bench_reads.py``.
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,8 +25,17 @@ from chalicelib.checks import note_reminders
 from chalicelib.config import Settings
 from chalicelib.models import NOTES_PENDING, Application, Note, Notification, Repayment, Staff
 from tests import factories as f
-from tests.aws_recorder import AwsCall
-from tests.support import REGION, Answer, ledger_key, run, sent_emails, ses_error, sydney
+from tests.aws_recorder import AwsCall, another_actor
+from tests.support import (
+    REGION,
+    Answer,
+    ledger_key,
+    run,
+    sent_emails,
+    ses_error,
+    ses_faults,
+    sydney,
+)
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
 
@@ -420,6 +430,43 @@ def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_
     # and each run that tried to record the note logged why the next one reads more
     logged = [line for line in stdout_json() if line.get("message") == "settled notes not recorded"]
     assert [line["error"] for line in logged] == ["UpdateError"]
+    # naming the check and the record: note-1's shard of the day's records of settled notes
+    [line] = logged
+    shard = zlib.crc32(b"note-1") % 16
+    assert (line["check"], line["key"]) == (
+        "note_reminders",
+        f"done#note_reminders#2026-11-23#{shard}",
+    )
+
+
+def test_a_settled_note_whose_remind_date_the_crm_changed_during_the_run_stays_pending(
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given note-1 due today, whose remind date the CRM moves to Wednesday while its
+    # reminders are being sent
+    f.note_for_author_and_bdm()
+
+    def crm_moves_note_1(to: str) -> None:
+        with another_actor():
+            f.note(remind_date="2026-11-25")
+
+    # When the note check runs
+    with ses_faults(ses, crm_moves_note_1):
+        summary = run("note_reminders", MONDAY, ses)
+
+    # Then today's reminders went out, and the note keeps the CRM's date and its pending
+    # mark, so Wednesday's reminders are not lost
+    assert summary.sent == 2
+    note = Note.get("note-1", consistent_read=True)
+    assert (note.remind_date, pending_mark("note-1")) == ("2026-11-25", NOTES_PENDING)
+    # and the note left pending is logged with what an operator needs
+    [line] = [x for x in stdout_json() if x.get("message") == "settled note left pending"]
+    assert (line["level"], line["check"], line["item_id"], line["error"]) == (
+        "INFO",
+        "note_reminders",
+        "note-1",
+        "UpdateError",
+    )
 
 
 def test_a_dry_run_leaves_the_days_sweep_and_schedule_to_the_real_run(
