@@ -378,6 +378,45 @@ def test_a_settled_note_whose_id_holds_hash_and_percent_is_recognised_as_settled
     assert len(sent_emails()) == 2
 
 
+@pytest.mark.parametrize(
+    ("note", "application"),
+    [
+        ({"application_id": None}, {}),
+        ({}, {"bd_id": None}),
+        ({"created_by": None}, {}),
+    ],
+    ids=["no-application", "no-bdm", "no-author"],
+)
+def test_a_settled_note_missing_a_person_is_recognised_as_settled(
+    service: Settings,
+    ses: SESV2Client,
+    aws_calls: Callable[[], list[AwsCall]],
+    note: dict[str, object],
+    application: dict[str, object],
+) -> None:
+    # Given note-1, missing its application, its BDM or its author, reminded at 12:00 to
+    # the one person it has, then saved again by the CRM (marked pending again)
+    f.crm()
+    f.application(**application)
+    f.note(**note)
+    first = run("note_reminders", MONDAY, ses)
+    assert first.sent == 1
+    f.note(**note)
+
+    # When the check runs again an hour later
+    before = len(aws_calls())
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then the record of settled notes names it (its missing person as such): skipped
+    # without reading its people or its ledger entries, and it leaves the pending index
+    assert (again.notices_due, again.skipped, again.sent) == (1, 1, 0)
+    reads = requests(calls_since(aws_calls, before))
+    assert ("BatchGetItem", "test-staff") not in reads
+    assert reads[("BatchGetItem", "test-notifications")] == 1
+    assert pending_mark("note-1") is None
+    assert len(sent_emails()) == 1
+
+
 def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
     service: Settings, ses: SESV2Client
 ) -> None:
