@@ -397,11 +397,11 @@ def test_a_settled_note_missing_a_person_is_recognised_as_settled(
     # Given note-1, missing its application, its BDM or its author, reminded at 12:00 to
     # the one person it has, then saved again by the CRM (marked pending again)
     f.crm()
-    f.application(**application)
-    f.note(**note)
+    f.application("app-1", **application)
+    f.note("note-1", **note)
     first = run("note_reminders", MONDAY, ses)
     assert first.sent == 1
-    f.note(**note)
+    f.note("note-1", **note)
 
     # When the check runs again an hour later
     before = len(aws_calls())
