@@ -507,11 +507,8 @@ def _notice(
         kind=item.tier.kind.name,
         recipient=to,
         parts=[part],
-        compose=(
-            _composer(item.tier, to, subject, context, run.settings.lender)
-            if row is None
-            else _digest_composer(to, run.settings.lender)
-        ),
+        # An escalation's composer is replaced when _digests merges it into its digest.
+        compose=_composer(item.tier, to, subject, context, run.settings.lender),
     )
 
 
