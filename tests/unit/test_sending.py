@@ -87,7 +87,9 @@ def test_threads_calling_at_once_go_one_interval_apart() -> None:
             with lock:
                 times.append(went)
 
-    # When 8 threads call it 25 times each, all at once
+    # When 8 threads call it 25 times each, all at once (the pacer's own lock is what is
+    # proved: no DynamoDB is involved; a run's concurrent claims are proved on DynamoDB
+    # Local, tests/ddblocal/test_concurrent_sending.py)
     threads = [threading.Thread(target=call, args=(25,)) for _ in range(8)]
     for thread in threads:
         thread.start()
