@@ -7,6 +7,7 @@ Each test imports in a fresh interpreter, as Lambda does, and reads what it left
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -76,8 +77,7 @@ def test_a_scheduled_run_loads_its_own_check_only(check: str) -> None:
 @pytest.mark.parametrize("check", registry.NAMES)
 def test_a_scheduled_function_imports_its_own_check_in_the_init_phase(check: str) -> None:
     # When Lambda imports the app for the scheduled function of one check (_HANDLER)
-    code = "import json, sys, app; print(json.dumps(sorted(sys.modules)))"
-    loaded = _fresh(code, {**FUNCTION_ENV, "_HANDLER": f"app.check_{check}"})
+    loaded = _init_phase(f"app.check_{check}")["modules"]
 
     # Then that check's module is loaded before any invocation, and no other check's
     assert CHECK_MODULES & set(loaded) == {f"chalicelib.checks.{check}"}
@@ -156,8 +156,8 @@ def test_the_registry_names_each_check_from_its_module_and_nothing_else() -> Non
 
 
 # Records, in a fresh interpreter, every request botocore gets ready to send while the
-# app is imported, and every connection anything opens.
-_RECORD_INIT_REQUESTS = """
+# app is imported, every connection anything opens, and the modules it left loaded.
+_RECORD_INIT_PHASE = """
 import json, socket, sys
 from botocore.handlers import BUILTIN_HANDLERS
 requests, connections = [], []
@@ -170,8 +170,17 @@ def refuse(self, address):
 socket.socket.connect = refuse
 import app
 print(json.dumps({"requests": requests, "connections": connections,
-                  "idna": "encodings.idna" in sys.modules}))
+                  "idna": "encodings.idna" in sys.modules, "modules": sorted(sys.modules)}))
 """
+
+
+# A fresh interpreter costs most of a second: the init phase of each function is recorded
+# once and read by every test about it.
+@functools.cache
+def _init_phase(handler: str) -> dict[str, Any]:
+    """What Lambda's import of the app for ``handler`` (its ``_HANDLER``) sent, opened, loaded."""
+    made: dict[str, Any] = _fresh(_RECORD_INIT_PHASE, {**FUNCTION_ENV, "_HANDLER": handler})
+    return made
 
 
 @pytest.mark.parametrize("check", registry.NAMES)
@@ -179,16 +188,20 @@ def test_a_scheduled_function_primes_its_reads_in_the_init_phase_without_sending
     check: str,
 ) -> None:
     # When Lambda imports the app for a scheduled function, no network reachable
-    made = _fresh(_RECORD_INIT_REQUESTS, {**FUNCTION_ENV, "_HANDLER": f"app.check_{check}"})
+    made = _init_phase(f"app.check_{check}")
 
     # Then the Query and the BatchGetItem every run opens with went through the client, and
     # the IDNA codec a first connection loads is loaded, with no connection opened
-    assert made == {"requests": ["Query", "BatchGetItem"], "connections": [], "idna": True}
+    assert (made["requests"], made["connections"], made["idna"]) == (
+        ["Query", "BatchGetItem"],
+        [],
+        True,
+    )
 
 
 def test_other_functions_prime_nothing() -> None:
     # When Lambda imports the app for a function that is no scheduled check's
-    made = _fresh(_RECORD_INIT_REQUESTS, {**FUNCTION_ENV, "_HANDLER": "app.record_ses_events"})
+    made = _init_phase("app.record_ses_events")
 
     # Then no request went through any client
     assert made["requests"] == []

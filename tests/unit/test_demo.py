@@ -1,12 +1,16 @@
-"""`make demo`: seeded CRM on moto, an outbox on disk, and nothing new on a second run."""
+"""`make demo`: seeded CRM on moto, an outbox on disk, the ledger report, nothing new on a rerun."""
 
 from __future__ import annotations
 
+import contextlib
 import email
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default
 from html.parser import HTMLParser
@@ -17,31 +21,76 @@ from freezegun import freeze_time
 
 from chalicelib.run import RunSummary
 from ops import demo
+from ops.seed import GONE, TYPO
 from ops.stages import PROJECT_DIR
+from tests.report_page import read
 
 NOON = "2026-11-23T01:00:00Z"  # 12:00 on Monday 23 Nov 2026 in Sydney
 
 
-@freeze_time(NOON)
-def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Given a fresh machine (no saved state)
-    args = [
-        "--date",
-        "2026-11-23",
+@dataclass(frozen=True)
+class DemoRun:
+    """One ``make demo`` at noon on 23 Nov 2026: its folder (outbox, state), what it printed."""
+
+    folder: Path
+    status: int
+    printed: str
+
+    @property
+    def outbox(self) -> Path:
+        return self.folder / "outbox"
+
+
+def demo_args(tmp_path: Path, *args: str) -> list[str]:
+    """``make demo``'s arguments with its outbox and state in ``tmp_path``."""
+    return [
+        *args,
         "--outbox",
         str(tmp_path / "outbox"),
         "--state",
-        str(tmp_path / "state" / "state.json"),
+        str(tmp_path / "state.json"),
     ]
 
-    # When the demo runs
-    assert demo.main(args) == 0
-    first = capsys.readouterr().out
+
+def run_demo(folder: Path, *args: str) -> DemoRun:
+    """``make demo`` at noon on 23 Nov 2026 with its outbox and state in ``folder``."""
+    printed = io.StringIO()
+    with freeze_time(NOON), contextlib.redirect_stdout(printed):
+        status = demo.main(demo_args(folder, *args))
+    return DemoRun(folder, status, printed.getvalue())
+
+
+def copy_of(run: DemoRun, folder: Path) -> Path:
+    """A copy of what ``run`` left (outbox and state), to run the demo on again."""
+    shutil.copytree(run.folder, folder)
+    return folder
+
+
+# A whole demo (CRM seeded, a month of ledger history, three checks, the report) takes
+# seconds, so the tests share one first run on a fresh machine and one rerun of a copy of
+# it; each test reads them and runs the demo again only on a copy of its own.
+@pytest.fixture(scope="session")
+def first_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``make demo`` for 23 Nov 2026 on a fresh machine (no saved state). Read only."""
+    return run_demo(tmp_path_factory.mktemp("first-demo") / "run", "--date", "2026-11-23")
+
+
+@pytest.fixture(scope="session")
+def demo_rerun(first_demo: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``make demo`` again for the same date on a copy of ``first_demo``'s state. Read only."""
+    folder = copy_of(first_demo, tmp_path_factory.mktemp("demo-rerun") / "run")
+    return run_demo(folder, "--date", "2026-11-23")
+
+
+def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(
+    first_demo: DemoRun, demo_rerun: DemoRun
+) -> None:
+    # Given a fresh machine (no saved state), when the demo runs
+    assert first_demo.status == 0
+    first = first_demo.printed
 
     # Then every kind of email is in the outbox as .eml with an HTML twin and an index
-    folder = tmp_path / "outbox" / "2026-11-23"
+    folder = first_demo.outbox / "2026-11-23"
     emails = sorted(folder.glob("*.eml"))
     subjects = {
         str(email.message_from_bytes(p.read_bytes(), policy=default)["Subject"]) for p in emails
@@ -84,11 +133,11 @@ def test_demo_sends_every_kind_once_and_nothing_on_a_rerun(
     assert "rep-no-amount: amount is missing" in first
 
     # When it runs again for the same date
-    assert demo.main(args) == 0
-    second = capsys.readouterr().out
+    assert demo_rerun.status == 0
+    second = demo_rerun.printed
 
     # Then nothing new is sent: the ledger was kept between runs
-    assert len(list(folder.glob("*.eml"))) == 13
+    assert len(list((demo_rerun.outbox / "2026-11-23").glob("*.eml"))) == 13
     assert "loaded from the last run" in second
     assert "No new emails" in second
     assert "already" not in second  # nothing due was skipped: the checks found nothing due
@@ -130,26 +179,14 @@ def tables_of(page: Path) -> dict[str, list[list[str]]]:
     return parser.tables
 
 
-def demo_args(tmp_path: Path, *args: str) -> list[str]:
-    """``make demo``'s arguments with its outbox and state in ``tmp_path``."""
-    return [
-        *args,
-        "--outbox",
-        str(tmp_path / "outbox"),
-        "--state",
-        str(tmp_path / "state.json"),
-    ]
-
-
-@freeze_time(NOON)
 def test_the_outbox_index_shows_each_emails_check_kind_recipient_subject_and_time(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    first_demo: DemoRun,
 ) -> None:
     # When the demo runs on a fresh machine
-    assert demo.main(demo_args(tmp_path, "--date", "2026-11-23")) == 0
+    assert first_demo.status == 0
 
     # Then each email's row says which check sent which kind to whom, about what, when
-    tables = tables_of(tmp_path / "outbox" / "2026-11-23" / "index.html")
+    tables = tables_of(first_demo.outbox / "2026-11-23" / "index.html")
     header, *rows = tables["emails"]
     assert header == ["Check", "Kind", "To", "Subject", "Sent", "Message"]
     assert len(rows) == 13
@@ -208,14 +245,13 @@ def test_the_outbox_index_escapes_crm_text(tmp_path: Path) -> None:
 
 @freeze_time("2027-03-01T01:00:00Z")
 def test_a_demo_for_another_date_than_the_state_was_seeded_for_says_so_and_how_to_reset(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    first_demo: DemoRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a demo state seeded for 23 Nov 2026
-    assert demo.main(demo_args(tmp_path, "--date", "2026-11-23")) == 0
-    capsys.readouterr()
+    folder = copy_of(first_demo, tmp_path / "run")
 
     # When the demo runs for 1 Mar 2027
-    demo.main(demo_args(tmp_path, "--date", "2027-03-01"))
+    demo.main(demo_args(folder, "--date", "2027-03-01"))
 
     # Then it says plainly which CRM it ran on, and how to get one dated for that day
     out = capsys.readouterr().out
@@ -288,30 +324,21 @@ def test_a_corrupt_state_file_is_named_and_kept(
     assert (tmp_path / "state.json").read_text(encoding="utf-8") == "[1, 2"
 
 
-def test_the_demo_piped_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) -> None:
-    # Given the demo writing to a pipe whose reader has already gone (`make demo | head -0`)
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
-        [sys.executable, "-m", "ops.demo", *demo_args(tmp_path, "--date", "2026-11-23")],
-        cwd=PROJECT_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    process.stdout.close()
+@dataclass(frozen=True)
+class ShellRun:
+    """``make demo`` run from a shell: the folder it ran in, its exit status, its stderr."""
 
-    # When it prints its report
-    _, stderr = process.communicate(timeout=300)
-
-    # Then it ends as the run ended (0), without a traceback
-    assert stderr.decode() == ""
-    assert process.returncode == 0
-    assert len(list((tmp_path / "outbox" / "2026-11-23").glob("*.eml"))) == 13
+    folder: Path
+    returncode: int
+    stderr: str
 
 
-def test_the_demo_writes_accented_names_to_the_outbox_whatever_the_locale(
-    tmp_path: Path,
-) -> None:
-    # Given a shell whose locale encodes text files as ASCII (no UTF-8 mode)
+@pytest.fixture(scope="session")
+def demo_from_a_shell(tmp_path_factory: pytest.TempPathFactory) -> ShellRun:
+    """``python -m ops.demo`` in its own interpreter, in an empty folder (default state path),
+    under a locale that encodes text files as ASCII (no UTF-8 mode), its output piped to a
+    reader that has already gone (``make demo | head -0``). Shared: read only."""
+    folder = tmp_path_factory.mktemp("demo-from-a-shell")
     env = {
         **os.environ,
         "LC_ALL": "C",
@@ -319,21 +346,69 @@ def test_the_demo_writes_accented_names_to_the_outbox_whatever_the_locale(
         "PYTHONUTF8": "0",
         "PYTHONPATH": str(PROJECT_DIR),
     }
-
-    # When the demo sends to Zoë Papadopoulos, José Núñez and Nguyễn Thị Hoa
-    done = subprocess.run(
-        [sys.executable, "-m", "ops.demo", "--date", "2026-11-23", "--outbox", "o", "--state", "s"],
-        cwd=tmp_path,
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ops.demo", "--date", "2026-11-23", "--outbox", "o"],
+        cwd=folder,
         env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=300)
+    return ShellRun(folder, process.returncode, stderr.decode("ascii", "backslashreplace"))
+
+
+def test_the_demo_piped_into_a_reader_that_goes_away_ends_quietly(
+    demo_from_a_shell: ShellRun,
+) -> None:
+    # Given the demo writing to a pipe whose reader has already gone, when it prints its report
+
+    # Then it ends as the run ended (0), without a traceback, every email written
+    assert demo_from_a_shell.stderr == ""
+    assert demo_from_a_shell.returncode == 0
+    assert len(list((demo_from_a_shell.folder / "o" / "2026-11-23").glob("*.eml"))) == 13
+
+
+def test_the_demo_writes_accented_names_to_the_outbox_whatever_the_locale(
+    demo_from_a_shell: ShellRun,
+) -> None:
+    # Given a shell whose locale encodes text files as ASCII (no UTF-8 mode), when the demo
+    # sends to Zoë Papadopoulos, José Núñez and Nguyễn Thị Hoa
 
     # Then every email is written, its HTML in UTF-8 (no UnicodeEncodeError after the send)
-    assert done.returncode == 0, done.stderr
-    folder = tmp_path / "o" / "2026-11-23"
+    assert demo_from_a_shell.returncode == 0, demo_from_a_shell.stderr
+    folder = demo_from_a_shell.folder / "o" / "2026-11-23"
     assert len(list(folder.glob("*.eml"))) == 13
     pages = [p.read_text(encoding="utf-8") for p in folder.glob("*.html")]
     for name in ("Hi Zoë,", "Hi José,", "Hi Hoa,", "Zoë Papadopoulos"):
         assert any(name in page for page in pages), name
+    # and the state is saved where make demo keeps it by default, its folder made
+    assert (demo_from_a_shell.folder / ".demo" / "state.json").is_file()
+
+
+def test_the_demo_writes_a_report_of_a_month_of_varied_ledger_history(
+    first_demo: DemoRun, demo_rerun: DemoRun
+) -> None:
+    # Given a fresh machine (no saved state), when the demo runs
+    assert first_demo.status == 0
+    report = first_demo.outbox / "report.html"
+
+    # Then outbox/report.html charts notices on each of the 30 days to the run's date ...
+    page = read(report)
+    traces = page.traces("notices-per-day")
+    (days,) = {tuple(trace["x"]) for trace in traces.values()}
+    assert (days[0], days[-1], len(days)) == ("2026-10-25", "2026-11-23", 30)
+    assert all(sum(trace["y"][n] for trace in traces.values()) > 0 for n in range(30))
+    # ... today's included: the 13 emails' 16 notices (the stale digest covers three
+    # applications, the escalation digest two repayments)
+    assert sum(trace["y"][-1] for trace in traces.values()) == 16
+    # ... with every outcome present, and the two addresses that keep failing listed
+    total = page.rows("outcomes")["all checks"]
+    assert all(int(figure) > 0 for figure in total), total
+    assert {GONE, TYPO} <= set(page.rows("recipients"))
+    assert f"open {report}" in first_demo.printed
+
+    # When it runs again for the same date, no history is added twice
+    assert demo_rerun.status == 0
+    assert read(demo_rerun.outbox / "report.html").rows("outcomes")["all checks"] == total
