@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.session
 import chalice.test
 import pytest
@@ -37,6 +36,7 @@ from tests.support import (
     SuppressionList,
     provisioned,
     ses_client,
+    verify_sender,
     warm_moto_sesv2,
 )
 
@@ -46,8 +46,9 @@ from tests.support import (
 botocore.session.create_loader = functools.cache(botocore.session.create_loader)
 
 # Records the AWS operations of every running check and audits each test's against its
-# stage's policy (tests/aws_recorder.py); pytester runs the audit's own test of itself.
-pytest_plugins = ["tests.aws_recorder", "pytester"]
+# stage's policy (tests/aws_recorder.py); pytester runs the audit's own test of itself;
+# moto's DynamoDB answers are encoded with json.dumps (tests/moto_dynamodb_json.py).
+pytest_plugins = ["tests.aws_recorder", "tests.moto_dynamodb_json", "pytester"]
 
 ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -178,7 +179,7 @@ def tables(aws: None, settings: Settings) -> Settings:
 @pytest.fixture
 def ses(aws: None) -> SESV2Client:
     """SES with the sender verified; returns a client without retries for fault injection."""
-    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+    verify_sender()
     client = ses_client()
     warm_moto_sesv2(client)
     return client
@@ -199,9 +200,7 @@ def dev_stage(aws: None) -> Settings:
     """The dev stage's tables (names from .chalice/config.json) and its verified sender."""
     settings = Settings.from_env({**os.environ, **DEV_ENV})
     provisioned(settings)
-    boto3.client("ses", region_name=REGION).verify_email_identity(
-        EmailAddress=DEV_ENV["SENDER_EMAIL"]
-    )
+    verify_sender(DEV_ENV["SENDER_EMAIL"])
     return settings
 
 

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-import boto3
 from pynamodb.models import Model
 
 from chalicelib import ledger
@@ -26,7 +25,7 @@ from chalicelib.models import (
     Repayment,
     Staff,
 )
-from tests.support import REGION
+from tests.support import aws_session
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -132,7 +131,7 @@ def raw_item(table: str, item: Mapping[str, AttributeValueTypeDef]) -> None:
         marks = {"pending_check": {"S": NOTES_PENDING}}
     elif table.endswith("repayments") and "paid_date" not in item:
         marks = {"pending_check": {"S": REPAYMENTS_PENDING}, "next_notice_on": {"S": CHANGED_ON}}
-    boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item={**marks, **item})
+    aws_session().client("dynamodb").put_item(TableName=table, Item={**marks, **item})
 
 
 def crm(bdm: bool = True, author: bool = True, borrowers: int = 1) -> None:

@@ -6,6 +6,7 @@ import base64
 import copy
 import dataclasses
 import email
+import functools
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -148,11 +149,25 @@ def subjects_by_recipient() -> dict[str, list[str]]:
     return out
 
 
+@functools.cache
+def aws_session() -> boto3.session.Session:
+    """The boto3 session the tests make their own clients from, one per process.
+
+    moto gives boto3's default session up at every mock's start, and a session costs
+    several times the client made from it; the mock answers every session's clients
+    (moto's handler is one of botocore's built-in handlers, which each session copies).
+    """
+    return boto3.session.Session(region_name=REGION)
+
+
 def ses_client(max_attempts: int = 1) -> SESV2Client:
     """A fresh SESv2 client without retries (botocore's retry sleeps are real)."""
-    return boto3.client(
-        "sesv2", region_name=REGION, config=Config(retries={"max_attempts": max_attempts})
-    )
+    return aws_session().client("sesv2", config=Config(retries={"max_attempts": max_attempts}))
+
+
+def verify_sender(address: str = SENDER) -> None:
+    """Verify ``address`` in SES (moto sends from verified identities only)."""
+    aws_session().client("ses").verify_email_identity(EmailAddress=address)
 
 
 # What a botocore ``before-call`` handler answers: an HTTP response and its parsed body.
