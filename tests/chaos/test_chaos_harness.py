@@ -197,9 +197,12 @@ def test_too_few_faulted_invocations_fail_the_soak() -> None:
     assert problems == ["too few faulted invocations: 999 < --min-faulted 1000"]
 
 
-@pytest.fixture
-def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SESV2Client]:
-    """moto's SES in server mode on loopback, the sender verified; yields a SESv2 client."""
+# One server for the module: stopping one waits out its half-second poll. Each test has
+# clients of its own (the injector instruments them) and reads only the messages
+# accepted after it began.
+@pytest.fixture(scope="module")
+def ses_options() -> Iterator[dict[str, Any]]:
+    """moto's SES in server mode on loopback, the sender verified: its clients' options."""
     with soak.moto_ses() as url:
         options: dict[str, Any] = {
             "region_name": REGION,
@@ -208,9 +211,15 @@ def ses_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SESV2Client]:
             "aws_secret_access_key": "chaos",
         }
         boto3.client("ses", **options).verify_email_identity(EmailAddress=SENDER)
-        yield boto3.client(
-            "sesv2", config=Config(retries={"mode": "standard", "total_max_attempts": 1}), **options
-        )
+        yield options
+
+
+@pytest.fixture
+def ses_server(ses_options: dict[str, Any]) -> SESV2Client:
+    """A SESv2 client of the module's SES server, sending once (no retries)."""
+    return boto3.client(
+        "sesv2", config=Config(retries={"mode": "standard", "total_max_attempts": 1}), **ses_options
+    )
 
 
 def _send(client: SESV2Client) -> SendEmailResponseTypeDef:
