@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 # The usual cast's addresses (see crm()), for assertions on who was mailed.
 BROOKE = "brooke.davis@lender.example.com.au"  # BDM bdm-1
+BLAKE = "blake.hart@lender.example.com.au"  # BDM bdm-2, where a test has two BDMs
 SAM = "sam.author@lender.example.com.au"  # note author staff-2
 BEN = "ben.lee@example.net"  # borrower bor-1
 MIA = "mia.chen@example.net"  # borrower bor-2

@@ -294,6 +294,7 @@ def test_a_notice_failing_transiently_max_attempts_times_is_given_up_as_failed(
     sam = entry(NOTE1_SAM)
     assert sam.status == ledger.FAILED
     assert (sam.failure_reason or "").startswith("gave up after 3 attempts: TooManyRequests")
+    assert sam.subject == "Note Reminder: Call the valuer"  # what failed, for the operator
     assert [e.id for e in ledger.failed_entries()] == [NOTE1_SAM]
     # And the fourth run leaves it for an operator
     assert summaries[1].sent == summaries[1].failed == 0

@@ -133,6 +133,30 @@ def test_an_abandoned_claim_is_counted_failed_logged_and_stamped_with_the_run_ti
     ]
 
 
+def test_a_digest_with_an_abandoned_part_and_a_rejected_part_counts_both_failed(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no SES events, Brooke's escalation digest of rep-1 and rep-2 (both ten days
+    # overdue), a dead run's claim on rep-1's part, and SES rejecting mail to Brooke
+    monkeypatch.delenv("SES_CONFIGURATION_SET")
+    f.crm()
+    f.application()
+    f.repayment("rep-1", due_date="2026-11-13")
+    f.repayment("rep-2", due_date="2026-11-13")
+    rep_1 = ledger_key("repayment_overdue_10_day", "rep-1", "2026-11-13", "bdm-1")
+    claim_of(rep_1, "bdm-1", BROOKE, "crashed-run", NOW - timedelta(minutes=45))
+
+    # When the run goes through
+    rejected = ses_faults(ses, lambda to: ses_error("MessageRejected") if to == BROOKE else None)
+    with rejected:
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then rep-1's part is failed as abandoned and rep-2's as rejected: two failed
+    assert (summary.failed, summary.sent) == (2, 0)
+    rep_2 = ledger_key("repayment_overdue_10_day", "rep-2", "2026-11-13", "bdm-1")
+    assert [entry(key).status for key in (rep_1, rep_2)] == [ledger.FAILED, ledger.FAILED]
+
+
 def test_an_abandon_lost_to_the_dead_run_finishing_counts_as_skipped(
     service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch, stdout_json: Logs
 ) -> None:
@@ -460,6 +484,44 @@ def test_every_claim_refused_in_a_run_is_counted_as_retrying(
     summary = raised.value.summary
     assert (summary.sent, summary.retrying) == (1, 2)
     assert summary.errors == ["claim failed: AccessDeniedException"] * 2
+
+
+def test_each_part_of_a_digest_whose_claim_is_refused_is_counted_as_retrying(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given Brooke's digest covers two stale applications, and DynamoDB refuses the claims
+    # of both its parts
+    f.crm()
+    f.application("app-1", reference_number="APP-1001")
+    f.application("app-2", reference_number="APP-1002", stage="formal_approval")
+
+    def claim(body: dict[str, Any]) -> bool:
+        return {"S": ledger.CLAIMED} in body.get("ExpressionAttributeValues", {}).values()
+
+    # When the stale check runs
+    refused = dynamodb_error("UpdateItem", "AccessDeniedException", claim)
+    with refused, pytest.raises(DeliveryIncomplete) as raised:
+        run("stale_applications", MONDAY, ses)
+
+    # Then nothing is sent, and each part of the one digest is counted as left due
+    summary = raised.value.summary
+    assert (summary.sent, summary.retrying, summary.emails_sent) == (0, 2, 0)
+    assert summary.errors == ["claim failed: AccessDeniedException"] * 2
+    assert sent_emails() == []
+
+
+def test_a_message_is_dated_in_business_time_by_the_runs_clock(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 due to Ben, Mia and Ava
+    three_borrowers()
+
+    # When the run sends at 09:00 in Sydney (22:00 the day before in UTC)
+    run("repayment_reminders", MONDAY, ses)
+
+    # Then each message's Date is that instant, written in Sydney's offset
+    dates = {str(sent.message["Date"]) for sent in sent_emails()}
+    assert dates == {"Mon, 23 Nov 2026 09:00:00 +1100"}
 
 
 def test_each_message_carries_the_send_token_of_its_ledger_entry(

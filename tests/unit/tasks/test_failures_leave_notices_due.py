@@ -28,7 +28,7 @@ from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification, Repayment
 from chalicelib.run import RunSummary
 from tests import factories as f
-from tests.factories import BEN, BROOKE, MIA, SAM
+from tests.factories import BEN, BLAKE, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
     SENDER,
@@ -44,7 +44,6 @@ from tests.support import (
 
 pytestmark = [pytest.mark.task, pytest.mark.error_handling]
 
-BLAKE = "blake.hart@lender.example.com.au"
 
 MONDAY = sydney("2026-11-23 09:00")
 # The factories' repayment: loan APP-1001, due 30/11/2026.

@@ -13,7 +13,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import boto3
@@ -312,6 +312,87 @@ def test_a_note_marked_with_a_malformed_remind_date_is_reported_and_the_run_goes
         {"item_id": "note-bad", "reason": "remind_date '2026-11-22x' is not a YYYY-MM-DD date"}
     ]
     assert summary.sent == 2
+
+
+def test_pending_notes_outside_the_catch_up_window_are_neither_read_nor_reminded(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 due today, and notes marked pending for tomorrow and for the day before
+    # the three catch-up days
+    f.note_for_author_and_bdm()
+    f.note("note-tomorrow", remind_date="2026-11-24")
+    f.note("note-too-old", remind_date="2026-11-19")
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then only note-1 was read and reminded; the others wait, still pending
+    assert (summary.items_read, summary.sent, summary.invalid_items) == (1, 2, [])
+    assert {pending_mark("note-tomorrow"), pending_mark("note-too-old")} == {NOTES_PENDING}
+
+
+def test_settled_notes_saved_again_are_each_counted_as_due_and_skipped(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 and note-2 reminded at 12:00 to Sam and Brooke, then both saved again by
+    # the CRM with the same remind date (marked pending again)
+    f.note_for_author_and_bdm()
+    f.note("note-2")
+    assert run("note_reminders", MONDAY, ses).sent == 4
+    f.note("note-1")
+    f.note("note-2")
+
+    # When the check runs again an hour later
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then both notes' reminders are counted: due, and skipped as settled
+    assert (again.notices_due, again.skipped, again.sent) == (4, 4, 0)
+
+
+def settled_record(note_id: str, remind_date: str) -> tuple[str, str]:
+    """The record of settled notes ``note_id`` goes in, and its element there once its
+    reminders to its author and its application's BDM went out."""
+    note = Note.get(note_id)
+    application = Application.get(note.application_id)
+    return note_reminders.settled_element(
+        note_id, date.fromisoformat(remind_date), note.created_by, application.bd_id, 2
+    )
+
+
+def test_an_element_of_a_record_of_settled_notes_this_version_cannot_read_is_passed_over(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 due today, and its record of settled notes holding an element that is
+    # not (note, author, BDM, count): from another version, or damaged
+    f.note_for_author_and_bdm()
+    record, _ = settled_record("note-1", "2026-11-23")
+    schedule.add_to_set(record, {"note-1", "note-1#staff-2"})
+
+    # When the note check runs
+    summary = run("note_reminders", MONDAY, ses)
+
+    # Then note-1 is not taken for settled: its reminders go out
+    assert (summary.sent, summary.skipped, summary.errors) == (2, 0, [])
+
+
+def test_a_record_of_settled_notes_is_not_written_when_its_elements_reach_the_cap(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a note with a long id due on Saturday and note-1 due today, and the records'
+    # cap exactly the length of the long note's element
+    f.note_for_author_and_bdm()
+    f.note("note-with-a-long-id-" + "x" * 40, remind_date="2026-11-21")
+    long_record, long_element = settled_record("note-with-a-long-id-" + "x" * 40, "2026-11-21")
+    short_record, short_element = settled_record("note-1", "2026-11-23")
+    assert len(short_element) < len(long_element)
+    monkeypatch.setattr(note_reminders, "MAX_RECORDED_CHARS", len(long_element))
+
+    # When the note check runs (Saturday's note first: the index is read in date order)
+    assert run("note_reminders", MONDAY, ses).sent == 4
+
+    # Then Saturday's record is left unwritten (that note is read the longer way next
+    # run), and today's, under the cap, is written all the same
+    assert schedule.string_sets([long_record, short_record]) == {short_record: {short_element}}
 
 
 @pytest.mark.parametrize("history", [3, 30])

@@ -22,7 +22,7 @@ from chalicelib.models import REPAYMENTS_PENDING, Repayment
 from chalicelib.runner import run_check
 from tests import factories as f
 from tests.aws_recorder import another_actor
-from tests.factories import BEN, BROOKE, MIA
+from tests.factories import BEN, BLAKE, BROOKE, MIA
 from tests.support import ledger_key, run, sent_emails, ses_error, ses_faults, sydney
 
 pytestmark = [pytest.mark.task, pytest.mark.execution]
@@ -209,6 +209,23 @@ def test_a_paid_repayment_does_not_stop_the_run_reading_the_repayments_after_it(
     assert sorted(m.recipients[0] for m in sent_emails()) == [BEN, MIA]
     assert Repayment.get("rep-1").reminder_sent is True
     assert "pending_check" not in Repayment.get("rep-0", consistent_read=True).attribute_values
+
+
+def test_a_malformed_due_date_read_first_does_not_stop_the_run_reading_the_repayments_after_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-bad, whose due date is not a date (the CRM's mark sorts it first in the
+    # pending index), and rep-1, due in a week, moved to today by an earlier run
+    f.repayment_due_to_two_borrowers(next_notice_on="2026-11-23")
+    f.repayment("rep-bad", due_date="30/11/2026", next_notice_on=f.CHANGED_ON)
+
+    # When the repayment check runs
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then rep-bad is reported, and rep-1, read after it, goes out
+    assert [item["item_id"] for item in summary.invalid_items] == ["rep-bad"]
+    assert (summary.items_read, summary.sent) == (2, 2)
+    assert sorted(m.recipients[0] for m in sent_emails()) == [BEN, MIA]
 
 
 def test_a_repayment_whose_due_date_the_crm_changed_while_it_was_reminded_keeps_the_crms_mark(
@@ -447,6 +464,45 @@ def test_a_repayment_with_nothing_due_today_is_moved_to_its_next_notice(
     rep_1 = Repayment.get("rep-1", consistent_read=True)
     assert (rep_1.pending_check, rep_1.next_notice_on) == (REPAYMENTS_PENDING, "2026-12-13")
     assert logged(stdout_json, "repayment left pending") == []
+
+
+def test_a_repayment_reminded_before_its_due_date_is_next_looked_at_when_it_falls_overdue(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1, due on Thursday 26 November, whose upcoming reminder went out last week
+    f.repayment_due_to_two_borrowers(due_date="2026-11-26", reminder_sent=True)
+
+    # When the repayment check runs on Monday (inside the upcoming window it already had)
+    summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then nothing is sent, and rep-1 is next looked at when its first overdue notice is due
+    assert summary.sent == 0
+    rep_1 = Repayment.get("rep-1", consistent_read=True)
+    assert (rep_1.pending_check, rep_1.next_notice_on) == (REPAYMENTS_PENDING, "2026-11-29")
+
+
+def test_each_bdm_is_sent_a_digest_of_their_own_escalations_only(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given repayments ten days overdue on app-1 (BDM Brooke) and on app-2 (BDM Blake)
+    f.crm()
+    f.staff("bdm-2", "Blake Hart", BLAKE)
+    f.application("app-1", reference_number="APP-1001")
+    f.application("app-2", reference_number="APP-1002", bd_id="bdm-2")
+    f.repayment("rep-1", application_id="app-1", due_date="2026-11-13")
+    f.repayment("rep-2", application_id="app-2", due_date="2026-11-13")
+
+    # When the repayment check runs
+    run("repayment_reminders", MONDAY, ses)
+
+    # Then Brooke and Blake each get one escalation, about their own application
+    escalations = {
+        m.recipients[0]: m.subject for m in sent_emails() if m.subject.startswith("ESCALATION")
+    }
+    assert escalations == {
+        BROOKE: "ESCALATION: 10 Days Overdue Repayment: APP-1001",
+        BLAKE: "ESCALATION: 10 Days Overdue Repayment: APP-1002",
+    }
 
 
 def test_a_paid_repayment_leaves_the_pending_index(
