@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.formatting import (
     au_date,
+    clean_body,
     money,
     one_line,
     parse_amount,
@@ -181,3 +182,14 @@ def test_one_line_caps_length_with_an_ellipsis() -> None:
 def test_money_refuses_what_cannot_be_shown_in_cents_and_says_so(amount: object) -> None:
     with pytest.raises(ValueError, match=r"cannot be shown as an amount in cents$"):
         money(amount)  # type: ignore[arg-type]  # NaN and inf arrive as float or Decimal
+
+
+# --- formatting: email bodies ---------------------------------------------------------------
+
+
+def test_a_body_gets_one_kind_of_line_break_and_loses_its_control_characters() -> None:
+    # Given CRM text with every kind of line break, a NUL, a bidi override and a tab
+    text = "a\r\nb\rc\u2028d\u2029e\x0bf\x85g\x00h\u202ei\tj"
+
+    # Then each break is one "\n", the controls are gone, and the tab stays
+    assert clean_body(text) == "a\nb\nc\nd\ne\nf\ngh" + "i\tj"

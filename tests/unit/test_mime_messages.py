@@ -122,6 +122,23 @@ def test_an_address_ses_cannot_take_is_a_build_error(address: str, problem: str)
 # --- header text ---------------------------------------------------------------------------
 
 
+def test_each_message_has_a_boundary_no_quoted_printable_text_can_hold() -> None:
+    # Given two messages whose text is made of boundary-like lines
+    text = "--=_\n--None\n=_ =3D_"
+    raws = [mailer.to_mime(notice(text=text), SENDER, date=AT) for _ in range(2)]
+
+    # Then each boundary holds "=_" (quoted-printable writes "=" only before two hex digits
+    # or a line break), is its own, and the text comes back whole from both parts
+    boundaries = [
+        email.message_from_bytes(raw, policy=default).get_boundary() or "" for raw in raws
+    ]
+    assert all(b.startswith("=_") and len(b) > 2 for b in boundaries)
+    assert boundaries[0] != boundaries[1]
+    for raw in raws:
+        plain, html = (part.get_content().replace("\r\n", "\n") for part in email_parts(raw))
+        assert (plain, html) == (text + "\n", f"<p>{text}</p>\n")
+
+
 def test_plain_ascii_header_text_is_written_as_it_is() -> None:
     assert mailer.header_text("Upcoming Repayment Reminder") == "Upcoming Repayment Reminder"
 

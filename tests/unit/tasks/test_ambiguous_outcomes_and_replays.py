@@ -118,6 +118,29 @@ def test_a_lost_response_to_the_claim_still_sends_the_notice_once(
     assert entry(NOTE1_SAM).attempts == 1
 
 
+def test_a_sent_notice_whose_record_went_unanswered_is_read_again_and_its_repayment_flagged(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 due in a week to Ben and Mia
+    f.repayment_due_to_two_borrowers()
+
+    # When every answer to the writes recording Ben's notice sent is lost (each one applied)
+    def ben_sent(body: dict[str, Any]) -> bool:
+        return body["Key"]["id"] == {"S": REP1_BEN} and writes_status("sent")(body)
+
+    with lost_responses(ledger_client(), "UpdateItem", ben_sent) as lost:
+        summary = run("repayment_reminders", MONDAY, ses)
+
+    # Then the run reports the write it got no answer to, reads Ben's entry again, finds
+    # it sent, and flags rep-1: both reminders went out once
+    assert len(lost) > 1  # botocore retried it
+    assert summary.sent == 2
+    assert [e for e in summary.errors if e.startswith("recording sent failed")] != []
+    assert entry(REP1_BEN).status == ledger.SENT
+    assert Repayment.get("rep-1", consistent_read=True).reminder_sent is True
+    assert recipient_counts() == Counter({BEN: 1, MIA: 1})
+
+
 def test_a_claim_held_by_another_run_is_not_taken_for_our_own(
     service: Settings, ses: SESV2Client
 ) -> None:

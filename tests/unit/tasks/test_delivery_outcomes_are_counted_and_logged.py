@@ -510,6 +510,39 @@ def test_each_part_of_a_digest_whose_claim_is_refused_is_counted_as_retrying(
     assert sent_emails() == []
 
 
+def test_a_digest_part_whose_record_is_refused_leaves_the_other_parts_recorded(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given Brooke's digest covers two stale applications, and DynamoDB refuses to record
+    # the first part as sent
+    f.crm()
+    f.application("app-1", reference_number="APP-1001")
+    f.application("app-2", reference_number="APP-1002", stage="formal_approval")
+    refused: list[str] = []
+
+    def first_sent(body: dict[str, Any]) -> bool:
+        if refused or {"S": ledger.SENT} not in body.get("ExpressionAttributeValues", {}).values():
+            return refused != [] and body["Key"]["id"]["S"] == refused[0]
+        refused.append(body["Key"]["id"]["S"])
+        return True
+
+    # When the stale check sends the digest
+    with dynamodb_error("UpdateItem", "AccessDeniedException", first_sent):
+        summary = run("stale_applications", MONDAY, ses)
+
+    # Then the digest went out once; the refused part stays claimed, the other is sent
+    assert summary.emails_sent == 1
+    [error] = summary.errors
+    assert error.startswith("recording sent failed: UpdateError: ")
+    assert "AccessDeniedException" in error
+    statuses = {
+        e.item_id: e.status
+        for e in Notification.scan(consistent_read=True)
+        if e.kind == "stale_applications"
+    }
+    assert sorted(statuses.values()) == [ledger.CLAIMED, ledger.SENT]
+
+
 def test_a_message_is_dated_in_business_time_by_the_runs_clock(
     service: Settings, ses: SESV2Client
 ) -> None:
