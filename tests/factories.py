@@ -156,6 +156,18 @@ def repayment_due_to_two_borrowers(id: str = "rep-1", **overrides: object) -> No
     repayment(id, **overrides)
 
 
+def second_bdm() -> None:
+    """BDM ``bdm-2``, Blake Hart, for worlds with two BDMs."""
+    staff("bdm-2", "Blake Hart", BLAKE)
+
+
+def stale_digest_of_two() -> None:
+    """Brooke's (``bdm-1``) stale digest: app-1 and app-2, long in their stages."""
+    crm()
+    application("app-1", reference_number="APP-1001")
+    application("app-2", reference_number="APP-1002", stage="formal_approval")
+
+
 def note_for_author_and_bdm() -> None:
     """note-1 due 23/11/2026, to its author Sam and app-1's BDM Brooke."""
     crm()

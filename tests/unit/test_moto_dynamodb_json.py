@@ -70,6 +70,13 @@ def bodies(answer: Answer) -> tuple[str, str]:
     return str(fast[2]), str(moto[2])
 
 
+def assert_read_alike(answers: list[Answer]) -> None:
+    """botocore reads each answer the same from both encodings."""
+    for answer in answers:
+        fast, moto = bodies(answer)
+        assert read(answer, fast) == read(answer, moto), answer.operation.name
+
+
 def test_botocore_reads_every_answer_of_the_checks_runs_the_same_from_both_encodings(
     answers: list[Answer], service: Settings
 ) -> None:
@@ -90,9 +97,7 @@ def test_botocore_reads_every_answer_of_the_checks_runs_the_same_from_both_encod
         "BatchGetItem",
         "UpdateItem",
     }
-    for answer in answers:
-        fast, moto = bodies(answer)
-        assert read(answer, fast) == read(answer, moto), answer.operation.name
+    assert_read_alike(answers)
 
 
 def test_botocore_reads_every_kind_of_value_and_operation_the_same_from_both_encodings(
@@ -228,6 +233,4 @@ def test_botocore_reads_every_kind_of_value_and_operation_the_same_from_both_enc
         "TransactGetItems",
         "UpdateItem",
     ]
-    for answer in answers:
-        fast, moto = bodies(answer)
-        assert read(answer, fast) == read(answer, moto), answer.operation.name
+    assert_read_alike(answers)

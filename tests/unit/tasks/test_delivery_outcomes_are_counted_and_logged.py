@@ -491,9 +491,7 @@ def test_each_part_of_a_digest_whose_claim_is_refused_is_counted_as_retrying(
 ) -> None:
     # Given Brooke's digest covers two stale applications, and DynamoDB refuses the claims
     # of both its parts
-    f.crm()
-    f.application("app-1", reference_number="APP-1001")
-    f.application("app-2", reference_number="APP-1002", stage="formal_approval")
+    f.stale_digest_of_two()
 
     def claim(body: dict[str, Any]) -> bool:
         return {"S": ledger.CLAIMED} in body.get("ExpressionAttributeValues", {}).values()
@@ -515,9 +513,7 @@ def test_a_digest_part_whose_record_is_refused_leaves_the_other_parts_recorded(
 ) -> None:
     # Given Brooke's digest covers two stale applications, and DynamoDB refuses to record
     # the first part as sent
-    f.crm()
-    f.application("app-1", reference_number="APP-1001")
-    f.application("app-2", reference_number="APP-1002", stage="formal_approval")
+    f.stale_digest_of_two()
     refused: list[str] = []
 
     def first_sent(body: dict[str, Any]) -> bool:

@@ -216,10 +216,8 @@ def test_a_transient_failure_releases_every_part_of_a_stale_digest(
     service: Settings, ses: SESV2Client
 ) -> None:
     # Given Brooke's digest covers two stale applications, Blake's covers one
-    f.crm()
-    f.staff("bdm-2", "Blake Hart", BLAKE)
-    f.application("app-1", reference_number="APP-1001")
-    f.application("app-2", reference_number="APP-1002", stage="formal_approval")
+    f.stale_digest_of_two()
+    f.second_bdm()
     f.application("app-3", reference_number="APP-1003", bd_id="bdm-2")
 
     # When SES throttles the send to Brooke

@@ -486,7 +486,7 @@ def test_each_bdm_is_sent_a_digest_of_their_own_escalations_only(
 ) -> None:
     # Given repayments ten days overdue on app-1 (BDM Brooke) and on app-2 (BDM Blake)
     f.crm()
-    f.staff("bdm-2", "Blake Hart", BLAKE)
+    f.second_bdm()
     f.application("app-1", reference_number="APP-1001")
     f.application("app-2", reference_number="APP-1002", bd_id="bdm-2")
     f.repayment("rep-1", application_id="app-1", due_date="2026-11-13")
