@@ -31,6 +31,7 @@ from chalicelib.mailer import (
     ThrottledSendError,
     TransientSendError,
 )
+from chalicelib.sending import SendQuota
 from tests.support import LENDER, REGION, SENDER, ses_error, sydney
 
 # The run's time a message is dated by (business time), and a Message-ID to compare.
@@ -40,6 +41,8 @@ MSG_ID = "<0123456789abcdef@lender.example.com.au>"
 # The longest domain there can be: 253 characters.
 DOMAIN_253 = ".".join(["a" * 63] * 3 + ["a" * 61])
 BEN = Recipient(id="bor-1", name="Ben Lee", email="ben.lee@example.net")
+LOCAL_PART = "recipient address has a local part SES cannot send to (it must be plain ASCII)"
+INVALID_DOMAIN = "recipient address has an invalid domain"
 
 
 def notice(
@@ -86,17 +89,18 @@ def test_an_address_ses_can_take_is_written_as_ascii(address: str, spec: str) ->
 @pytest.mark.parametrize(
     ("address", "problem"),
     [
-        ("ben.lee", "local part"),
-        ("@example.net", "local part"),
-        ("a" * 65 + "@example.net", "local part"),
-        ("bén@example.net", "local part"),
-        ("ben..lee@example.net", "local part"),
-        ("ben@localhost", "invalid domain"),
-        ("x@" + DOMAIN_253 + "a", "invalid domain"),
-        ("ben@" + "a" * 64 + ".example", "invalid domain"),
-        ("ben@-example.net", "invalid domain"),
-        ("ben@exa mple.net", "invalid domain"),
-        ("ben@\ud800.example", "cannot be encoded"),
+        ("ben.lee", LOCAL_PART),
+        ("@example.net", LOCAL_PART),
+        ("a" * 65 + "@example.net", LOCAL_PART),
+        ("bén@example.net", LOCAL_PART),
+        ("ben..lee@example.net", LOCAL_PART),
+        ("ben@lee@example.net", LOCAL_PART),
+        ("ben@localhost", INVALID_DOMAIN),
+        ("x@" + DOMAIN_253 + "a", INVALID_DOMAIN),
+        ("ben@" + "a" * 64 + ".example", INVALID_DOMAIN),
+        ("ben@-example.net", INVALID_DOMAIN),
+        ("ben@exa mple.net", INVALID_DOMAIN),
+        ("ben@\ud800.example", "recipient address has a domain that cannot be encoded"),
     ],
     ids=[
         "no-at",
@@ -104,6 +108,7 @@ def test_an_address_ses_can_take_is_written_as_ascii(address: str, spec: str) ->
         "65-char-local",
         "non-ascii-local",
         "double-dot",
+        "two-ats",
         "one-label",
         "254-char-domain",
         "64-char-label",
@@ -115,7 +120,7 @@ def test_an_address_ses_can_take_is_written_as_ascii(address: str, spec: str) ->
 def test_an_address_ses_cannot_take_is_a_build_error(address: str, problem: str) -> None:
     with pytest.raises(MessageBuildError) as raised:
         mailer.address_spec(address)
-    assert problem in raised.value.reason
+    assert raised.value.reason == problem
     assert isinstance(raised.value, PermanentSendError)
 
 
@@ -255,24 +260,25 @@ def test_a_long_unbroken_line_is_soft_broken_with_crlf() -> None:
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
-        (b"From: a\r\n\xe9", "not 7-bit clean"),
-        (b"From: a\r\nbare\nLF", "bare CR or LF"),
-        (b"From: a\r\nbare\rCR", "bare CR or LF"),
-        (b"From: a\r\n" + b"x" * 999, "longer than 998"),
+        (b"From: a\r\n\xe9", "message is not 7-bit clean"),
+        (b"From: a\r\nbare\nLF", "message has a bare CR or LF"),
+        (b"From: a\r\nbare\rCR", "message has a bare CR or LF"),
+        (b"From: a\r\n" + b"x" * 999, "message has a line longer than 998 characters"),
     ],
     ids=["8-bit", "bare-lf", "bare-cr", "long-line"],
 )
 def test_a_raw_message_that_is_not_clean_is_refused(raw: bytes, problem: str) -> None:
     with pytest.raises(MessageBuildError) as raised:
         mailer.verify(raw, [("From", "a")], "ben.lee@example.net")
-    assert problem in raised.value.reason
+    assert raised.value.reason == problem
 
 
 def test_a_line_of_exactly_998_characters_is_accepted_by_the_line_check() -> None:
     raw = mailer.to_mime(notice(), SENDER, date=AT, msg_id=MSG_ID)
     head, body = raw.split(b"\r\n\r\n", 1)
     headers = mailer.header_block(notice(), SENDER, date=AT, msg_id=MSG_ID)
-    padded = head + b"\r\nX-Pad: " + b"x" * 990 + b"\r\n\r\n" + body
+    padded = head + b"\r\nX-Pad: " + b"x" * 991 + b"\r\n\r\n" + body
+    assert max(len(line) for line in padded.split(b"\r\n")) == 998
     with pytest.raises(MessageBuildError) as raised:
         mailer.verify(padded, headers, "ben.lee@example.net")
     assert raised.value.reason == "header block does not have exactly the headers set"
@@ -366,6 +372,36 @@ def test_every_message_gets_its_own_message_id_on_the_senders_domain() -> None:
 
     assert len(ids) == 3
     assert all(re.fullmatch(r"<[0-9a-f]{32}@lender\.example\.com\.au>", i) for i in ids)
+
+
+def test_a_body_that_cannot_be_built_is_a_build_error_naming_why() -> None:
+    # Given an email whose composer left out its text part (a bug in a check)
+    broken = replace(notice(), text=None)  # type: ignore[arg-type]
+
+    # When it is built, then it is refused, saying why, and never sent
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.to_mime(broken, SENDER, date=AT)
+    assert raised.value.reason == "message body cannot be built: TypeError"
+
+
+class Account:
+    """An SESv2 client whose ``GetAccount`` answers ``answer``."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+
+    def get_account(self) -> dict[str, Any]:
+        return self.answer
+
+
+def test_a_quota_ses_leaves_out_reads_as_no_rate_and_no_24_hour_cap() -> None:
+    # Given GetAccount answers with an empty quota
+    mailer_ = Mailer(SENDER, REGION, client=Account({"SendQuota": {}}))  # type: ignore[arg-type]
+
+    # Then the rate is 0 (unknown: the run sends at the fallback rate) and the cap -1
+    assert mailer_.send_quota() == SendQuota(
+        max_send_rate=0.0, max_24_hour_send=-1.0, sent_last_24_hours=0.0, sending_enabled=True
+    )
 
 
 def test_a_message_date_without_a_time_zone_is_refused() -> None:

@@ -33,6 +33,7 @@ from tests.aws_recorder import another_actor
 from tests.factories import BEN, BROOKE, MIA, SAM
 from tests.support import (
     REGION,
+    SES_ACCOUNT,
     ledger_key,
     lost_responses,
     run,
@@ -270,6 +271,24 @@ def test_an_unsettled_unknown_send_is_due_again_after_the_settling_window(
     assert recipient_counts() == Counter({SAM: 1, BROOKE: 1})
     assert entry(NOTE1_SAM).status == ledger.SENT
     assert entry(NOTE1_SAM).attempts == 2
+
+
+def test_an_unknown_send_due_again_waits_for_the_24_hour_quota_like_any_notice(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given SES answered Sam's reminder with a 500, and no Send event came
+    f.note_for_author_and_bdm()
+    with ses_faults(ses, lambda to: ses_error("InternalFailure", 500) if to == SAM else None):
+        assert run("note_reminders", MONDAY, ses).unknown == 1
+
+    # When the next run, after the settling window, finds the 24-hour quota spent
+    SES_ACCOUNT.sent_last_24_hours = SES_ACCOUNT.max_24_hour_send
+    late = run("note_reminders", sydney("2026-11-23 10:00"), ses)
+
+    # Then Sam's reminder is not sent over the quota: it stays due, unclaimed
+    assert (late.sent, late.quota_deferred) == (0, 1)
+    assert recipient_counts() == Counter({BROOKE: 1})
+    assert entry(NOTE1_SAM).status == ledger.UNKNOWN
 
 
 def test_without_ses_events_an_ambiguous_send_is_failed_for_an_operator(

@@ -7,18 +7,21 @@ are paced on a fake clock, so no test waits.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
 
-from chalicelib import ledger
+from chalicelib import ledger, models
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
 from chalicelib.models import Notification
 from tests import factories as f
+from tests.aws_recorder import another_actor
 from tests.factories import BROOKE, SAM
 from tests.support import (
     SES_ACCOUNT,
@@ -306,3 +309,42 @@ def test_each_throttle_halves_the_pace_down_to_the_fallback_rate_and_no_lower(
         ("WARNING", "note_reminders", 0.95),
     ]
     assert (raised.value.summary.throttled, raised.value.summary.retrying) == (4, 4)
+
+
+def test_an_email_given_back_by_a_notice_in_flight_goes_to_the_next_notice(
+    service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given one email left of the 24-hour quota, two workers, and note-0's reminders to Sam
+    # and Brooke, Sam's taken by another run just as this one claims it
+    monkeypatch.setenv("SEND_CONCURRENCY", "2")
+    SES_ACCOUNT.sent_last_24_hours = SES_ACCOUNT.max_24_hour_send - 1
+    [sam, _] = notes(1)
+    models.bind(Settings.from_env())  # the client of a run with two workers (its own pool)
+    client = Notification._get_connection().connection.client
+    taken: list[str] = []
+
+    def another_run_first(params: dict[str, Any], **_: object) -> None:
+        if json.loads(params["body"])["Key"]["id"] == {"S": sam} and not taken:
+            taken.append(sam)
+            with another_actor():
+                f.claimed_entry(
+                    sam,
+                    recipient_id="staff-2",
+                    email=SAM,
+                    run_id="another-run",
+                    lease_expires_at=MONDAY.astimezone(UTC) + timedelta(minutes=5),
+                    kind="note_reminders",
+                    item_id="note-0",
+                )
+
+    # When the run sends (Sam's notice holds the last email while its claim is refused)
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", another_run_first)
+    try:
+        summary = run("note_reminders", MONDAY, ses, clock=FakeClock())
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", another_run_first)
+
+    # Then Sam's notice gives the email back and Brooke's reminder takes it
+    assert taken == [sam]
+    assert (summary.sent, summary.skipped, summary.quota_deferred) == (1, 1, 0)
+    assert [m.recipients for m in sent_emails()] == [[BROOKE]]
