@@ -302,6 +302,22 @@ def test_a_to_header_for_anyone_else_is_refused() -> None:
     assert raised.value.reason == "To header does not hold exactly the intended recipient"
 
 
+def test_a_to_header_the_parsers_read_differently_is_refused() -> None:
+    # Given a To header written with two trailing commas: the email package's older parser
+    # reads a second, empty address there, its default policy does not
+    headers = mailer.header_block(notice(), SENDER, date=AT, msg_id=MSG_ID)
+    to = dict(headers)["To"]
+    forged = [(name, f"{value},," if name == "To" else value) for name, value in headers]
+    raw = mailer.to_mime(notice(), SENDER, date=AT, msg_id=MSG_ID).replace(
+        f"To: {to}\r\n".encode(), f"To: {to},,\r\n".encode()
+    )
+
+    # When it is verified, then it is refused: both readings must name only the recipient
+    with pytest.raises(MessageBuildError) as raised:
+        mailer.verify(raw, forged, "ben.lee@example.net")
+    assert raised.value.reason == "To header does not hold exactly the intended recipient"
+
+
 # --- the send request ----------------------------------------------------------------------
 
 
