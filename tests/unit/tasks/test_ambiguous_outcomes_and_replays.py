@@ -291,6 +291,26 @@ def test_an_unknown_send_due_again_waits_for_the_24_hour_quota_like_any_notice(
     assert entry(NOTE1_SAM).status == ledger.UNKNOWN
 
 
+def test_a_notice_already_sent_is_skipped_not_held_for_a_spent_quota(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given Sam's reminder went out and SES throttled Brooke's (left due)
+    f.note_for_author_and_bdm()
+    with (
+        ses_faults(ses, lambda to: ses_error(*THROTTLED) if to == BROOKE else None),
+        pytest.raises(DeliveryIncomplete),
+    ):
+        run("note_reminders", MONDAY, ses)
+
+    # When the next run finds the 24-hour quota spent
+    SES_ACCOUNT.sent_last_24_hours = SES_ACCOUNT.max_24_hour_send
+    later = run("note_reminders", sydney("2026-11-23 10:00"), ses)
+
+    # Then Sam's is skipped as sent (it needs no email) and only Brooke's waits for quota
+    assert (later.skipped, later.quota_deferred, later.sent) == (1, 1, 0)
+    assert recipient_counts() == Counter({SAM: 1})
+
+
 def test_without_ses_events_an_ambiguous_send_is_failed_for_an_operator(
     service: Settings, ses: SESV2Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
