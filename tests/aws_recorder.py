@@ -16,7 +16,8 @@ functions do, not what a test does to set up its tables and identities. Each
 operation keeps the ``Settings`` that entry point was using (its own ``settings``),
 so the audit can hold it to the policy generated for exactly that stage. A run
 sends from worker threads (``chalicelib.delivery``), whose own stacks start in the
-thread pool: their operations belong to the entry point running in another thread.
+thread pool: their operations belong to the run ``_deliver_one`` was handed, whose
+settings are the entry point's. Only the calling thread's own stack is ever read.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.handlers import BUILTIN_HANDLERS
 
-from chalicelib.delivery import WORKER_THREADS
 from tests.iam_audit import AwsCall, not_allowed, policy_for
 
 __all__ = ["AwsCall", "another_actor"]
 
 if TYPE_CHECKING:
     from botocore.model import OperationModel
+
+    from chalicelib.config import Settings
+    from chalicelib.run import Run
 
 # (module, function) of every entry point whose AWS calls the functions' policy must allow.
 ENTRY_POINTS = frozenset(
@@ -47,6 +50,8 @@ ENTRY_POINTS = frozenset(
         ("chalicelib.fanout", "handle_batch"),
     }
 )
+# Where a run's worker thread starts delivering a notice (chalicelib.delivery's pool).
+WORKER_ENTRY = ("chalicelib.delivery", "_deliver_one")
 
 
 class Recorder:
@@ -79,8 +84,8 @@ class Recorder:
         context: dict[str, Any] | None = None,
         **_: object,
     ) -> None:
-        check = _running_check(sys._getframe(1))
-        if check is None or self.paused:
+        running, settings = _running_check(sys._getframe(1))
+        if not running or self.paused:
             return
         service_model = model.service_model
         self.calls.append(
@@ -90,35 +95,29 @@ class Recorder:
                 operation=model.name,
                 region=str((context or {}).get("client_region") or ""),
                 params=dict(params),
-                settings=check.f_locals.get("settings"),
+                settings=settings,
                 test=self.current_test,
             )
         )
 
 
-def _running_check(frame: FrameType | None) -> FrameType | None:
-    """The frame of an entry point (:data:`ENTRY_POINTS`) on the stack, if one is running.
+def _running_check(frame: FrameType | None) -> tuple[bool, Settings | None]:
+    """Whether an entry point (:data:`ENTRY_POINTS`) is running this call, and its settings.
 
-    In a run's worker thread, the entry point is on the stack of the thread that
-    handed it the notice (one test runs at a time in a process).
+    Only the calling thread's own stack is read: reading another running thread's frames
+    can crash CPython. A run's worker thread has no entry point on its stack; its calls
+    come from :data:`WORKER_ENTRY`, whose ``run`` carries the entry point's settings.
     """
-    own = _entry_point(frame)
-    if own is not None or not threading.current_thread().name.startswith(WORKER_THREADS):
-        return own
-    me = threading.get_ident()
-    for ident, other in sys._current_frames().items():
-        found = _entry_point(other) if ident != me else None
-        if found is not None:
-            return found
-    return None
-
-
-def _entry_point(frame: FrameType | None) -> FrameType | None:
     while frame is not None:
-        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in ENTRY_POINTS:
-            return frame
+        code = (frame.f_globals.get("__name__"), frame.f_code.co_name)
+        if code in ENTRY_POINTS:
+            settings: Settings | None = frame.f_locals.get("settings")
+            return True, settings
+        if code == WORKER_ENTRY:
+            run: Run = frame.f_locals["run"]
+            return True, run.settings
         frame = frame.f_back
-    return None
+    return False, None
 
 
 RECORDER = Recorder()
