@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import Enum
 
@@ -194,7 +194,7 @@ def notice_key(repayment_id: str, due_date: date, tier: Tier, recipient_id: str)
 def run(run: Run) -> None:
     """Send the due repayment notices, then flag each repayment whose notice went out."""
     notices, flags, moves = collect(run)
-    outcome = deliver(run, _drop_superseded(run, notices))
+    outcome = deliver(run, _digests(run, _drop_superseded(run, notices)))
     if run.dry_run:
         return  # a dry run changes nothing, flags included
     # Notices an overlapping run held when we looked may have gone out since: read
@@ -299,34 +299,30 @@ def _drop_superseded(run: Run, notices: list[Notice[NoticeOf]]) -> list[Notice[N
 
     The flags already stop most of these; the ledger also covers a more severe
     notice that reached some borrowers before its flag was set, and a replayed
-    or manual run for an earlier date.
+    or manual run for an earlier date. Each notice has its one part still: a BDM's
+    escalations are merged into a digest after this (:func:`_digests`).
     """
     later: dict[str, list[str]] = {}
     for notice in notices:
-        for part in notice.parts:
-            about = part.data
-            position = TIERS.index(about.tier)
-            later[part.key] = [
-                notice_key(about.repayment_id, about.due_date, severer, notice.recipient.id)
-                for severer in TIERS[position + 1 :]
-            ]
+        part = notice.parts[0]
+        about = part.data
+        position = TIERS.index(about.tier)
+        later[part.key] = [
+            notice_key(about.repayment_id, about.due_date, severer, notice.recipient.id)
+            for severer in TIERS[position + 1 :]
+        ]
     found = ledger.lookup(key for keys in later.values() for key in keys)
     kept = []
     for notice in notices:
-        parts = []
-        for part in notice.parts:
-            done = [k for k in later[part.key] if k in found and found[k].status != ledger.PENDING]
-            if done:
-                logger.info(
-                    "notice superseded by a more severe one",
-                    extra={"check": run.summary.check, "key": part.key, "superseded_by": done[0]},
-                )
-                continue
-            parts.append(part)
-        if len(parts) == len(notice.parts):
-            kept.append(notice)
-        elif parts:
-            kept.append(replace(notice, parts=parts))
+        key = notice.parts[0].key
+        done = [k for k in later[key] if k in found and found[k].status != ledger.PENDING]
+        if done:
+            logger.info(
+                "notice superseded by a more severe one",
+                extra={"check": run.summary.check, "key": key, "superseded_by": done[0]},
+            )
+            continue
+        kept.append(notice)
     return kept
 
 
@@ -339,7 +335,7 @@ Move = tuple[Repayment, date | None]
 
 
 def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite], list[Move]]:
-    """Build the due notices and, per repayment, the flag its notices will set.
+    """Build the due notices (one part each) and, per repayment, the flag they will set.
 
     One Query of the sparse pending index returns the repayments whose next look
     is due by today (``next_notice_on``): the CRM marks a new or changed one for
@@ -400,7 +396,7 @@ def collect(run: Run) -> tuple[list[Notice[NoticeOf]], list[FlagWrite], list[Mov
         flags.append(
             FlagWrite(item.repayment, item.tier.flag, [p.key for n in made for p in n.parts])
         )
-    return _digests(run, notices), flags, moves
+    return notices, flags, moves
 
 
 def _digests(run: Run, notices: list[Notice[NoticeOf]]) -> list[Notice[NoticeOf]]:
@@ -507,7 +503,7 @@ def _notice(
         kind=item.tier.kind.name,
         recipient=to,
         parts=[part],
-        # An escalation's composer is replaced when _digests merges it into its digest.
+        # An escalation's composer is replaced when run's _digests merges it into its digest.
         compose=_composer(item.tier, to, subject, context, run.settings.lender),
     )
 
