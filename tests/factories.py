@@ -8,7 +8,7 @@ Pass keyword arguments to change any attribute; ``None`` leaves it absent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from pynamodb.models import Model
@@ -168,6 +168,15 @@ def stale_digest_of_two() -> None:
     application("app-2", reference_number="APP-1002", stage="formal_approval")
 
 
+def two_escalations_of_brooke() -> None:
+    """rep-1 (APP-1001) and rep-2 (APP-1002), Brooke's loans, 10 and 12 days overdue."""
+    crm()
+    application()
+    application("app-2", reference_number="APP-1002")
+    repayment(due_date="2026-11-13")
+    repayment("rep-2", application_id="app-2", due_date="2026-11-11")
+
+
 def note_for_author_and_bdm() -> None:
     """note-1 due 23/11/2026, to its author Sam and app-1's BDM Brooke."""
     crm()
@@ -181,6 +190,37 @@ def one_of_each() -> None:
     application(stage_last_updated="2026-11-02T10:00:00+11:00")
     note(remind_date="2026-11-23")
     repayment(due_date="2026-11-30")
+
+
+def ledger_entry(
+    key: str,
+    kind: str = "note_reminders",
+    business_date: str = "2026-11-21",
+    status: str = ledger.SENT,
+    email: str = "ben.lee@example.net",
+    *,
+    at: datetime = datetime(2026, 11, 20, 1, tzinfo=UTC),
+    **fields: object,
+) -> None:
+    """A ledger notice as a run leaves it, written at ``at`` (``fields``: its item,
+    recipient or run, a failure reason, SES's record, ...)."""
+    values: dict[str, object] = {
+        "id": key,
+        "kind": kind,
+        "item_id": f"item-{key}",
+        "recipient_id": f"r-{key}",
+        "recipient_email": email,
+        "business_date": business_date,
+        "status": status,
+        "run_id": "run-1",
+        "attempts": 1,
+        "created_at": at,
+        "updated_at": at,
+        "claimed_at": at,
+        "lease_expires_at": at,
+    }
+    values.update(fields)
+    _save(Notification, values)
 
 
 def claimed_entry(

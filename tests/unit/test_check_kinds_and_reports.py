@@ -788,11 +788,7 @@ def test_a_dry_run_lists_a_bdms_escalations_as_one_digest_naming_each_repayment(
     service: Settings, ses: SESV2Client
 ) -> None:
     # Given two repayments of Brooke's loans escalated on the same day
-    f.crm()
-    f.application()
-    f.application("app-2", reference_number="APP-1002")
-    f.repayment(due_date="2026-11-13")
-    f.repayment("rep-2", application_id="app-2", due_date="2026-11-11")
+    f.two_escalations_of_brooke()
 
     # When the repayment check runs as a dry run
     summary = run("repayment_reminders", MONDAY, ses, dry_run=True)
@@ -820,11 +816,7 @@ def test_a_bdms_escalations_go_out_as_one_digest_and_each_repayment_is_settled(
     service: Settings, ses: SESV2Client
 ) -> None:
     # Given two repayments of Brooke's loans escalated on the same day
-    f.crm()
-    f.application()
-    f.application("app-2", reference_number="APP-1002")
-    f.repayment(due_date="2026-11-13")
-    f.repayment("rep-2", application_id="app-2", due_date="2026-11-11")
+    f.two_escalations_of_brooke()
 
     # When the repayment check runs, and again later that day
     first = run("repayment_reminders", MONDAY, ses)

@@ -257,22 +257,16 @@ def test_history_finds_an_entry_written_before_addresses_were_lower_cased(
     service: Settings,
 ) -> None:
     # Given an older entry that holds the address as the CRM wrote it
-    at = utc("2026-06-01 02:00")  # 12:00 AEST: winter time
-    Notification(
-        id="old-entry",
-        kind="repayment_upcoming",
+    factories.ledger_entry(
+        "old-entry",
+        "repayment_upcoming",
+        "2026-06-01",
+        email="Old.Case@Example.net",
+        at=utc("2026-06-01 02:00"),  # 12:00 AEST: winter time
         item_id="rep-9",
         recipient_id="bor-9",
-        recipient_email="Old.Case@Example.net",
-        business_date="2026-06-01",
-        status=ledger.SENT,
         run_id="old-run",
-        attempts=1,
-        created_at=at,
-        updated_at=at,
-        claimed_at=at,
-        lease_expires_at=at,
-    ).save()
+    )
 
     # When the operator types it as stored, or lower-cased
     as_stored = invoke("history", "--recipient", "Old.Case@Example.net").stdout

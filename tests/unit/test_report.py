@@ -30,32 +30,7 @@ INDEX = "business_date-created_at-index"
 HOSTILE = '<script>alert("crm")</script>'
 
 
-def entry(
-    key: str,
-    kind: str = "note_reminders",
-    business_date: str = "2026-11-21",
-    status: str = ledger.SENT,
-    email: str = "ben.lee@example.net",
-    **extra: Any,
-) -> None:
-    """A ledger notice as a run leaves it (``extra``: failure reason, SES's record, ...)."""
-    at = datetime(2026, 11, 20, 1, tzinfo=UTC)
-    Notification(
-        id=key,
-        kind=kind,
-        item_id=f"item-{key}",
-        recipient_id=f"r-{key}",
-        recipient_email=email,
-        business_date=business_date,
-        status=status,
-        run_id="run-1",
-        attempts=1,
-        created_at=at,
-        updated_at=at,
-        claimed_at=at,
-        lease_expires_at=at,
-        **extra,
-    ).save()
+entry = f.ledger_entry
 
 
 def report(*args: str, clock: str = NOON, out: Path) -> Result:
