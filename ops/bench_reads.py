@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -50,7 +50,7 @@ from chalicelib.observability import logger
 from chalicelib.runner import run_check
 from ops.ddblocal import running
 from ops.demo import LENDER_ENVIRONMENT
-from ops.provisioning import provision, table_environment
+from ops.provisioning import provision, put_items, table_environment
 from ops.stages import REGION
 
 if TYPE_CHECKING:
@@ -211,23 +211,8 @@ def _client() -> DynamoDBClient:
 
 
 def _write(table: str, items: Iterable[dict[str, Any]]) -> None:
-    """BatchWriteItem in pages of 25, retrying what DynamoDB leaves unprocessed."""
-    client = _client()
-    batch: list[dict[str, Any]] = []
-    for item in items:
-        batch.append({"PutRequest": {"Item": item}})
-        if len(batch) == 25:
-            _flush(client, table, batch)
-            batch = []
-    if batch:
-        _flush(client, table, batch)
-
-
-def _flush(client: DynamoDBClient, table: str, batch: list[dict[str, Any]]) -> None:
-    pending: Mapping[str, Any] = {table: batch}
-    while pending:
-        answer = client.batch_write_item(RequestItems=cast("Any", pending))
-        pending = answer.get("UnprocessedItems") or {}
+    """Write ``items`` into ``table`` through the models' client, 25 a request."""
+    put_items(_client(), table, items)
 
 
 def _sent(key: str, kind: str, item_id: str, recipient: str) -> dict[str, Any]:

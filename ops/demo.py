@@ -39,7 +39,7 @@ from chalicelib.observability import logger
 from chalicelib.registry import CHECKS
 from chalicelib.run import RunSummary
 from chalicelib.runner import InvalidRequest, ManualRun, manual_time, run_check
-from ops.provisioning import provision
+from ops.provisioning import provision, put_items
 from ops.seed import seed
 from ops.stages import REGION
 
@@ -330,8 +330,7 @@ def load_state(path: Path) -> date | None:
         seeded_for = meta.get("seeded_for")
         items: list[dict[str, AttributeValueTypeDef]]
         for table, items in tables.items():
-            for item in items:
-                client.put_item(TableName=table, Item=item)
+            put_items(client, table, items)
         return date.fromisoformat(seeded_for) if seeded_for else None
     except (OSError, ValueError, TypeError, AttributeError, BotoCoreError, ClientError) as exc:
         reason = one_line(f"{type(exc).__name__}: {exc}", 300)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -105,6 +106,26 @@ def _wait_for_index(client: DynamoDBClient, table: str, index: str, poll_seconds
         if status in (None, "ACTIVE"):
             return
         time.sleep(poll_seconds)
+
+
+def put_items(client: DynamoDBClient, table: str, items: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``items`` (DynamoDB JSON) into ``table``: BatchWriteItem in pages of 25,
+    retrying what DynamoDB leaves unprocessed."""
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append({"PutRequest": {"Item": item}})
+        if len(batch) == 25:
+            _flush(client, table, batch)
+            batch = []
+    if batch:
+        _flush(client, table, batch)
+
+
+def _flush(client: DynamoDBClient, table: str, batch: list[dict[str, Any]]) -> None:
+    pending: Mapping[str, Any] = {table: batch}
+    while pending:
+        answer = client.batch_write_item(RequestItems=cast("Any", pending))
+        pending = answer.get("UnprocessedItems") or {}
 
 
 def provision_fanout_queue(
