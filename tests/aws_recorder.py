@@ -50,8 +50,9 @@ ENTRY_POINTS = frozenset(
         ("chalicelib.fanout", "handle_batch"),
     }
 )
-# Where a run's worker thread starts delivering a notice (chalicelib.delivery's pool).
-WORKER_ENTRY = ("chalicelib.delivery", "_deliver_one")
+# Where a run's worker thread delivers a notice (chalicelib.delivery's pool): every function
+# there is handed the run, whose settings are the entry point's.
+WORKER_MODULE = "chalicelib.delivery"
 
 
 class Recorder:
@@ -106,15 +107,17 @@ def _running_check(frame: FrameType | None) -> tuple[bool, Settings | None]:
 
     Only the calling thread's own stack is read: reading another running thread's frames
     can crash CPython. A run's worker thread has no entry point on its stack; its calls
-    come from :data:`WORKER_ENTRY`, whose ``run`` carries the entry point's settings.
+    come from a function of :data:`WORKER_MODULE` holding the ``run``, which carries the
+    entry point's settings. Any of them: ``make mutation`` runs each one under another name
+    (``_deliver_one`` becomes mutmut's wrapper, holding only ``*args``).
     """
     while frame is not None:
         code = (frame.f_globals.get("__name__"), frame.f_code.co_name)
         if code in ENTRY_POINTS:
             settings: Settings | None = frame.f_locals.get("settings")
             return True, settings
-        if code == WORKER_ENTRY:
-            run: Run = frame.f_locals["run"]
+        run: Run | None = frame.f_locals.get("run") if code[0] == WORKER_MODULE else None
+        if run is not None:
             return True, run.settings
         frame = frame.f_back
     return False, None
