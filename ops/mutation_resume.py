@@ -12,7 +12,10 @@ make a resumed run on changed code wrong, always towards reporting survivors a t
 :func:`refresh` copies every file of the source paths that mutmut does not mutate again,
 deletes ``mutmut-stats.json`` (the next run maps tests afresh) and re-opens every verdict
 that is not a kill, so survivors, timeouts and "no tests" are judged again. Kills stay:
-a mutant a test killed in an unchanged function is still killed.
+a mutant a test killed in an unchanged function is still killed. So do the verdicts of
+mutants listed as equivalent (``tests/mutation_equivalents.toml``): no test can kill
+them, and judging one again runs every test of its function, the slowest part of a run
+(when its function changed, mutmut makes the mutant afresh and judges it anyway).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.mutation_report import KILLED_CODES, MUTANTS
+from ops.mutation_report import EQUIVALENTS, KILLED_CODES, MUTANTS, load_equivalents
 
 STATS = "mutmut-stats.json"
 
@@ -45,8 +48,9 @@ def mutated(path: str, only_mutate: Sequence[str]) -> bool:
     return path.endswith(".py") and any(fnmatch.fnmatch(path, p) for p in only_mutate)
 
 
-def refresh(project: Path, mutants: Path = MUTANTS) -> Refreshed:
+def refresh(project: Path, mutants: Path = MUTANTS, equivalents: Path = EQUIVALENTS) -> Refreshed:
     """Bring ``project/mutants`` up to date with the project for ``mutmut run`` to resume."""
+    listed = load_equivalents(project / equivalents)
     config = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     settings = config["tool"]["mutmut"]
     only_mutate = [str(p) for p in settings.get("only_mutate", [])]
@@ -66,7 +70,7 @@ def refresh(project: Path, mutants: Path = MUTANTS) -> Refreshed:
         data = json.loads(meta.read_text(encoding="utf-8"))
         codes = data["exit_code_by_key"]
         for name, code in codes.items():
-            if code is not None and code not in KILLED_CODES:
+            if code is not None and code not in KILLED_CODES and name not in listed:
                 codes[name] = None
                 reopened += 1
         meta.write_text(json.dumps(data), encoding="utf-8")
@@ -84,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = refresh(args.project)
     print(
         f"mutants/: {done.copied} unmutated file(s) copied again, test map dropped, "
-        f"{done.reopened} verdict(s) other than killed re-opened"
+        f"{done.reopened} verdict(s) other than killed or listed as equivalent re-opened"
     )
     return 0
 

@@ -64,6 +64,28 @@ def test_resuming_copies_unmutated_files_drops_the_test_map_and_reopens_all_but_
     assert (done.copied, done.reopened) == (2, 3)
 
 
+def test_resuming_keeps_the_verdict_of_a_mutant_listed_as_equivalent(tmp_path: Path) -> None:
+    # Given a mutants/ dir whose surviving core.x_a__mutmut_2 is listed as equivalent
+    root = project(tmp_path)
+    listed = root / "tests/mutation_equivalents.toml"
+    listed.parent.mkdir()
+    listed.write_text('[equivalent]\n"core.x_a__mutmut_2" = "same output"\n', encoding="utf-8")
+
+    # When it is refreshed
+    done = refresh(root)
+
+    # Then that survivor is not judged again; the other survivors and the timeout are
+    codes = json.loads((root / "mutants/pkg/core.py.meta").read_text(encoding="utf-8"))
+    assert codes["exit_code_by_key"] == {
+        "core.x_a__mutmut_1": 1,
+        "core.x_a__mutmut_2": 0,
+        "core.x_b__mutmut_1": None,
+        "core.x_b__mutmut_2": None,
+        "core.x_c__mutmut_1": None,
+    }
+    assert done.reopened == 2
+
+
 def test_resuming_without_a_mutation_run_says_to_run_one_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
