@@ -840,3 +840,27 @@ def test_a_bdms_escalations_go_out_as_one_digest_and_each_repayment_is_settled(
     assert [e.status for e in entries] == [ledger.SENT, ledger.SENT]
     assert entries[0].message_id == entries[1].message_id == digest.message_id
     assert [Repayment.get(r).overdue_10_day_sent for r in ("rep-1", "rep-2")] == [True, True]
+
+
+def test_a_kinds_key_is_its_check_then_its_parts_with_the_tier_in_its_place() -> None:
+    # Given the 3-day overdue kind, whose tier part is fixed
+    overdue = registry.kind("repayment_overdue_3_day")
+
+    # When a key is built from the free parts (repayment, due date, recipient)
+    key = overdue.key("rep-1", "2026-11-20", "bor-1")
+
+    # Then the check's name leads and the tier sits between the due date and the recipient
+    assert key == "repayment_reminders#rep-1#2026-11-20#overdue_3_day#bor-1"
+
+
+@pytest.mark.parametrize("values", [("rep-1", "2026-11-20"), ("rep-1", "2026-11-20", "x", "y")])
+def test_a_kind_refuses_a_key_of_too_few_or_too_many_parts_naming_the_ones_it_takes(
+    values: tuple[str, ...],
+) -> None:
+    # Given the upcoming kind, which takes a repayment, a due date and a recipient
+    upcoming = registry.kind("repayment_upcoming")
+
+    # When a key is built from another number of parts, Then it is refused by name
+    with pytest.raises(TypeError) as refused:
+        upcoming.key(*values)
+    assert str(refused.value) == "repayment_upcoming keys take repayment_id, due_date, recipient_id"
