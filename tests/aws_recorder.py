@@ -16,8 +16,8 @@ functions do, not what a test does to set up its tables and identities. Each
 operation keeps the ``Settings`` that entry point was using (its own ``settings``),
 so the audit can hold it to the policy generated for exactly that stage. A run
 sends from worker threads (``chalicelib.delivery``), whose own stacks start in the
-thread pool: their operations belong to the run ``_deliver_one`` was handed, whose
-settings are the entry point's. Only the calling thread's own stack is ever read.
+thread pool: their operations belong to the run the delivery functions were handed,
+whose settings are the entry point's. Only the calling thread's own stack is ever read.
 """
 
 from __future__ import annotations
