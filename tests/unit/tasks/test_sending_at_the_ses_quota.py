@@ -223,12 +223,46 @@ def test_a_run_whose_quota_cannot_be_read_sends_at_the_fallback_rate(
     assert summary.send_rate == 0.95
     assert summary.quota_remaining is None
     assert clock.slept == pytest.approx([1 / 0.95])
-    [record] = logged(stdout_json, "SES send quota not read, sending at the fallback rate")
-    assert (record["level"], record["error"], record["rate"]) == (
+    logs = stdout_json()
+    [record] = logged(lambda: logs, "SES send quota not read, sending at the fallback rate")
+    assert (record["level"], record["check"], record["error"], record["rate"]) == (
         "ERROR",
+        "note_reminders",
         "AccessDeniedException",
         1.0,
     )
+    [pace] = logged(lambda: logs, "sending paced at the SES quota")
+    # (Powertools leaves out the fields that are None)
+    assert (pace.get("max_send_rate"), pace["rate"], pace.get("quota_remaining")) == (
+        None,
+        0.95,
+        None,
+    )
+
+
+def test_a_run_logs_the_pace_it_took_from_the_accounts_quota(
+    service: Settings, ses: SESV2Client, stdout_json: Logs
+) -> None:
+    # Given an account allowed 0.6172 emails a second (SES reports fractions), 1,000,000
+    # a day with none sent yet, and a note due to Sam and Brooke
+    SES_ACCOUNT.max_send_rate = 0.6172
+    notes(1)
+
+    # When the run goes through
+    summary = run("note_reminders", MONDAY, ses, clock=FakeClock())
+
+    # Then it paced at 95 % of that rate, to three places, from one worker, and said so
+    assert summary.send_rate == 0.586
+    [record] = logged(stdout_json, "sending paced at the SES quota")
+    fields = ("level", "check", "max_send_rate", "rate", "quota_remaining", "workers")
+    assert {name: record.get(name) for name in fields} == {
+        "level": "INFO",
+        "check": "note_reminders",
+        "max_send_rate": 0.6172,
+        "rate": 0.586,
+        "quota_remaining": 1_000_000,
+        "workers": 1,
+    }
 
 
 def test_a_throttled_send_is_counted_and_left_due(service: Settings, ses: SESV2Client) -> None:
