@@ -147,12 +147,11 @@ def render(
 ) -> Email:
     """Render ``<template>.html`` and ``<template>.txt`` with ``context`` for ``to``.
 
-    Every template also gets ``recipient``, ``greeting`` (the first name when the
-    CRM has one), ``subject`` and ``lender`` (the contact lines and the footer).
+    Every template also gets ``greeting`` (the first name when the CRM has one),
+    ``subject`` and ``lender`` (the contact lines and the footer).
     """
     env = _environment()
     full = {
-        "recipient": to,
         "greeting": to.greeting_name,
         "subject": subject,
         "lender": lender,

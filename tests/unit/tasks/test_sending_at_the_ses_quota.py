@@ -8,6 +8,7 @@ are paced on a fake clock, so no test waits.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, timedelta
@@ -18,7 +19,7 @@ from mypy_boto3_sesv2 import SESV2Client
 
 from chalicelib import ledger, models
 from chalicelib.config import Settings
-from chalicelib.delivery import DeliveryIncomplete
+from chalicelib.delivery import WORKER_THREADS, DeliveryIncomplete
 from chalicelib.models import Notification
 from tests import factories as f
 from tests.aws_recorder import another_actor
@@ -382,3 +383,40 @@ def test_an_email_given_back_by_a_notice_in_flight_goes_to_the_next_notice(
     assert taken == [sam]
     assert (summary.sent, summary.skipped, summary.quota_deferred) == (1, 1, 0)
     assert [m.recipients for m in sent_emails()] == [[BROOKE]]
+
+
+def test_a_dry_run_asks_ses_for_nothing(service: Settings, ses: SESV2Client) -> None:
+    # Given a note due to Sam and Brooke
+    notes(1)
+
+    # When a dry run looks at it
+    summary = run("note_reminders", MONDAY, ses, dry_run=True)
+
+    # Then it lists both reminders without reading the quota or sending
+    assert len(summary.would_send) == 2
+    assert SES_ACCOUNT.calls == 0
+    assert (summary.send_rate, summary.quota_remaining) == (0.0, None)
+    assert sent_emails() == []
+
+
+def test_a_runs_emails_are_sent_from_its_delivery_worker_threads(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given two notes due (four reminders)
+    notes(2)
+    senders: list[str] = []
+
+    def sender(**_: object) -> None:
+        senders.append(threading.current_thread().name)
+
+    # When the run sends them
+    ses.meta.events.register("before-call.sesv2.SendEmail", sender)
+    try:
+        summary = run("note_reminders", MONDAY, ses, clock=FakeClock())
+    finally:
+        ses.meta.events.unregister("before-call.sesv2.SendEmail", sender)
+
+    # Then every email left from one of the run's named workers, not the caller's thread
+    assert summary.sent == 4
+    assert len(senders) == 4
+    assert all(name.startswith(f"{WORKER_THREADS}_") for name in senders), senders
