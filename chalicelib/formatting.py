@@ -111,7 +111,7 @@ def parse_amount(value: object, field: str) -> Decimal:
 
 def valid_email(value: str | None) -> bool:
     """True when ``value`` is one plain address that cannot smuggle in headers."""
-    return bool(value) and _EMAIL.fullmatch(value or "") is not None
+    return value is not None and _EMAIL.fullmatch(value) is not None
 
 
 def one_line(text: str, limit: int = 150) -> str:

@@ -559,6 +559,37 @@ def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_
     )
 
 
+def test_a_note_saved_again_after_its_reminders_went_out_unrecorded_is_settled_by_its_ledger(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given note-1 reminded at 12:00 while its record of settled notes could not be
+    # written, then saved again by the CRM (marked pending again, and in no record)
+    f.note_for_author_and_bdm()
+    client = Notification._get_connection().connection.client
+
+    def refuse(params: dict[str, Any], **_: object) -> Answer | None:
+        names = json.loads(params["body"]).get("ExpressionAttributeNames", {})
+        if "done_notes" not in names.values():
+            return None
+        return ses_error("ValidationException", message="Item size has exceeded the maximum")
+
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+    try:
+        assert run("note_reminders", MONDAY, ses).sent == 2
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+    f.note("note-1")
+
+    # When the check runs at 13:00 and reads it again, the longer way
+    again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
+
+    # Then its ledger says both reminders were sent: nothing goes out, and the note is
+    # settled (out of the pending index) rather than read again at every run
+    assert (again.items_read, again.notices_due, again.skipped, again.sent) == (1, 2, 2, 0)
+    assert len(sent_emails()) == 2
+    assert pending_mark("note-1") is None
+
+
 def test_a_settled_note_whose_remind_date_the_crm_changed_during_the_run_stays_pending(
     service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
 ) -> None:

@@ -8,6 +8,7 @@ its repayment is sent, re-reading the ones another run held.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from pynamodb.exceptions import DoesNotExist
 from chalicelib import ledger
 from chalicelib.config import Settings
 from chalicelib.delivery import DeliveryIncomplete
-from chalicelib.models import REPAYMENTS_PENDING, Repayment
+from chalicelib.models import REPAYMENTS_PENDING, Notification, Repayment
 from chalicelib.runner import run_check
 from tests import factories as f
 from tests.aws_recorder import another_actor
@@ -291,6 +292,40 @@ def test_a_flag_follows_a_held_notice_that_its_run_sent_meanwhile(
     # Then it re-reads Mia's entry, finds it sent and flags the repayment
     assert (summary.sent, summary.skipped) == (1, 1)
     assert Repayment.get("rep-1").reminder_sent is True
+
+
+def test_a_flag_follows_a_notice_another_run_claimed_and_sent_after_this_run_read_it(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given rep-1 due to Ben and Mia, and another run that claims and sends Mia's reminder
+    # after this run read the ledger (nothing there yet) and before it claims hers
+    f.repayment_due_to_two_borrowers()
+    mia = ledger_key("repayment_upcoming", "rep-1", "2026-11-30", "bor-2")
+    client = Notification._get_connection().connection.client
+    raced: list[str] = []
+
+    def other_run_first(params: dict[str, Any], **_: object) -> None:
+        if raced or json.loads(params["body"])["Key"]["id"]["S"] != mia:
+            return
+        raced.append(mia)
+        claim = ledger.Claim(mia, "repayment_upcoming", "rep-1", "bor-2", MIA, "2026-11-23", "t")
+        with another_actor():
+            assert ledger.claim(claim, "other-run", MONDAY)
+            ledger.mark_sent(mia, "other-run", "Upcoming", "msg-1", MONDAY)
+
+    # When this run goes through
+    client.meta.events.register_first("before-call.dynamodb.UpdateItem", other_run_first)
+    try:
+        summary = run("repayment_reminders", MONDAY, ses)
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", other_run_first)
+
+    # Then its claim of Mia's was refused, it sent Ben's only, and, reading Mia's entry
+    # again, found it sent and flagged the repayment
+    assert raced == [mia]
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert [m.recipients for m in sent_emails()] == [[BEN]]
+    assert Repayment.get("rep-1", consistent_read=True).reminder_sent is True
 
 
 def test_a_dry_run_of_the_repayment_check_sets_no_flag(service: Settings, ses: SESV2Client) -> None:
