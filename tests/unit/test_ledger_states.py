@@ -913,3 +913,16 @@ def test_failed_entries_are_listed_oldest_first_and_filtered_by_kind_and_item(
     assert listed(item_id="note-2") == [note_2]
     assert listed(kinds=[NOTE_REMINDER.name], item_id="rep-1") == []
     assert listed(kinds=[NOTE_REMINDER.name], item_id="note-1") == [KEY]
+
+
+def test_a_notice_key_escapes_percent_and_hash_so_no_two_parts_lists_share_a_key() -> None:
+    # Given parts holding '#', '%' and a literal '%23' (what an escaped '#' looks like)
+    # When their keys are built
+    hashed = ledger.notice_key("note_reminders", "n#1", "x")
+    literal = ledger.notice_key("note_reminders", "n%231", "x")
+    plain = ledger.notice_key("note_reminders", "note-1", "staff-2")
+
+    # Then each character is escaped, the two keys differ, and plain parts keep their keys
+    assert hashed == "note_reminders#n%231#x"
+    assert literal == "note_reminders#n%25231#x"
+    assert plain == "note_reminders#note-1#staff-2"

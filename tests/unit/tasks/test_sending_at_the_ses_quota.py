@@ -420,3 +420,19 @@ def test_a_runs_emails_are_sent_from_its_delivery_worker_threads(
     assert summary.sent == 4
     assert len(senders) == 4
     assert all(name.startswith(f"{WORKER_THREADS}_") for name in senders), senders
+
+
+def test_a_dry_run_lists_the_notices_in_the_order_the_check_made_them(
+    service: Settings, ses: SESV2Client
+) -> None:
+    # Given 20 notes due, each to its author Sam and then the BDM Brooke
+    keys = notes(20)
+
+    # When a dry run looks at them
+    summary = run("note_reminders", MONDAY, ses, dry_run=True)
+
+    # Then it lists all 40 reminders in the check's order, note by note (as the index
+    # returns them, by id) and the author before the BDM: made by one worker, not raced
+    listed = [key for would in summary.would_send for key in would["keys"]]
+    by_note = sorted(zip(keys[::2], keys[1::2], strict=True))
+    assert listed == [key for pair in by_note for key in pair]
