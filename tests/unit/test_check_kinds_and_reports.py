@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC
+from typing import Any
 
 import pytest
 from mypy_boto3_sesv2 import SESV2Client
@@ -451,6 +452,21 @@ def test_the_ses_client_pools_one_connection_per_send_in_flight(
     assert client.meta.config.max_pool_connections == 7  # type: ignore[attr-defined]
 
 
+def test_a_mailer_without_a_client_makes_one_pooling_its_sends_in_flight(
+    fresh_clients: None, aws: None
+) -> None:
+    # Given a mailer for a run sending from 7 workers, given no client
+    sender = mailer.Mailer("reminders@example.com.au", REGION, connections=7)
+
+    # When it first needs its client
+    client = sender.client
+
+    # Then it made the container's client, pooling 7 connections, and keeps it
+    # botocore-stubs declare Config's options only as constructor arguments.
+    assert client.meta.config.max_pool_connections == 7  # type: ignore[attr-defined]
+    assert sender.client is client is mailer.ses_client(REGION)
+
+
 def test_each_region_gets_its_own_ses_client_in_that_region(fresh_clients: None, aws: None) -> None:
     # Given the functions' own region has a client
     home = mailer.ses_client(REGION)
@@ -470,6 +486,29 @@ def test_each_region_gets_its_own_ses_client_in_that_region(fresh_clients: None,
         assert mailer.ses_client(REGION) is home
     finally:
         mailer._default_clients.pop("eu-west-1", None)
+
+
+def test_a_ledger_lookup_reads_every_entry_strongly_consistent(service: Settings) -> None:
+    # Given the ledger's table, watched at the client's request parameters
+    client = Notification._get_connection().connection.client
+    requests: list[dict[str, Any]] = []
+
+    def watch(params: dict[str, Any], **_: object) -> None:
+        requests.append(params)
+
+    # When entries are looked up (a claim another run just wrote must be seen)
+    client.meta.events.register("provide-client-params.dynamodb.BatchGetItem", watch)
+    try:
+        ledger.lookup(["k-1", "k-2", "k-1"])
+    finally:
+        client.meta.events.unregister("provide-client-params.dynamodb.BatchGetItem", watch)
+
+    # Then one BatchGetItem asked for each key once with a strongly consistent read
+    [request] = requests
+    [(table, read)] = request["RequestItems"].items()
+    assert table == Notification.Meta.table_name
+    assert read["ConsistentRead"] is True
+    assert sorted(key["id"]["S"] for key in read["Keys"]) == ["k-1", "k-2"]
 
 
 def test_a_stale_application_with_an_absurd_loan_amount_is_reported_by_field(
