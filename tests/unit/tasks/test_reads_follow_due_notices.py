@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
@@ -519,11 +520,10 @@ def test_a_bdm_given_the_application_after_its_notes_reminder_is_reminded_too(
     assert len(sent_emails()) == 3
 
 
-def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_way(
-    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
-) -> None:
-    # Given DynamoDB refuses to add to the records of settled notes (one is over 400 KB)
-    f.note_for_author_and_bdm()
+@contextmanager
+def records_of_settled_notes_refused() -> Iterator[None]:
+    """DynamoDB refuses every addition to the records of settled notes, as when one is
+    over 400 KB; every other write goes through."""
     client = Notification._get_connection().connection.client
 
     def refuse(params: dict[str, Any], **_: object) -> Answer | None:
@@ -536,11 +536,20 @@ def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_
     # replaces the call.
     client.meta.events.register_first("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
     try:
+        yield
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
+
+
+def test_a_record_of_settled_notes_that_cannot_be_written_only_means_the_longer_way(
+    service: Settings, ses: SESV2Client, stdout_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # Given DynamoDB refuses to add to the records of settled notes (one is over 400 KB)
+    f.note_for_author_and_bdm()
+    with records_of_settled_notes_refused():
         # When the note check runs, then again an hour later
         first = run("note_reminders", MONDAY, ses)
         again = run("note_reminders", MONDAY + timedelta(hours=1), ses)
-    finally:
-        client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
 
     # Then both reminders went out once, and the rerun did not read the note again (it
     # left the pending index all the same)
@@ -565,19 +574,8 @@ def test_a_note_saved_again_after_its_reminders_went_out_unrecorded_is_settled_b
     # Given note-1 reminded at 12:00 while its record of settled notes could not be
     # written, then saved again by the CRM (marked pending again, and in no record)
     f.note_for_author_and_bdm()
-    client = Notification._get_connection().connection.client
-
-    def refuse(params: dict[str, Any], **_: object) -> Answer | None:
-        names = json.loads(params["body"]).get("ExpressionAttributeNames", {})
-        if "done_notes" not in names.values():
-            return None
-        return ses_error("ValidationException", message="Item size has exceeded the maximum")
-
-    client.meta.events.register_first("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
-    try:
+    with records_of_settled_notes_refused():
         assert run("note_reminders", MONDAY, ses).sent == 2
-    finally:
-        client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse)  # type: ignore[arg-type]
     f.note("note-1")
 
     # When the check runs at 13:00 and reads it again, the longer way
